@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The full test suite: formatting, lints, unit and integration tests (including tests
+# that really mount), and a build of the fuzz targets.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo fmt --check
+cargo clippy --all-targets -- -D warnings
+cargo test --all-targets

@@ -1,0 +1,123 @@
+//! The `h4fs` command: clap types and one module per subcommand.
+//!
+//! Exit codes: 0 success; 1 the container is damaged (an integrity check failed);
+//! 2 bad command line; 3 any other error (missing file, unknown engine, I/O, ...).
+
+use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::process::ExitCode;
+
+mod cat;
+mod inspect;
+mod pack;
+mod progress;
+mod seek;
+mod verify;
+
+/// Exit code for a damaged container.
+pub const EXIT_DAMAGED: u8 = 1;
+/// Exit code for usage errors (clap's own).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code for every other error.
+pub const EXIT_ERROR: u8 = 3;
+
+const AFTER_HELP: &str = "\
+Examples:
+  h4fs pack movie.mp4 --index movie.csv -o movie.h4mk
+  h4fs inspect movie.h4mk
+  h4fs verify --full movie.h4mk
+  h4fs seek movie.h4mk 5000000
+  h4fs cat movie.h4mk --range 0-1023 | xxd | head
+  h4fs extract movie.h4mk -o movie.copy.mp4
+
+Exit codes: 0 ok, 1 container damaged, 2 bad usage, 3 other error.";
+
+/// H4MK media containers as ordinary files and directories.
+#[derive(Debug, Parser)]
+#[command(name = "h4fs", version, about, after_help = AFTER_HELP, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Pack(pack::Args),
+    Inspect(inspect::Args),
+    Seek(seek::Args),
+    Verify(verify::Args),
+    Cat(cat::CatArgs),
+    Extract(cat::ExtractArgs),
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let result = match cli.command {
+        Command::Pack(a) => pack::run(a),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Seek(a) => seek::run(a),
+        Command::Verify(a) => verify::run(a),
+        Command::Cat(a) => cat::run_cat(a),
+        Command::Extract(a) => cat::run_extract(a),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => report(&e),
+    }
+}
+
+/// Print an error with its cause chain; choose the exit code.
+fn report(e: &anyhow::Error) -> ExitCode {
+    if is_broken_pipe(e) {
+        return ExitCode::SUCCESS;
+    }
+    let _ = std::io::stdout().flush();
+    eprintln!("h4fs: error: {e:#}");
+    let damaged = e
+        .chain()
+        .any(|c| c.downcast_ref::<h4fs_error::Error>().is_some_and(|e| e.is_integrity()));
+    ExitCode::from(if damaged { EXIT_DAMAGED } else { EXIT_ERROR })
+}
+
+use crate::error as h4fs_error;
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<h4fs_error::Error>().is_some_and(|e| {
+                matches!(e, h4fs_error::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe)
+            })
+    })
+}
+
+/// Options shared by commands that read a container.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrackArg {
+    /// Track to read (layout C multitrack files: a track id from `inspect`; default the
+    /// first track).
+    #[arg(long, value_name = "ID")]
+    pub track: Option<u32>,
+}
+
+impl TrackArg {
+    /// The index into `archive.tracks` of the chosen track.
+    pub fn resolve(&self, a: &crate::Archive) -> anyhow::Result<usize> {
+        match self.track {
+            None if a.tracks.is_empty() => anyhow::bail!("the container has no tracks"),
+            None => Ok(0),
+            Some(id) => a.tracks.iter().position(|t| t.id == id).ok_or_else(|| {
+                let ids: Vec<String> = a.tracks.iter().map(|t| t.id.to_string()).collect();
+                anyhow::anyhow!("no track {id}; tracks: {}", ids.join(", "))
+            }),
+        }
+    }
+}

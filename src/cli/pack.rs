@@ -1,0 +1,180 @@
+//! `h4fs pack`.
+
+use crate::engine::Engine;
+use crate::writer::{self, Input, PackOptions};
+use anyhow::{Context, bail};
+use serde_json::{Map, Value};
+use std::path::PathBuf;
+
+/// Pack a media file (or a directory of files) into an h4fs container.
+///
+/// Three input forms:
+///   * FILE with --block-size: fixed-size blocks; pts = i * floor(1e6/fps), a keyframe
+///     every --gop blocks.
+///   * FILE with --index CSV: blocks at the CSV's byte ranges, with its pts and
+///     keyframes (scripts/ffprobe-index.sh writes one for a real MP4/MKV).
+///   * DIRECTORY: one block per regular file, in byte order of the names.
+///
+/// The output is deterministic (same input and options give the same bytes) and appears
+/// only when complete.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  h4fs pack capture.raw --block-size 1MiB --fps 25 --gop 25 -o capture.h4mk
+  scripts/ffprobe-index.sh movie.mp4 > movie.csv
+  h4fs pack movie.mp4 --index movie.csv -o movie.h4mk
+  h4fs pack frames/ --fps 30 --gop 30 -o frames.h4mk --meta camera=\\\"cam-2\\\"")]
+pub struct Args {
+    /// Input file or directory.
+    pub input: PathBuf,
+    /// Output container.
+    #[arg(short, long, value_name = "OUT.h4mk")]
+    pub output: PathBuf,
+    /// Block size for a file cut into fixed blocks (bytes; K, M, G, KiB, MiB, GiB suffixes).
+    #[arg(long, value_parser = parse_size, conflicts_with = "index")]
+    pub block_size: Option<u64>,
+    /// Block index CSV: header `offset,size,pts_us,keyframe[,duration_us]`, rows tiling
+    /// the input.
+    #[arg(long, value_name = "FILE.csv")]
+    pub index: Option<PathBuf>,
+    /// Frames (blocks) per second, for pts of fixed blocks and directory entries.
+    #[arg(long, default_value_t = 30.0)]
+    pub fps: f64,
+    /// A keyframe every GOP blocks (block 0 is one).
+    #[arg(long, default_value_t = 30)]
+    pub gop: u64,
+    /// Compression engine for the blocks.
+    #[arg(long, default_value = "identity", value_parser = ["identity", "geometric-reference"])]
+    pub engine: String,
+    /// META "project".
+    #[arg(long, default_value = "h4fs")]
+    pub project: String,
+    /// META "domain".
+    #[arg(long, default_value = "video-transport")]
+    pub domain: String,
+    /// Extra META field KEY=VALUE (VALUE is JSON if it parses, else a string). Repeatable.
+    #[arg(long = "meta", value_name = "KEY=VALUE")]
+    pub meta: Vec<String>,
+    /// A JSON object file of extra META fields.
+    #[arg(long, value_name = "FILE.json")]
+    pub meta_file: Option<PathBuf>,
+    /// A creation timestamp to record in META (h4fs never reads the clock).
+    #[arg(long, value_name = "TEXT")]
+    pub created: Option<String>,
+    /// Worker threads for hashing (default: all cores). Output does not depend on it.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// No progress bar.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// Parse "4096", "64K", "1MiB", "2G".
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("\"{s}\" is not a size (examples: 4096, 64K, 1MiB)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit \"{other}\" in \"{s}\"")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("\"{s}\" is too large"))
+}
+
+fn extra_meta(args: &Args) -> anyhow::Result<Map<String, Value>> {
+    let mut m = Map::new();
+    if let Some(p) = &args.meta_file {
+        let text = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+        let v: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON", p.display()))?;
+        let Value::Object(obj) = v else {
+            bail!("{} must hold a JSON object", p.display());
+        };
+        m.extend(obj);
+    }
+    for kv in &args.meta {
+        let Some((k, v)) = kv.split_once('=') else {
+            bail!("--meta \"{kv}\" must be KEY=VALUE");
+        };
+        if k.is_empty() {
+            bail!("--meta \"{kv}\" has an empty key");
+        }
+        let v = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string()));
+        m.insert(k.to_string(), v);
+    }
+    Ok(m)
+}
+
+pub fn run(args: Args) -> anyhow::Result<u8> {
+    if let Some(t) = args.threads {
+        if t == 0 {
+            bail!("--threads must be at least 1");
+        }
+        // Only fails if a pool already exists, which cannot happen this early.
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(t).build_global();
+    }
+    if !args.input.exists() {
+        bail!("input {} does not exist", args.input.display());
+    }
+    let input = if args.input.is_dir() {
+        if args.block_size.is_some() || args.index.is_some() {
+            bail!("a directory input takes one block per file: drop --block-size/--index");
+        }
+        Input::Directory {
+            path: args.input.clone(),
+            fps: args.fps,
+            gop: args.gop,
+        }
+    } else if let Some(csv) = &args.index {
+        let text = std::fs::read_to_string(csv)
+            .with_context(|| format!("cannot read index {}", csv.display()))?;
+        let rows = writer::parse_index_csv(&text, &csv.display().to_string())?;
+        Input::Indexed {
+            path: args.input.clone(),
+            rows,
+        }
+    } else {
+        let Some(block_size) = args.block_size else {
+            bail!("packing a file needs --block-size SIZE or --index FILE.csv");
+        };
+        Input::Fixed {
+            path: args.input.clone(),
+            block_size,
+            fps: args.fps,
+            gop: args.gop,
+        }
+    };
+    if args.gop == 0 {
+        bail!("--gop must be at least 1");
+    }
+    writer::frame_us(args.fps)?;
+    let opts = PackOptions {
+        engine: Engine::from_name(&args.engine).expect("clap checked the engine name"),
+        project: args.project.clone(),
+        domain: args.domain.clone(),
+        meta_extra: extra_meta(&args)?,
+        created: args.created.clone(),
+        ..PackOptions::default()
+    };
+    let total = input.total_len()?;
+    let bar = super::progress::bytes_bar(total, "pack", args.quiet);
+    let summary = writer::pack(&input, &args.output, &opts, &|done| bar.set_position(done))?;
+    bar.finish_and_clear();
+    if !args.quiet {
+        eprintln!(
+            "packed {} blocks ({} keyframes, {} bytes) into {} ({} bytes), root {}",
+            summary.blocks,
+            summary.keyframes,
+            summary.stream_len,
+            args.output.display(),
+            summary.file_len,
+            hex::encode(summary.root)
+        );
+    }
+    Ok(0)
+}

@@ -1,0 +1,281 @@
+//! The h4fs extension of layout A: block index (`HIDX`) and footer (`HFTR`).
+//!
+//! An h4fs container is a valid layout-A file whose chunks are, in order:
+//!
+//! ```text
+//! CORE × N | SEEK | META | SAFE | [HENC] | HIDX | HFTR | VERI
+//! ```
+//!
+//! The reference parser skips `HIDX`, `HFTR` and `HENC` as unknown tags, and `VERI` is
+//! still SHA-256 of every chunk before it. Because `HFTR` (108 bytes with its header) and
+//! `VERI` (44 bytes) have fixed sizes, a reader finds the footer at `len - 152` without
+//! visiting any block. All integers are big-endian, like the rest of layout A.
+//!
+//! ```text
+//! HIDX payload = u32 version (1) | u32 entry_len (72) | u64 count | count × entry
+//! entry        = u64 chunk_offset   file offset of the block's CORE chunk header
+//!              | u32 stored_len     CORE payload length
+//!              | u32 decoded_len    length after decryption and decompression
+//!              | u64 stream_offset  offset of the decoded block in the stream
+//!              | u64 pts_us
+//!              | u32 track
+//!              | u32 flags          bit 0 keyframe; other bits zero
+//!              | [32] sha256        SHA-256 of the CORE payload (stored bytes)
+//! HFTR payload = u32 version (1) | u32 flags (bit 0: encrypted)
+//!              | u64 seek_offset | u64 meta_offset | u64 safe_offset
+//!              | u64 index_offset | u64 henc_offset (0 = none)
+//!              | u64 block_count | u64 stream_len
+//!              | [32] root
+//! ```
+//!
+//! `root` is SHA-256 over a domain label, the footer's own first 64 bytes, the SHA-256 of
+//! the SEEK, META, SAFE and HENC payloads, and the index digest; the index digest hashes
+//! the index header and the SHA-256 of each 1024-entry page, so opening can hash pages on
+//! several cores. See `integrity::root_hash`.
+
+use super::{be32, be64};
+use crate::error::{Error, Result, Tag};
+
+pub const INDEX_VERSION: u32 = 1;
+pub const INDEX_HEADER_LEN: usize = 16;
+pub const ENTRY_LEN: usize = 72;
+/// Entries per page of the index hash tree.
+pub const PAGE_ENTRIES: usize = 1024;
+
+pub const FOOTER_VERSION: u32 = 1;
+pub const FOOTER_PAYLOAD_LEN: usize = 96;
+/// Bytes of the footer covered by the root (everything but the root itself).
+pub const FOOTER_PREFIX_LEN: usize = 64;
+/// Footer chunk (header + payload) + VERI chunk (header + 32): the fixed tail.
+pub const TAIL_LEN: u64 = (12 + FOOTER_PAYLOAD_LEN + 12 + 32) as u64;
+
+pub const FLAG_KEYFRAME: u32 = 1;
+pub const FOOTER_FLAG_ENCRYPTED: u32 = 1;
+
+/// One block index entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexEntry {
+    pub chunk_offset: u64,
+    pub stored_len: u32,
+    pub decoded_len: u32,
+    pub stream_offset: u64,
+    pub pts_us: u64,
+    pub track: u32,
+    pub flags: u32,
+    pub sha256: [u8; 32],
+}
+
+impl IndexEntry {
+    pub fn keyframe(&self) -> bool {
+        self.flags & FLAG_KEYFRAME != 0
+    }
+
+    /// Parse entry from exactly [`ENTRY_LEN`] bytes.
+    pub fn parse(b: &[u8]) -> IndexEntry {
+        assert_eq!(b.len(), ENTRY_LEN, "caller slices whole entries");
+        IndexEntry {
+            chunk_offset: be64(b, 0),
+            stored_len: be32(b, 8),
+            decoded_len: be32(b, 12),
+            stream_offset: be64(b, 16),
+            pts_us: be64(b, 24),
+            track: be32(b, 32),
+            flags: be32(b, 36),
+            sha256: b[40..72].try_into().expect("32 bytes"),
+        }
+    }
+
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.chunk_offset.to_be_bytes());
+        out.extend_from_slice(&self.stored_len.to_be_bytes());
+        out.extend_from_slice(&self.decoded_len.to_be_bytes());
+        out.extend_from_slice(&self.stream_offset.to_be_bytes());
+        out.extend_from_slice(&self.pts_us.to_be_bytes());
+        out.extend_from_slice(&self.track.to_be_bytes());
+        out.extend_from_slice(&self.flags.to_be_bytes());
+        out.extend_from_slice(&self.sha256);
+    }
+}
+
+/// Encode the 16-byte index header.
+pub fn index_header(count: u64) -> [u8; INDEX_HEADER_LEN] {
+    let mut h = [0u8; INDEX_HEADER_LEN];
+    h[..4].copy_from_slice(&INDEX_VERSION.to_be_bytes());
+    h[4..8].copy_from_slice(&(ENTRY_LEN as u32).to_be_bytes());
+    h[8..].copy_from_slice(&count.to_be_bytes());
+    h
+}
+
+/// Check an index payload's header against the footer's block count; returns the count.
+pub fn check_index(payload: &[u8], at: u64, block_count: u64) -> Result<u64> {
+    let bad = |msg: String| Error::Chunk {
+        tag: Tag::HIDX,
+        offset: at,
+        msg,
+    };
+    if payload.len() < INDEX_HEADER_LEN {
+        return Err(bad(format!(
+            "payload of {} bytes is shorter than the 16-byte index header",
+            payload.len()
+        )));
+    }
+    let version = be32(payload, 0);
+    if version != INDEX_VERSION {
+        return Err(bad(format!("unsupported index version {version}")));
+    }
+    let entry_len = be32(payload, 4);
+    if entry_len as usize != ENTRY_LEN {
+        return Err(bad(format!("entry length {entry_len}, expected {ENTRY_LEN}")));
+    }
+    let count = be64(payload, 8);
+    if count != block_count {
+        return Err(bad(format!(
+            "index holds {count} entries, footer says {block_count} blocks"
+        )));
+    }
+    let need = count
+        .checked_mul(ENTRY_LEN as u64)
+        .and_then(|n| n.checked_add(INDEX_HEADER_LEN as u64));
+    if need != Some(payload.len() as u64) {
+        return Err(bad(format!(
+            "{count} entries need {} bytes, payload has {}",
+            need.map_or("more than 2^64".into(), |n| n.to_string()),
+            payload.len()
+        )));
+    }
+    Ok(count)
+}
+
+/// The parsed footer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Footer {
+    pub flags: u32,
+    pub seek_offset: u64,
+    pub meta_offset: u64,
+    pub safe_offset: u64,
+    pub index_offset: u64,
+    pub henc_offset: u64,
+    pub block_count: u64,
+    pub stream_len: u64,
+    pub root: [u8; 32],
+}
+
+impl Footer {
+    pub fn encrypted(&self) -> bool {
+        self.flags & FOOTER_FLAG_ENCRYPTED != 0
+    }
+
+    /// Parse a footer payload; `at` is the footer chunk's file offset, for messages.
+    pub fn parse(payload: &[u8], at: u64) -> Result<Footer> {
+        if payload.len() != FOOTER_PAYLOAD_LEN {
+            return Err(Error::Chunk {
+                tag: Tag::HFTR,
+                offset: at,
+                msg: format!(
+                    "payload is {} bytes, expected {FOOTER_PAYLOAD_LEN}",
+                    payload.len()
+                ),
+            });
+        }
+        let version = be32(payload, 0);
+        if version != FOOTER_VERSION {
+            return Err(Error::UnsupportedVersion {
+                layout: 'A',
+                version,
+                offset: at + 12,
+            });
+        }
+        Ok(Footer {
+            flags: be32(payload, 4),
+            seek_offset: be64(payload, 8),
+            meta_offset: be64(payload, 16),
+            safe_offset: be64(payload, 24),
+            index_offset: be64(payload, 32),
+            henc_offset: be64(payload, 40),
+            block_count: be64(payload, 48),
+            stream_len: be64(payload, 56),
+            root: payload[64..96].try_into().expect("32 bytes"),
+        })
+    }
+
+    /// The first [`FOOTER_PREFIX_LEN`] bytes: everything the root covers.
+    pub fn prefix(&self) -> [u8; FOOTER_PREFIX_LEN] {
+        let mut b = [0u8; FOOTER_PREFIX_LEN];
+        b[0..4].copy_from_slice(&FOOTER_VERSION.to_be_bytes());
+        b[4..8].copy_from_slice(&self.flags.to_be_bytes());
+        for (i, v) in [
+            self.seek_offset,
+            self.meta_offset,
+            self.safe_offset,
+            self.index_offset,
+            self.henc_offset,
+            self.block_count,
+            self.stream_len,
+        ]
+        .iter()
+        .enumerate()
+        {
+            b[8 + i * 8..16 + i * 8].copy_from_slice(&v.to_be_bytes());
+        }
+        b
+    }
+
+    pub fn encode(&self) -> [u8; FOOTER_PAYLOAD_LEN] {
+        let mut b = [0u8; FOOTER_PAYLOAD_LEN];
+        b[..FOOTER_PREFIX_LEN].copy_from_slice(&self.prefix());
+        b[FOOTER_PREFIX_LEN..].copy_from_slice(&self.root);
+        b
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_round_trip() {
+        let e = IndexEntry {
+            chunk_offset: 8,
+            stored_len: 3,
+            decoded_len: 4,
+            stream_offset: 5,
+            pts_us: 6,
+            track: 7,
+            flags: 1,
+            sha256: [9; 32],
+        };
+        let mut v = Vec::new();
+        e.encode(&mut v);
+        assert_eq!(v.len(), ENTRY_LEN);
+        assert_eq!(IndexEntry::parse(&v), e);
+    }
+
+    #[test]
+    fn footer_round_trip() {
+        let f = Footer {
+            flags: 1,
+            seek_offset: 2,
+            meta_offset: 3,
+            safe_offset: 4,
+            index_offset: 5,
+            henc_offset: 0,
+            block_count: 7,
+            stream_len: 8,
+            root: [1; 32],
+        };
+        assert_eq!(Footer::parse(&f.encode(), 0).unwrap(), f);
+        assert!(Footer::parse(&f.encode()[..95], 0).is_err());
+    }
+
+    #[test]
+    fn index_header_checks_count_against_length() {
+        let mut p = index_header(2).to_vec();
+        p.resize(INDEX_HEADER_LEN + ENTRY_LEN, 0);
+        assert!(check_index(&p, 0, 2).is_err());
+        p.resize(INDEX_HEADER_LEN + 2 * ENTRY_LEN, 0);
+        assert_eq!(check_index(&p, 0, 2).unwrap(), 2);
+        let mut huge = index_header(u64::MAX).to_vec();
+        huge.resize(64, 0);
+        assert!(check_index(&huge, 0, u64::MAX).is_err());
+    }
+}

@@ -1,0 +1,119 @@
+//! Hashes that protect a container: the reference's VERI, h4fs's structure root and
+//! per-block SHA-256, and the [`VerifiedBlock`] type that only checking can build.
+//!
+//! Hash tree (h4fs containers):
+//!
+//! ```text
+//! root         = SHA256("h4fs-root-v1\0" | footer[0..64] | H(SEEK) | H(META) | H(SAFE)
+//!                       | H(HENC or empty) | index_digest)
+//! index_digest = SHA256("h4fs-index-v1\0" | index header (16 bytes)
+//!                       | H(page 0) | H(page 1) | ...)      page = 1024 entries
+//! entry.sha256 = SHA256(CORE payload of that block)
+//! ```
+//!
+//! Opening hashes the index (pages in parallel) and the JSON chunks: time proportional
+//! to the index. A block is verified against its own entry when read, without hashing
+//! anything else.
+
+use crate::format::h4fs::{ENTRY_LEN, FOOTER_PREFIX_LEN, INDEX_HEADER_LEN, PAGE_ENTRIES};
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+/// Digest of an HIDX payload (header + entries), hashing pages in parallel.
+pub fn index_digest(index_payload: &[u8]) -> [u8; 32] {
+    let (head, entries) = index_payload.split_at(INDEX_HEADER_LEN.min(index_payload.len()));
+    let pages: Vec<[u8; 32]> = entries
+        .par_chunks(PAGE_ENTRIES * ENTRY_LEN)
+        .map(sha256)
+        .collect();
+    let mut h = Sha256::new();
+    h.update(b"h4fs-index-v1\0");
+    h.update(head);
+    for p in &pages {
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
+/// The structure root recorded in the footer.
+pub fn root_hash(
+    footer_prefix: &[u8; FOOTER_PREFIX_LEN],
+    seek: &[u8],
+    meta: &[u8],
+    safe: &[u8],
+    henc: &[u8],
+    index_digest: &[u8; 32],
+) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"h4fs-root-v1\0");
+    h.update(footer_prefix);
+    for part in [seek, meta, safe, henc] {
+        h.update(sha256(part));
+    }
+    h.update(index_digest);
+    h.finalize().into()
+}
+
+/// Streaming computation of the reference's VERI: SHA-256 of every chunk before VERI.
+#[derive(Default, Clone)]
+pub struct VeriHasher(Sha256);
+
+impl VeriHasher {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+    pub fn finish(self) -> [u8; 32] {
+        self.0.finalize().into()
+    }
+}
+
+/// A block's decoded bytes, built only after its stored bytes passed their check
+/// (SHA-256 for h4fs containers, CRC-32 for reference ones, AES-GCM when encrypted)
+/// and decoding succeeded with the recorded length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedBlock {
+    data: Vec<u8>,
+}
+
+impl VerifiedBlock {
+    /// Only the reader builds these, right after checking.
+    pub(crate) fn new_checked(data: Vec<u8>) -> Self {
+        VerifiedBlock { data }
+    }
+    pub fn bytes(&self) -> &[u8] {
+        &self.data
+    }
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.data
+    }
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_digest_depends_on_every_page() {
+        let mut p = vec![0u8; INDEX_HEADER_LEN + 3 * PAGE_ENTRIES * ENTRY_LEN];
+        let d0 = index_digest(&p);
+        let last = p.len() - 1;
+        p[last] ^= 1;
+        assert_ne!(index_digest(&p), d0);
+        p[last] ^= 1;
+        p[3] ^= 1;
+        assert_ne!(index_digest(&p), d0);
+    }
+}

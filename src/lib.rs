@@ -1,0 +1,28 @@
+//! h4fs: H4MK media containers as ordinary directories.
+//!
+//! Layers, each importing only from those before it:
+//!
+//! ```text
+//! format -> integrity, engine -> source, reader, writer -> cache -> fs -> fuse -> cli
+//! ```
+//!
+//! * [`format`]: bytes <-> structs for the three layouts; no I/O.
+//! * [`integrity`]: VERI, the structure root, block hashes, [`integrity::VerifiedBlock`].
+//! * [`engine`]: compression engines (identity, geometric-reference).
+//! * [`reader`]: [`reader::Archive`], a lazy view of any container.
+//! * [`writer`]: the deterministic packer.
+//! * [`cli`]: the `h4fs` command.
+
+pub mod cli;
+pub mod engine;
+pub mod extract;
+pub mod error;
+pub mod format;
+pub mod integrity;
+pub mod reader;
+pub mod source;
+pub mod verify;
+pub mod writer;
+
+pub use error::{Error, Result};
+pub use reader::Archive;

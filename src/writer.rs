@@ -1,0 +1,751 @@
+//! The deterministic packer.
+//!
+//! Output is a function of the input bytes, the block plan (sizes, pts, keyframes) and
+//! the options, nothing else: no wall-clock time (unless the caller passes `created`),
+//! no thread-count dependence (blocks are prepared in parallel but written in order),
+//! no host names or absolute paths (only the source's file name is recorded).
+//!
+//! Pipeline, three stages over bounded channels:
+//!
+//! ```text
+//! reader thread            rayon pool                 writer thread
+//! read blocks, hash the -> encode, SHA-256, CRC-32 -> write chunks in order,
+//! source stream            each block                 hash VERI, build the index
+//! ```
+//!
+//! [`pack`] writes to a temporary file beside the destination and renames it into place
+//! only after `finish` succeeded, so a failed or interrupted pack leaves nothing behind.
+
+use crate::engine::Engine;
+use crate::error::{Error, Result, Tag};
+use crate::format::h4fs::{self as hf, Footer, IndexEntry};
+use crate::format::layout_a::{self as la, ChunkHeader, SeekEntry};
+use crate::integrity::{self, VeriHasher};
+use rayon::prelude::*;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Largest decoded block h4fs writes (the index stores lengths as u32; geometric-reference
+/// may double a block's size).
+pub const MAX_BLOCK: u64 = 1 << 30;
+
+/// The reference's default SAFE scopes.
+pub fn default_safe() -> Value {
+    json!({
+        "scope": "container+transport-only",
+        "no_video_synthesis": true,
+        "no_pixel_semantics": true,
+        "no_visual_ml": true,
+    })
+}
+
+/// META keys h4fs sets itself; users cannot override them.
+pub const RESERVED_META_KEYS: &[&str] = &[
+    "compression",
+    "encryption",
+    "source",
+    "block_count",
+    "duration_us",
+    "h4fs",
+    "block_size",
+    "fps_hint",
+    "gop",
+    "masked",
+];
+
+/// Timing of one block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockMeta {
+    pub pts_us: u64,
+    pub keyframe: bool,
+}
+
+/// A block ready to be written: encoded, hashed.
+struct Prepared {
+    stored: Vec<u8>,
+    sha256: [u8; 32],
+    crc: u32,
+    decoded_len: u64,
+    meta: BlockMeta,
+}
+
+fn prepare(engine: Engine, data: Vec<u8>, meta: BlockMeta) -> Prepared {
+    let decoded_len = data.len() as u64;
+    let stored = match engine {
+        Engine::Identity => data,
+        e => {
+            let mut v = Vec::new();
+            e.encode_into(&data, &mut v);
+            v
+        }
+    };
+    Prepared {
+        sha256: integrity::sha256(&stored),
+        crc: crc32fast::hash(&stored),
+        stored,
+        decoded_len,
+        meta,
+    }
+}
+
+/// Writes an h4fs container to any `Write`, one block at a time, in order.
+pub struct Writer<W: Write> {
+    out: W,
+    pos: u64,
+    veri: VeriHasher,
+    engine: Engine,
+    index: Vec<u8>,
+    count: u64,
+    stream: u64,
+    seek: Vec<SeekEntry>,
+    last_pts: Option<u64>,
+    first_pts: Option<u64>,
+}
+
+/// What [`Writer::finish`] reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackSummary {
+    pub blocks: u64,
+    pub keyframes: u64,
+    pub stream_len: u64,
+    pub file_len: u64,
+    pub root: [u8; 32],
+    pub veri: [u8; 32],
+}
+
+impl<W: Write> Writer<W> {
+    pub fn new(mut out: W, engine: Engine) -> Result<Self> {
+        out.write_all(&la::header())
+            .map_err(|e| Error::io("writing the container header", e))?;
+        Ok(Writer {
+            out,
+            pos: la::HEADER_LEN as u64,
+            veri: VeriHasher::new(),
+            engine,
+            index: hf::index_header(0).to_vec(),
+            count: 0,
+            stream: 0,
+            seek: Vec::new(),
+            last_pts: None,
+            first_pts: None,
+        })
+    }
+
+    fn write_chunk_parts(&mut self, header: &[u8; 12], payload: &[u8]) -> Result<()> {
+        self.veri.update(header);
+        self.veri.update(payload);
+        self.out
+            .write_all(header)
+            .and_then(|_| self.out.write_all(payload))
+            .map_err(|e| Error::io(format!("writing chunk at offset {}", self.pos), e))?;
+        self.pos += 12 + payload.len() as u64;
+        Ok(())
+    }
+
+    fn write_chunk(&mut self, tag: Tag, payload: &[u8]) -> Result<u64> {
+        let at = self.pos;
+        let len = u32::try_from(payload.len())
+            .map_err(|_| Error::Invalid(format!("{tag} chunk of {} bytes exceeds 4 GiB", payload.len())))?;
+        let h = ChunkHeader::encode_with_crc(tag, len, crc32fast::hash(payload));
+        self.write_chunk_parts(&h, payload)?;
+        Ok(at)
+    }
+
+    /// Encode and append one block.
+    pub fn add_block(&mut self, data: &[u8], meta: BlockMeta) -> Result<()> {
+        let p = prepare(self.engine, data.to_vec(), meta);
+        self.add_prepared(p)
+    }
+
+    fn add_prepared(&mut self, p: Prepared) -> Result<()> {
+        let n = self.count;
+        if p.decoded_len > MAX_BLOCK {
+            return Err(Error::Invalid(format!(
+                "block {n} is {} bytes; the largest block h4fs writes is {MAX_BLOCK} bytes",
+                p.decoded_len
+            )));
+        }
+        if let Some(last) = self.last_pts
+            && p.meta.pts_us < last
+        {
+            return Err(Error::Invalid(format!(
+                "block {n} has pts {} us, before the previous block's {last} us: pts must not decrease",
+                p.meta.pts_us
+            )));
+        }
+        if n == 0 && !p.meta.keyframe {
+            return Err(Error::Invalid(
+                "block 0 is not a keyframe: a stream must start with one".into(),
+            ));
+        }
+        let stored_len = u32::try_from(p.stored.len())
+            .map_err(|_| Error::Invalid(format!("block {n} encodes to more than 4 GiB")))?;
+        let chunk_offset = self.pos;
+        let h = ChunkHeader::encode_with_crc(Tag::CORE, stored_len, p.crc);
+        self.write_chunk_parts(&h, &p.stored)?;
+        IndexEntry {
+            chunk_offset,
+            stored_len,
+            decoded_len: p.decoded_len as u32,
+            stream_offset: self.stream,
+            pts_us: p.meta.pts_us,
+            track: 0,
+            flags: if p.meta.keyframe { hf::FLAG_KEYFRAME } else { 0 },
+            sha256: p.sha256,
+        }
+        .encode(&mut self.index);
+        if p.meta.keyframe {
+            self.seek.push(SeekEntry {
+                pts_us: p.meta.pts_us,
+                offset: self.stream,
+            });
+        }
+        self.first_pts.get_or_insert(p.meta.pts_us);
+        self.last_pts = Some(p.meta.pts_us);
+        self.stream += p.decoded_len;
+        self.count += 1;
+        Ok(())
+    }
+
+    pub fn blocks(&self) -> u64 {
+        self.count
+    }
+
+    pub fn stream_len(&self) -> u64 {
+        self.stream
+    }
+
+    /// Write SEEK, META (with the compression section appended), SAFE, index, footer and
+    /// VERI. `meta` holds the caller's keys in the order they should appear.
+    pub fn finish(mut self, mut meta: Map<String, Value>, safe: &Value) -> Result<(W, PackSummary)> {
+        meta.insert("compression".into(), self.engine.compression_meta());
+        let meta_bytes = serde_json::to_vec(&Value::Object(meta)).expect("JSON values serialize");
+        let safe_bytes = serde_json::to_vec(safe).expect("JSON values serialize");
+        let seek_bytes = la::encode_seek(&self.seek);
+        let seek_offset = self.write_chunk(Tag::SEEK, &seek_bytes)?;
+        let meta_offset = self.write_chunk(Tag::META, &meta_bytes)?;
+        let safe_offset = self.write_chunk(Tag::SAFE, &safe_bytes)?;
+        let mut index = std::mem::take(&mut self.index);
+        index[..hf::INDEX_HEADER_LEN].copy_from_slice(&hf::index_header(self.count));
+        let index_offset = self.write_chunk(Tag::HIDX, &index)?;
+        let mut footer = Footer {
+            flags: 0,
+            seek_offset,
+            meta_offset,
+            safe_offset,
+            index_offset,
+            henc_offset: 0,
+            block_count: self.count,
+            stream_len: self.stream,
+            root: [0; 32],
+        };
+        let digest = integrity::index_digest(&index);
+        footer.root =
+            integrity::root_hash(&footer.prefix(), &seek_bytes, &meta_bytes, &safe_bytes, &[], &digest);
+        self.write_chunk(Tag::HFTR, &footer.encode())?;
+        let veri = self.veri.clone().finish();
+        self.write_chunk(Tag::VERI, &veri)?;
+        self.out
+            .flush()
+            .map_err(|e| Error::io("flushing the container", e))?;
+        let summary = PackSummary {
+            blocks: self.count,
+            keyframes: self.seek.len() as u64,
+            stream_len: self.stream,
+            file_len: self.pos,
+            root: footer.root,
+            veri,
+        };
+        Ok((self.out, summary))
+    }
+}
+
+/// One row of a block index CSV: a byte range of the input and its timing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexRow {
+    pub offset: u64,
+    pub size: u64,
+    pub pts_us: u64,
+    pub keyframe: bool,
+    pub duration_us: Option<u64>,
+}
+
+/// Parse a block index CSV: a header line naming at least `offset,size,pts_us,keyframe`
+/// (optionally `duration_us`), then one row per block. Rows must tile the input: each
+/// starts where the previous ended, the first at 0.
+pub fn parse_index_csv(text: &str, origin: &str) -> Result<Vec<IndexRow>> {
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'));
+    let (_, header) = lines
+        .next()
+        .ok_or_else(|| Error::Invalid(format!("{origin}: empty index, expected a header line")))?;
+    let cols: Vec<&str> = header.split(',').map(str::trim).collect();
+    let col = |name: &str| cols.iter().position(|c| *c == name);
+    let (Some(c_off), Some(c_size), Some(c_pts), Some(c_key)) =
+        (col("offset"), col("size"), col("pts_us"), col("keyframe"))
+    else {
+        return Err(Error::Invalid(format!(
+            "{origin}:1: header must name offset,size,pts_us,keyframe (found \"{header}\")"
+        )));
+    };
+    let c_dur = col("duration_us");
+    let mut rows: Vec<IndexRow> = Vec::new();
+    for (i, line) in lines {
+        let lineno = i + 1;
+        let f: Vec<&str> = line.split(',').map(str::trim).collect();
+        let num = |c: usize, name: &str| -> Result<u64> {
+            let v = f.get(c).ok_or_else(|| {
+                Error::Invalid(format!("{origin}:{lineno}: missing column {name}"))
+            })?;
+            v.parse::<u64>().map_err(|_| {
+                Error::Invalid(format!(
+                    "{origin}:{lineno}: {name} \"{v}\" is not a non-negative integer"
+                ))
+            })
+        };
+        let keyframe = match f.get(c_key).copied() {
+            Some("1") | Some("true") | Some("K") => true,
+            Some("0") | Some("false") | Some("") => false,
+            other => {
+                return Err(Error::Invalid(format!(
+                    "{origin}:{lineno}: keyframe must be 1 or 0, found {:?}",
+                    other.unwrap_or("nothing")
+                )));
+            }
+        };
+        let row = IndexRow {
+            offset: num(c_off, "offset")?,
+            size: num(c_size, "size")?,
+            pts_us: num(c_pts, "pts_us")?,
+            keyframe,
+            duration_us: match c_dur {
+                Some(c) if f.get(c).is_some_and(|v| !v.is_empty()) => Some(num(c, "duration_us")?),
+                _ => None,
+            },
+        };
+        let want = rows.last().map_or(0, |r| r.offset + r.size);
+        if row.offset != want {
+            return Err(Error::Invalid(format!(
+                "{origin}:{lineno}: block starts at {} but the previous block ended at {want}: rows must tile the input",
+                row.offset
+            )));
+        }
+        if row.size > MAX_BLOCK {
+            return Err(Error::Invalid(format!(
+                "{origin}:{lineno}: block of {} bytes exceeds the {MAX_BLOCK}-byte limit",
+                row.size
+            )));
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// What to pack.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// One file cut into blocks of `block_size` bytes.
+    Fixed {
+        path: PathBuf,
+        block_size: u64,
+        fps: f64,
+        gop: u64,
+    },
+    /// One file cut at the rows of an index.
+    Indexed { path: PathBuf, rows: Vec<IndexRow> },
+    /// A directory of files, one block each, in byte order of their names.
+    Directory { path: PathBuf, fps: f64, gop: u64 },
+}
+
+/// Options of a pack that are not about the input.
+#[derive(Debug, Clone)]
+pub struct PackOptions {
+    pub engine: Engine,
+    pub project: String,
+    pub domain: String,
+    /// Extra META keys, in order, appended after h4fs's own.
+    pub meta_extra: Map<String, Value>,
+    pub safe: Value,
+    /// A creation time to record (never taken from the clock).
+    pub created: Option<String>,
+}
+
+impl Default for PackOptions {
+    fn default() -> Self {
+        PackOptions {
+            engine: Engine::Identity,
+            project: "h4fs".into(),
+            domain: "video-transport".into(),
+            meta_extra: Map::new(),
+            safe: default_safe(),
+            created: None,
+        }
+    }
+}
+
+/// Microseconds per frame as the reference computes it: `floor(1e6 / fps)`.
+pub fn frame_us(fps: f64) -> Result<u64> {
+    if !(fps.is_finite() && fps > 0.0) {
+        return Err(Error::Invalid(format!("fps must be a positive number, not {fps}")));
+    }
+    Ok((1e6 / fps).floor() as u64)
+}
+
+fn fixed_meta(i: u64, frame: u64, gop: u64) -> BlockMeta {
+    BlockMeta {
+        pts_us: i.saturating_mul(frame),
+        keyframe: i % gop == 0,
+    }
+}
+
+/// A block source: yields blocks in order.
+type BlockIter<'a> = Box<dyn Iterator<Item = Result<(Vec<u8>, BlockMeta)>> + Send + 'a>;
+
+fn open_input(path: &Path) -> Result<(File, u64)> {
+    let f = File::open(path).map_err(|e| Error::io_path("cannot open input", path, e))?;
+    let md = f
+        .metadata()
+        .map_err(|e| Error::io_path("cannot stat input", path, e))?;
+    if md.is_dir() {
+        return Err(Error::Invalid(format!(
+            "{} is a directory; pass a file, or a directory with --fps for one block per file",
+            path.display()
+        )));
+    }
+    Ok((f, md.len()))
+}
+
+fn read_exact_block(f: &mut File, len: u64, path: &Path, offset: u64) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; len as usize];
+    f.read_exact(&mut buf).map_err(|e| {
+        Error::io(
+            format!("reading {len} bytes at offset {offset} of {} (did it shrink?)", path.display()),
+            e,
+        )
+    })?;
+    Ok(buf)
+}
+
+/// Directory entries that become blocks: regular files, sorted by name bytes.
+pub fn directory_files(dir: &Path) -> Result<Vec<(PathBuf, u64)>> {
+    let rd = std::fs::read_dir(dir).map_err(|e| Error::io_path("cannot read directory", dir, e))?;
+    let mut files = Vec::new();
+    for ent in rd {
+        let ent = ent.map_err(|e| Error::io_path("cannot read directory", dir, e))?;
+        let p = ent.path();
+        let md = std::fs::metadata(&p).map_err(|e| Error::io_path("cannot stat", &p, e))?;
+        if md.is_file() {
+            if md.len() > MAX_BLOCK {
+                return Err(Error::Invalid(format!(
+                    "{} is {} bytes; one block holds at most {MAX_BLOCK}",
+                    p.display(),
+                    md.len()
+                )));
+            }
+            files.push((p, md.len()));
+        }
+    }
+    files.sort_by(|a, b| a.0.file_name().cmp(&b.0.file_name()));
+    Ok(files)
+}
+
+impl Input {
+    pub fn path(&self) -> &Path {
+        match self {
+            Input::Fixed { path, .. } | Input::Indexed { path, .. } | Input::Directory { path, .. } => path,
+        }
+    }
+
+    /// Check the input and return its total size in bytes.
+    pub fn total_len(&self) -> Result<u64> {
+        match self {
+            Input::Fixed { path, block_size, .. } => {
+                if *block_size == 0 || *block_size > MAX_BLOCK {
+                    return Err(Error::Invalid(format!(
+                        "block size must be 1..={MAX_BLOCK} bytes, not {block_size}"
+                    )));
+                }
+                Ok(open_input(path)?.1)
+            }
+            Input::Indexed { path, rows } => {
+                let len = open_input(path)?.1;
+                let covered = rows.last().map_or(0, |r| r.offset + r.size);
+                if covered != len {
+                    return Err(Error::Invalid(format!(
+                        "the index covers {covered} bytes but {} has {len}: rows must tile the whole input",
+                        path.display()
+                    )));
+                }
+                Ok(len)
+            }
+            Input::Directory { path, .. } => Ok(directory_files(path)?.iter().map(|f| f.1).sum()),
+        }
+    }
+
+    fn blocks(&self) -> Result<BlockIter<'_>> {
+        match self {
+            Input::Fixed {
+                path,
+                block_size,
+                fps,
+                gop,
+            } => {
+                let (mut f, len) = open_input(path)?;
+                let (frame, gop, bs) = (frame_us(*fps)?, (*gop).max(1), *block_size);
+                let n = len.div_ceil(bs);
+                Ok(Box::new((0..n).map(move |i| {
+                    let size = bs.min(len - i * bs);
+                    let data = read_exact_block(&mut f, size, path, i * bs)?;
+                    Ok((data, fixed_meta(i, frame, gop)))
+                })))
+            }
+            Input::Indexed { path, rows } => {
+                let (mut f, _) = open_input(path)?;
+                Ok(Box::new(rows.iter().map(move |r| {
+                    let data = read_exact_block(&mut f, r.size, path, r.offset)?;
+                    Ok((
+                        data,
+                        BlockMeta {
+                            pts_us: r.pts_us,
+                            keyframe: r.keyframe,
+                        },
+                    ))
+                })))
+            }
+            Input::Directory { path, fps, gop } => {
+                let files = directory_files(path)?;
+                let (frame, gop) = (frame_us(*fps)?, (*gop).max(1));
+                Ok(Box::new(files.into_iter().enumerate().map(move |(i, (p, len))| {
+                    let (mut f, _) = open_input(&p)?;
+                    let data = read_exact_block(&mut f, len, &p, 0)?;
+                    Ok((data, fixed_meta(i as u64, frame, gop)))
+                })))
+            }
+        }
+    }
+
+    /// META keys describing the input, in the reference's order.
+    fn meta_keys(&self, opts: &PackOptions) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("project".into(), json!(opts.project));
+        m.insert("domain".into(), json!(opts.domain));
+        match self {
+            Input::Fixed {
+                block_size,
+                fps,
+                gop,
+                ..
+            } => {
+                m.insert("block_size".into(), json!(block_size));
+                m.insert("fps_hint".into(), json!(fps));
+                m.insert("gop".into(), json!(gop));
+            }
+            Input::Directory { fps, gop, .. } => {
+                m.insert("fps_hint".into(), json!(fps));
+                m.insert("gop".into(), json!(gop));
+            }
+            Input::Indexed { .. } => {}
+        }
+        m.insert("masked".into(), json!(false));
+        m
+    }
+
+    fn duration_us(&self, blocks: u64, first: Option<u64>, last: Option<u64>) -> u64 {
+        match self {
+            Input::Fixed { fps, .. } | Input::Directory { fps, .. } => {
+                blocks.saturating_mul(frame_us(*fps).unwrap_or(0))
+            }
+            Input::Indexed { rows, .. } => {
+                let end = rows
+                    .iter()
+                    .map(|r| r.pts_us + r.duration_us.unwrap_or(0))
+                    .max()
+                    .unwrap_or(0);
+                end.max(last.unwrap_or(0)) - first.unwrap_or(0)
+            }
+        }
+    }
+}
+
+/// Pack `input` into an h4fs container written to `out` (any `Write`). `progress` is
+/// called with the number of input bytes consumed so far, as they are.
+pub fn pack_to<W: Write + Send>(
+    input: &Input,
+    out: W,
+    opts: &PackOptions,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(W, PackSummary)> {
+    for k in opts.meta_extra.keys() {
+        if RESERVED_META_KEYS.contains(&k.as_str()) || k == "project" || k == "domain" {
+            return Err(Error::Invalid(format!(
+                "META key \"{k}\" is set by h4fs and cannot be given as an extra field"
+            )));
+        }
+    }
+    let source_len = input.total_len()?;
+    let mut blocks = input.blocks()?;
+    const BATCH_BYTES: u64 = 32 << 20;
+    const BATCH_BLOCKS: usize = 8192;
+    type Batch = Vec<(Vec<u8>, BlockMeta)>;
+
+    let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<Result<Batch>>(2);
+    let (prep_tx, prep_rx) = std::sync::mpsc::sync_channel::<Vec<Prepared>>(2);
+    let engine = opts.engine;
+
+    std::thread::scope(|s| -> Result<(W, PackSummary)> {
+        // Stage 1: read blocks in order and hash the source stream.
+        let reader = s.spawn(move || -> [u8; 32] {
+            let mut source = Sha256::new();
+            let mut done = 0u64;
+            loop {
+                let mut batch: Batch = Vec::new();
+                let mut bytes = 0u64;
+                let mut err = None;
+                while bytes < BATCH_BYTES && batch.len() < BATCH_BLOCKS {
+                    match blocks.next() {
+                        None => break,
+                        Some(Ok((data, meta))) => {
+                            source.update(&data);
+                            bytes += data.len() as u64;
+                            batch.push((data, meta));
+                        }
+                        Some(Err(e)) => {
+                            err = Some(e);
+                            break;
+                        }
+                    }
+                }
+                done += bytes;
+                let last = batch.is_empty() || err.is_some();
+                let msg = match err {
+                    Some(e) => Err(e),
+                    None => Ok(batch),
+                };
+                if raw_tx.send(msg).is_err() || last {
+                    break;
+                }
+                progress(done);
+            }
+            source.finalize().into()
+        });
+        // Stage 3: write in order.
+        let writer = s.spawn(move || -> Result<Writer<W>> {
+            let mut w = Writer::new(out, engine)?;
+            for batch in prep_rx {
+                for p in batch {
+                    w.add_prepared(p)?;
+                }
+            }
+            Ok(w)
+        });
+        // Stage 2: encode and hash blocks in parallel.
+        let mut failure = None;
+        for batch in raw_rx {
+            match batch {
+                Ok(b) if b.is_empty() => break,
+                Ok(b) => {
+                    let prepared: Vec<Prepared> = b
+                        .into_par_iter()
+                        .map(|(data, meta)| prepare(engine, data, meta))
+                        .collect();
+                    if prep_tx.send(prepared).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(prep_tx);
+        let source_sha = reader.join().expect("reader thread does not panic");
+        let w = writer.join().expect("writer thread does not panic")?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        if w.stream_len() != source_len {
+            return Err(Error::Invalid(format!(
+                "read {} bytes but the input had {source_len} when the pack began: it changed during the pack",
+                w.stream_len()
+            )));
+        }
+        let mut meta = input.meta_keys(opts);
+        let name = input
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        meta.insert(
+            "source".into(),
+            json!({"name": name, "size": source_len, "sha256": hex::encode(source_sha)}),
+        );
+        meta.insert("block_count".into(), json!(w.blocks()));
+        let duration = input.duration_us(w.blocks(), w.first_pts, w.last_pts);
+        meta.insert("duration_us".into(), json!(duration));
+        if let Some(c) = &opts.created {
+            meta.insert("created".into(), json!(c));
+        }
+        meta.insert("h4fs".into(), json!({"format": 1, "index": "HIDX", "footer": "HFTR"}));
+        for (k, v) in &opts.meta_extra {
+            meta.insert(k.clone(), v.clone());
+        }
+        w.finish(meta, &opts.safe)
+    })
+}
+
+/// Pack into the file `out`, atomically: a temporary file in the same directory is
+/// renamed over `out` only when complete.
+pub fn pack(
+    input: &Input,
+    out: &Path,
+    opts: &PackOptions,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<PackSummary> {
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if out.is_dir() {
+        return Err(Error::Invalid(format!("{} is a directory", out.display())));
+    }
+    if same_file(input.path(), out) {
+        return Err(Error::Invalid(format!(
+            "the output {} is the input file itself",
+            out.display()
+        )));
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix(".h4fs-pack-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io_path("cannot create a temporary file in", dir, e))?;
+    let buf = BufWriter::with_capacity(1 << 20, tmp);
+    let (buf, summary) = pack_to(input, buf, opts, progress)?;
+    let tmp = buf
+        .into_inner()
+        .map_err(|e| Error::io("flushing the container", e.into_error()))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| Error::io("syncing the container", e))?;
+    use std::os::unix::fs::PermissionsExt;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))
+        .map_err(|e| Error::io("setting permissions", e))?;
+    tmp.persist(out)
+        .map_err(|e| Error::io_path("cannot move the container into place at", out, e.error))?;
+    Ok(summary)
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
