@@ -1,0 +1,521 @@
+//! End-to-end tests of the `h4fs` binary: the three pack input forms, META, atomic output,
+//! reading every reference layout, seek, cat and extract.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_h4fs");
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/seed")
+        .join(name)
+}
+
+fn h4fs(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("run h4fs")
+}
+
+#[track_caller]
+fn ok(args: &[&str]) -> Output {
+    let o = h4fs(args);
+    assert!(
+        o.status.success(),
+        "h4fs {args:?} failed ({:?}): {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().expect("utf-8 temp path")
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so tests need no RNG crate.
+fn bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+fn inspect_json(file: &Path) -> Value {
+    let o = ok(&["inspect", "--json", p(file)]);
+    serde_json::from_slice(&o.stdout).expect("inspect --json prints JSON")
+}
+
+fn seek_json(file: &Path, pts: u64, extra: &[&str]) -> Value {
+    let pts = pts.to_string();
+    let mut args = vec!["seek", "--json", p(file), &pts];
+    args.extend_from_slice(extra);
+    serde_json::from_slice(&ok(&args).stdout).expect("seek --json prints JSON")
+}
+
+#[test]
+fn fixed_blocks_round_trip_with_meta() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = bytes(1_000_003, 7);
+    let src = dir.path().join("clip.raw");
+    std::fs::write(&src, &data).unwrap();
+    let out = dir.path().join("clip.h4mk");
+    let o = ok(&[
+        "pack",
+        p(&src),
+        "--block-size",
+        "64K",
+        "--fps",
+        "25",
+        "--gop",
+        "4",
+        "-o",
+        p(&out),
+    ]);
+    // Not a terminal: no progress bar escape sequences, just the summary line.
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !err.contains('\r') && !err.contains('\x1b'),
+        "progress output on a pipe: {err:?}"
+    );
+    assert!(err.contains("packed 16 blocks"), "{err}");
+
+    let back = dir.path().join("clip.out");
+    ok(&["extract", p(&out), "-o", p(&back)]);
+    assert_eq!(std::fs::read(&back).unwrap(), data);
+
+    let doc = inspect_json(&out);
+    assert_eq!(doc["layout"], "h4fs");
+    assert_eq!(doc["blocks"], 16);
+    let meta = &doc["meta"];
+    assert_eq!(meta["source"]["name"], "clip.raw");
+    assert_eq!(meta["source"]["size"], 1_000_003);
+    assert_eq!(meta["source"]["sha256"], sha256_hex(&data));
+    assert_eq!(meta["block_count"], 16);
+    assert_eq!(meta["block_size"], 65536);
+    assert_eq!(meta["fps_hint"], 25.0);
+    assert_eq!(meta["gop"], 4);
+    assert_eq!(meta["duration_us"], 16 * 40_000);
+    assert_eq!(meta["compression"]["engine"], "identity");
+    assert_eq!(meta["compression"]["sealed"], true);
+    assert!(
+        meta.get("created").is_none(),
+        "no wall-clock time unless asked"
+    );
+    // The compression section comes last, as in the reference.
+    let keys: Vec<&String> = meta.as_object().unwrap().keys().collect();
+    assert_eq!(keys.last().unwrap().as_str(), "compression");
+    assert_eq!(doc["safe"]["scope"], "container+transport-only");
+    assert_eq!(doc["safe"]["no_visual_ml"], true);
+    assert_eq!(doc["tracks"][0]["seek"]["count"], 4);
+
+    // pts = i * floor(1e6 / fps); a keyframe every gop blocks.
+    let s = seek_json(&out, 250_000, &[]);
+    assert_eq!(s["containing"]["block"], 6);
+    assert_eq!(s["keyframe"]["block"], 4);
+    assert_eq!(s["keyframe"]["pts_us"], 160_000);
+    assert_eq!(s["decode_chain"], serde_json::json!([4, 5, 6]));
+
+    ok(&["verify", "--full", p(&out)]);
+}
+
+#[test]
+fn packing_is_deterministic_and_records_only_given_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("in.bin");
+    std::fs::write(&src, bytes(300_000, 3)).unwrap();
+    let a = dir.path().join("a.h4mk");
+    let b = dir.path().join("sub/b.h4mk");
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    ok(&["pack", p(&src), "--block-size", "10000", "-o", p(&a)]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    ok(&[
+        "pack",
+        p(&src),
+        "--block-size",
+        "10000",
+        "-o",
+        p(&b),
+        "--threads",
+        "1",
+    ]);
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+
+    let c = dir.path().join("c.h4mk");
+    ok(&[
+        "pack",
+        p(&src),
+        "--block-size",
+        "10000",
+        "-o",
+        p(&c),
+        "--created",
+        "2026-01-02T03:04:05Z",
+    ]);
+    assert_eq!(inspect_json(&c)["meta"]["created"], "2026-01-02T03:04:05Z");
+}
+
+#[test]
+fn index_csv_input_with_zero_length_and_one_byte_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = bytes(10_000, 11);
+    let src = dir.path().join("media.bin");
+    std::fs::write(&src, &data).unwrap();
+    let csv = dir.path().join("media.csv");
+    std::fs::write(
+        &csv,
+        "offset,size,pts_us,keyframe,duration_us\n\
+         0,4000,0,1,40000\n\
+         4000,0,40000,0,40000\n\
+         4000,1,80000,0,40000\n\
+         4001,2999,120000,1,40000\n\
+         7000,3000,160000,0,40000\n",
+    )
+    .unwrap();
+    let out = dir.path().join("media.h4mk");
+    ok(&["pack", p(&src), "--index", p(&csv), "-o", p(&out)]);
+    let doc = inspect_json(&out);
+    assert_eq!(doc["blocks"], 5);
+    assert_eq!(doc["meta"]["duration_us"], 200_000);
+    assert!(doc["meta"].get("block_size").is_none());
+
+    assert_eq!(ok(&["cat", p(&out), "--block", "1"]).stdout, b"");
+    assert_eq!(
+        ok(&["cat", p(&out), "--block", "2"]).stdout,
+        &data[4000..4001]
+    );
+    assert_eq!(
+        ok(&["cat", p(&out), "--block", "3"]).stdout,
+        &data[4001..7000]
+    );
+    // Ranges are inclusive and may straddle blocks, including the empty one.
+    assert_eq!(
+        ok(&["cat", p(&out), "--range", "3990-4010"]).stdout,
+        &data[3990..=4010]
+    );
+    assert_eq!(
+        ok(&["cat", p(&out), "--range", "9000-"]).stdout,
+        &data[9000..]
+    );
+    assert_eq!(ok(&["cat", p(&out)]).stdout, data);
+    // --pts gives the keyframe block at or before the time, --chain up to the block.
+    assert_eq!(
+        ok(&["cat", p(&out), "--pts", "100000"]).stdout,
+        &data[..4000]
+    );
+    assert_eq!(
+        ok(&["cat", p(&out), "--pts", "100000", "--chain"]).stdout,
+        &data[..4001]
+    );
+    assert_eq!(
+        ok(&["cat", p(&out), "--pts", "170000"]).stdout,
+        &data[4001..7000]
+    );
+
+    let s = seek_json(&out, 130_000, &[]);
+    assert_eq!(s["keyframe"]["block"], 3);
+    assert_eq!(s["containing"]["block"], 3);
+}
+
+#[test]
+fn index_csv_errors_name_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("m.bin");
+    std::fs::write(&src, bytes(100, 1)).unwrap();
+    let out = dir.path().join("m.h4mk");
+    for (csv, needle) in [
+        (
+            "offset,size,pts_us,keyframe\n0,50,0,1\n60,40,1,0\n",
+            ":3: block starts at 60",
+        ),
+        (
+            "offset,size,pts_us,keyframe\n0,50,0,1\n50,40,1,0\n",
+            "covers 90 bytes",
+        ),
+        (
+            "offset,size,pts_us,keyframe\n0,50,0,1\n50,x,1,0\n",
+            ":3: size \"x\"",
+        ),
+        ("offset,size,pts\n", "header must name"),
+        (
+            "offset,size,pts_us,keyframe\n0,100,0,maybe\n",
+            "keyframe must be 1 or 0",
+        ),
+    ] {
+        let f = dir.path().join("bad.csv");
+        std::fs::write(&f, csv).unwrap();
+        let o = h4fs(&["pack", p(&src), "--index", p(&f), "-o", p(&out)]);
+        assert_eq!(o.status.code(), Some(3), "{csv}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(needle), "expected {needle:?} in {err}");
+        assert!(!out.exists());
+    }
+}
+
+#[test]
+fn failed_pack_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("m.bin");
+    std::fs::write(&src, bytes(200_000, 5)).unwrap();
+    // pts decreasing at the last block: the packer fails after writing earlier blocks.
+    let mut csv = String::from("offset,size,pts_us,keyframe\n");
+    for i in 0..19u64 {
+        csv += &format!("{},10000,{},{}\n", i * 10000, i * 1000, u8::from(i == 0));
+    }
+    csv += "190000,10000,5,0\n";
+    let f = dir.path().join("i.csv");
+    std::fs::write(&f, csv).unwrap();
+    let outdir = dir.path().join("out");
+    std::fs::create_dir(&outdir).unwrap();
+    let out = outdir.join("m.h4mk");
+    let o = h4fs(&["pack", p(&src), "--index", p(&f), "-o", p(&out)]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("block 19 has pts 5 us"));
+    assert_eq!(
+        std::fs::read_dir(&outdir).unwrap().count(),
+        0,
+        "no partial or temp file"
+    );
+
+    // An existing destination is left untouched by a failed pack.
+    std::fs::write(&out, b"previous").unwrap();
+    assert_eq!(
+        h4fs(&["pack", p(&src), "--index", p(&f), "-o", p(&out)])
+            .status
+            .code(),
+        Some(3)
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), b"previous");
+    assert_eq!(std::fs::read_dir(&outdir).unwrap().count(), 1);
+}
+
+#[test]
+fn directory_input_one_block_per_file_in_name_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = dir.path().join("frames");
+    std::fs::create_dir(&frames).unwrap();
+    let names = ["b.bin", "a.bin", "c-empty.bin", "d.bin"];
+    let contents: Vec<Vec<u8>> = vec![bytes(500, 1), bytes(700, 2), vec![], vec![42]];
+    for (n, c) in names.iter().zip(&contents) {
+        std::fs::write(frames.join(n), c).unwrap();
+    }
+    std::fs::create_dir(frames.join("subdir-ignored")).unwrap();
+    let out = dir.path().join("frames.h4mk");
+    ok(&[
+        "pack",
+        p(&frames),
+        "--fps",
+        "10",
+        "--gop",
+        "2",
+        "-o",
+        p(&out),
+    ]);
+    let doc = inspect_json(&out);
+    assert_eq!(doc["blocks"], 4);
+    assert_eq!(doc["meta"]["source"]["name"], "frames");
+    // Sorted: a.bin, b.bin, c-empty.bin, d.bin.
+    let sorted = [&contents[1], &contents[0], &contents[2], &contents[3]];
+    for (i, c) in sorted.iter().enumerate() {
+        assert_eq!(
+            &ok(&["cat", p(&out), "--block", &i.to_string()]).stdout,
+            *c,
+            "block {i}"
+        );
+    }
+    let s = seek_json(&out, 250_000, &[]);
+    assert_eq!(s["keyframe"]["block"], 2);
+    assert_eq!(s["containing"]["block"], 2);
+}
+
+#[test]
+fn user_meta_fields_and_reserved_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("x.bin");
+    std::fs::write(&src, bytes(1000, 9)).unwrap();
+    let out = dir.path().join("x.h4mk");
+    let mf = dir.path().join("m.json");
+    std::fs::write(&mf, r#"{"rig": {"id": 7}}"#).unwrap();
+    ok(&[
+        "pack",
+        p(&src),
+        "--block-size",
+        "100",
+        "-o",
+        p(&out),
+        "--meta",
+        "camera=\"cam-2\"",
+        "--meta",
+        "take=3",
+        "--meta",
+        "note=plain text",
+        "--meta-file",
+        p(&mf),
+        "--project",
+        "proj",
+    ]);
+    let meta = inspect_json(&out)["meta"].clone();
+    assert_eq!(meta["camera"], "cam-2");
+    assert_eq!(meta["take"], 3);
+    assert_eq!(meta["note"], "plain text");
+    assert_eq!(meta["rig"]["id"], 7);
+    assert_eq!(meta["project"], "proj");
+    let o = h4fs(&[
+        "pack",
+        p(&src),
+        "--block-size",
+        "100",
+        "-o",
+        p(&out),
+        "--meta",
+        "compression=1",
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("\"compression\" is set by h4fs"));
+}
+
+#[test]
+fn geometric_reference_engine_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut data = vec![0u8; 5000];
+    data.extend(bytes(777, 4));
+    let src = dir.path().join("g.bin");
+    std::fs::write(&src, &data).unwrap();
+    let out = dir.path().join("g.h4mk");
+    ok(&[
+        "pack",
+        p(&src),
+        "--block-size",
+        "1000",
+        "--engine",
+        "geometric-reference",
+        "-o",
+        p(&out),
+    ]);
+    let doc = inspect_json(&out);
+    assert_eq!(doc["engine"], "geometric-reference");
+    assert_eq!(ok(&["cat", p(&out)]).stdout, data);
+    // The run-length form of 1000 zero bytes: 3 x (00 ff) + (00 f1).
+    let raw = ok(&["cat", "--raw", "--block", "0", p(&out)]).stdout;
+    assert_eq!(raw, [0, 255, 0, 255, 0, 255, 0, 235]);
+    ok(&["verify", "--full", p(&out)]);
+}
+
+#[test]
+fn reads_reference_layout_a() {
+    let f = fixture("a_small10.h4mk");
+    let payload = std::fs::read(fixture("a_small10.payload")).unwrap();
+    assert_eq!(ok(&["cat", p(&f)]).stdout, payload);
+    assert_eq!(
+        ok(&["cat", p(&f), "--block", "3"]).stdout,
+        &payload[768..1024]
+    );
+    let o = ok(&["verify", "--full", p(&f)]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("VERI ok"));
+    let doc = inspect_json(&f);
+    assert_eq!(doc["layout"], "reference-a");
+    assert_eq!(doc["meta"]["project"], "HarmonyØ4");
+    // fps 30 -> 33333 us per block; gop 5.
+    let s = seek_json(&f, 200_000, &[]);
+    assert_eq!(s["keyframe"]["block"], 5);
+    assert_eq!(s["keyframe"]["pts_us"], 166_665);
+    assert_eq!(s["keyframe"]["seek_entry"]["offset"], 1280);
+    assert_eq!(s["containing"]["block"], 6);
+}
+
+#[test]
+fn reads_reference_layout_c_tracks_and_decode_chain() {
+    let f = fixture("d_mt_build_demo.h4mk");
+    let doc = inspect_json(&f);
+    assert_eq!(doc["layout"], "multitrack-c");
+    assert_eq!(doc["tracks"][0]["id"], 1);
+    assert_eq!(doc["tracks"][0]["blocks"], 5);
+    assert_eq!(doc["tracks"][1]["name"], "safety");
+    let s = seek_json(&f, 100_000, &["--track", "1"]);
+    assert_eq!(s["keyframe"]["block"], 0);
+    assert_eq!(s["containing"]["block"], 3);
+    assert_eq!(s["decode_chain"], serde_json::json!([0, 1, 2, 3]));
+    let s = seek_json(&f, 400_000, &["--track", "1"]);
+    assert_eq!(s["decode_chain"], serde_json::json!([4]));
+    assert_eq!(
+        ok(&["cat", p(&f), "--track", "1", "--block", "4"]).stdout,
+        b"I10_main_audio_keyframe_ghi"
+    );
+    assert_eq!(
+        ok(&["cat", p(&f), "--track", "1", "--pts", "70000", "--chain"]).stdout,
+        b"I0_main_audio_keyframe_12345P1_main_audio_predictive_67890B2_main_audio_bidirectional_abc"
+    );
+    ok(&["verify", "--full", p(&f)]);
+    let o = h4fs(&["cat", p(&f), "--track", "9", "--block", "0"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no track 9; tracks: 1, 2"));
+}
+
+#[test]
+fn encrypted_reference_is_recognised_not_decoded() {
+    let f = fixture("e_encrypted5.h4mk");
+    let doc = inspect_json(&f);
+    assert_eq!(doc["encryption"]["cipher"], "living-cipher-v3");
+    let o = h4fs(&["cat", p(&f), "--block", "0"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(o.stdout.is_empty(), "no garbage on stdout");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("encrypted (living-cipher-v3)"));
+    // Integrity without the key still works.
+    ok(&["verify", "--full", p(&f)]);
+}
+
+#[test]
+fn help_has_examples_and_exit_codes() {
+    let o = ok(&["--help"]);
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(s.contains("Exit codes: 0 ok, 1 container damaged, 2 bad usage, 3 other error"));
+    for cmd in ["pack", "inspect", "seek", "verify", "cat", "extract"] {
+        let o = ok(&[cmd, "--help"]);
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("Examples:"),
+            "{cmd}"
+        );
+    }
+    assert_eq!(h4fs(&["pack"]).status.code(), Some(2));
+    assert_eq!(h4fs(&["frobnicate"]).status.code(), Some(2));
+}
+
+#[test]
+fn broken_pipe_is_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("big.bin");
+    std::fs::write(&src, bytes(4 << 20, 8)).unwrap();
+    let out = dir.path().join("big.h4mk");
+    ok(&["pack", p(&src), "--block-size", "64K", "-o", p(&out)]);
+    let o = Command::new("bash")
+        .args([
+            "-c",
+            &format!(
+                "{BIN} cat {} | head -c 10 >/dev/null; echo ${{PIPESTATUS[0]}}",
+                p(&out)
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "0",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
