@@ -170,7 +170,10 @@ mod tests {
         let mut out = Vec::new();
         Engine::GeometricReference.encode_into(&[0u8; 256], &mut out);
         assert_eq!(out, [0, 255, 0, 1]);
-        assert_eq!(Engine::GeometricReference.decode(out, 256).unwrap(), vec![0; 256]);
+        assert_eq!(
+            Engine::GeometricReference.decode(out, 256).unwrap(),
+            vec![0; 256]
+        );
     }
 
     #[test]
@@ -179,7 +182,10 @@ mod tests {
         let c = EngineChoice::from_meta(&meta);
         assert_eq!(c, EngineChoice::Unknown("core".into()));
         assert!(c.known().unwrap_err().to_string().contains("\"core\""));
-        assert_eq!(EngineChoice::from_meta(&json!({})), EngineChoice::Known(Engine::Identity));
+        assert_eq!(
+            EngineChoice::from_meta(&json!({})),
+            EngineChoice::Known(Engine::Identity)
+        );
     }
 
     #[test]

@@ -63,7 +63,9 @@ pub enum Error {
         offset: u64,
     },
 
-    #[error("truncated: {what} at offset {offset} needs {need} bytes, but the file ends at {file_len}")]
+    #[error(
+        "truncated: {what} at offset {offset} needs {need} bytes, but the file ends at {file_len}"
+    )]
     Truncated {
         what: String,
         offset: u64,
@@ -71,7 +73,9 @@ pub enum Error {
         file_len: u64,
     },
 
-    #[error("chunk {tag} at offset {offset}: CRC-32 mismatch (stored {stored:08x}, computed {computed:08x})")]
+    #[error(
+        "chunk {tag} at offset {offset}: CRC-32 mismatch (stored {stored:08x}, computed {computed:08x})"
+    )]
     CrcMismatch {
         tag: Tag,
         offset: u64,
@@ -85,21 +89,27 @@ pub enum Error {
     #[error("invalid JSON in {tag} chunk at offset {offset}: {msg}")]
     Json { tag: Tag, offset: u64, msg: String },
 
-    #[error("VERI mismatch: the VERI chunk at offset {offset} records {expected}, the chunks before it hash to {computed}")]
+    #[error(
+        "VERI mismatch: the VERI chunk at offset {offset} records {expected}, the chunks before it hash to {computed}"
+    )]
     VeriMismatch {
         offset: u64,
         expected: String,
         computed: String,
     },
 
-    #[error("structure root mismatch: footer at offset {offset} records {expected}, SEEK/META/SAFE/index hash to {computed}")]
+    #[error(
+        "structure root mismatch: footer at offset {offset} records {expected}, SEEK/META/SAFE/index hash to {computed}"
+    )]
     RootMismatch {
         offset: u64,
         expected: String,
         computed: String,
     },
 
-    #[error("block {block} (chunk at offset {offset}): SHA-256 mismatch (index records {expected}, stored bytes hash to {computed})")]
+    #[error(
+        "block {block} (chunk at offset {offset}): SHA-256 mismatch (index records {expected}, stored bytes hash to {computed})"
+    )]
     BlockHash {
         block: u64,
         offset: u64,
@@ -107,7 +117,9 @@ pub enum Error {
         computed: String,
     },
 
-    #[error("block {block} (chunk at offset {offset}): CRC-32 mismatch (stored {stored:08x}, computed {computed:08x})")]
+    #[error(
+        "block {block} (chunk at offset {offset}): CRC-32 mismatch (stored {stored:08x}, computed {computed:08x})"
+    )]
     BlockCrc {
         block: u64,
         offset: u64,
@@ -116,12 +128,18 @@ pub enum Error {
     },
 
     #[error("block {block} (chunk at offset {offset}): {msg}")]
-    Block { block: u64, offset: u64, msg: String },
+    Block {
+        block: u64,
+        offset: u64,
+        msg: String,
+    },
 
     #[error("block index entry {block}: {msg}")]
     Index { block: u64, msg: String },
 
-    #[error("compression engine \"{engine}\" is not known to h4fs; refusing to guess (the stored bytes are still available raw)")]
+    #[error(
+        "compression engine \"{engine}\" is not known to h4fs; refusing to guess (the stored bytes are still available raw)"
+    )]
     UnknownEngine { engine: String },
 
     #[error("the container is encrypted ({cipher}); {what} needs the key")]

@@ -15,8 +15,8 @@
 
 pub mod cli;
 pub mod engine;
-pub mod extract;
 pub mod error;
+pub mod extract;
 pub mod format;
 pub mod integrity;
 pub mod reader;

@@ -127,7 +127,10 @@ impl BlockEntry {
 #[derive(Debug, Clone)]
 pub enum BlockTable {
     /// The HIDX payload, entries parsed on demand.
-    Index { payload: Arc<Vec<u8>>, count: u64 },
+    Index {
+        payload: Arc<Vec<u8>>,
+        count: u64,
+    },
     List(Vec<BlockEntry>),
 }
 
@@ -266,7 +269,10 @@ impl Track {
 
     /// The seek point at or before `pts` and the keyframe block it names.
     pub fn keyframe_at_or_before(&self, pts: u64) -> Option<(SeekPoint, u64)> {
-        let i = self.seek.partition_point(|s| s.pts_us <= pts).checked_sub(1)?;
+        let i = self
+            .seek
+            .partition_point(|s| s.pts_us <= pts)
+            .checked_sub(1)?;
         let p = self.seek[i];
         Some((p, self.resolve_seek(&p)?))
     }
@@ -421,7 +427,10 @@ pub(crate) fn read_vec(src: &dyn ReadAt, offset: u64, len: u64, what: &str) -> R
                 file_len,
             }
         } else {
-            Error::io(format!("reading {what} at offset {offset} of {}", src.name()), e)
+            Error::io(
+                format!("reading {what} at offset {offset} of {}", src.name()),
+                e,
+            )
         }
     })?;
     Ok(v)
@@ -484,12 +493,10 @@ impl Archive {
         src.read_exact_at(&mut head, 0)
             .map_err(|e| Error::io(format!("reading the header of {}", src.name()), e))?;
         match format::classify(&head, file_len)? {
-            HeaderKind::A => {
-                match Self::try_h4fs(src, check)? {
-                    Ok(a) => Ok(a),
-                    Err(src) => Self::scan_reference(src, check),
-                }
-            }
+            HeaderKind::A => match Self::try_h4fs(src, check)? {
+                Ok(a) => Ok(a),
+                Err(src) => Self::scan_reference(src, check),
+            },
             HeaderKind::C => Self::scan_layout_c(src),
         }
     }
@@ -603,11 +610,7 @@ impl Archive {
         a.safe = Some(json_chunk(Tag::SAFE, footer.safe_offset, safe)?);
         a.seek_raw = Some((footer.seek_offset, seek));
         a.footer = Some((tail_at, footer));
-        a.finish_meta(if footer.encrypted() {
-            Some(henc)
-        } else {
-            None
-        })?;
+        a.finish_meta(if footer.encrypted() { Some(henc) } else { None })?;
         a.tracks.push(Track {
             id: 0,
             name: "main".into(),
@@ -760,7 +763,11 @@ impl Archive {
             ));
         }
         a.finish_meta(None)?;
-        let meta = a.meta.as_ref().map(|m| m.value.clone()).unwrap_or(Value::Null);
+        let meta = a
+            .meta
+            .as_ref()
+            .map(|m| m.value.clone())
+            .unwrap_or(Value::Null);
 
         // Decoded lengths: known without reading for identity, by scanning runs for the
         // geometric-reference engine, unknown for other engines or encrypted blocks.
@@ -1095,11 +1102,13 @@ impl Archive {
         }
         let engine = self.engine.known()?;
         let stored = self.read_stored_entry(e)?;
-        let data = engine.decode(stored, e.decoded_len).map_err(|msg| Error::Block {
-            block: e.number,
-            offset: e.chunk_offset,
-            msg,
-        })?;
+        let data = engine
+            .decode(stored, e.decoded_len)
+            .map_err(|msg| Error::Block {
+                block: e.number,
+                offset: e.chunk_offset,
+                msg,
+            })?;
         Ok(VerifiedBlock::new_checked(data))
     }
 
@@ -1121,7 +1130,12 @@ impl Archive {
     }
 
     /// SHA-256 of the file bytes `[start, end)`, reading ahead on a second thread.
-    pub fn hash_range(&self, start: u64, end: u64, progress: &(dyn Fn(u64) + Sync)) -> Result<[u8; 32]> {
+    pub fn hash_range(
+        &self,
+        start: u64,
+        end: u64,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<[u8; 32]> {
         const BUF: u64 = 4 << 20;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<u8>>>(2);
         let (free_tx, free_rx) = std::sync::mpsc::channel::<Vec<u8>>();
@@ -1136,7 +1150,9 @@ impl Archive {
                         .src
                         .read_exact_at(&mut buf, pos)
                         .map(|_| buf)
-                        .map_err(|e| Error::io(format!("reading {} at offset {pos}", self.name()), e));
+                        .map_err(|e| {
+                            Error::io(format!("reading {} at offset {pos}", self.name()), e)
+                        });
                     let failed = r.is_err();
                     if tx.send(r).is_err() || failed {
                         return;
@@ -1164,7 +1180,11 @@ pub fn check_block_bytes(e: &BlockEntry, raw: &[u8]) -> Result<()> {
         return Err(Error::Block {
             block: e.number,
             offset: e.chunk_offset,
-            msg: format!("expected {} bytes, got {}", skip as u64 + e.stored_len, raw.len()),
+            msg: format!(
+                "expected {} bytes, got {}",
+                skip as u64 + e.stored_len,
+                raw.len()
+            ),
         });
     }
     match e.check {

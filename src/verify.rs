@@ -62,7 +62,12 @@ fn check_index_crc(a: &Archive) -> Result<()> {
     };
     let hb = read_vec(a.source(), f.index_offset, 12, "HIDX header")?;
     let h = crate::format::layout_a::ChunkHeader::parse(hb[..].try_into().expect("12"));
-    let payload = read_vec(a.source(), f.index_offset + 12, h.len as u64, "HIDX payload")?;
+    let payload = read_vec(
+        a.source(),
+        f.index_offset + 12,
+        h.len as u64,
+        "HIDX payload",
+    )?;
     crate::format::layout_a::check_crc(&h, f.index_offset, &payload)
 }
 
@@ -81,7 +86,8 @@ fn verify_blocks(a: &Archive, progress: &(dyn Fn(u64) + Sync)) -> Report {
                 e.chunk_offset >= p.data_offset + p.stored_len
                     && e.chunk_offset - (p.data_offset + p.stored_len) <= 64
             });
-            if !cur.is_empty() && (!adjacent || cur_bytes >= SPAN_BYTES || cur.len() >= SPAN_BLOCKS) {
+            if !cur.is_empty() && (!adjacent || cur_bytes >= SPAN_BYTES || cur.len() >= SPAN_BLOCKS)
+            {
                 spans.push(std::mem::take(&mut cur));
                 cur_bytes = 0;
             }
@@ -109,7 +115,10 @@ fn verify_blocks(a: &Archive, progress: &(dyn Fn(u64) + Sync)) -> Report {
                         Ok(n) => failures.push(Error::Block {
                             block: e.number,
                             offset: e.chunk_offset,
-                            msg: format!("decodes to {n} bytes, the index records {}", e.decoded_len),
+                            msg: format!(
+                                "decodes to {n} bytes, the index records {}",
+                                e.decoded_len
+                            ),
                         }),
                         Err(msg) => failures.push(Error::Block {
                             block: e.number,
@@ -131,7 +140,12 @@ fn verify_blocks(a: &Archive, progress: &(dyn Fn(u64) + Sync)) -> Report {
                     // Read block by block so each failure names its own block.
                     for e in span {
                         let len = e.data_offset + e.stored_len - e.chunk_offset;
-                        match read_vec(a.source(), e.chunk_offset, len, &format!("block {}", e.number)) {
+                        match read_vec(
+                            a.source(),
+                            e.chunk_offset,
+                            len,
+                            &format!("block {}", e.number),
+                        ) {
                             Ok(raw) => check(e, &raw, &mut failures),
                             Err(err) => failures.push(err),
                         }

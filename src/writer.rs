@@ -147,8 +147,12 @@ impl<W: Write> Writer<W> {
 
     fn write_chunk(&mut self, tag: Tag, payload: &[u8]) -> Result<u64> {
         let at = self.pos;
-        let len = u32::try_from(payload.len())
-            .map_err(|_| Error::Invalid(format!("{tag} chunk of {} bytes exceeds 4 GiB", payload.len())))?;
+        let len = u32::try_from(payload.len()).map_err(|_| {
+            Error::Invalid(format!(
+                "{tag} chunk of {} bytes exceeds 4 GiB",
+                payload.len()
+            ))
+        })?;
         let h = ChunkHeader::encode_with_crc(tag, len, crc32fast::hash(payload));
         self.write_chunk_parts(&h, payload)?;
         Ok(at)
@@ -193,7 +197,11 @@ impl<W: Write> Writer<W> {
             stream_offset: self.stream,
             pts_us: p.meta.pts_us,
             track: 0,
-            flags: if p.meta.keyframe { hf::FLAG_KEYFRAME } else { 0 },
+            flags: if p.meta.keyframe {
+                hf::FLAG_KEYFRAME
+            } else {
+                0
+            },
             sha256: p.sha256,
         }
         .encode(&mut self.index);
@@ -220,7 +228,11 @@ impl<W: Write> Writer<W> {
 
     /// Write SEEK, META (with the compression section appended), SAFE, index, footer and
     /// VERI. `meta` holds the caller's keys in the order they should appear.
-    pub fn finish(mut self, mut meta: Map<String, Value>, safe: &Value) -> Result<(W, PackSummary)> {
+    pub fn finish(
+        mut self,
+        mut meta: Map<String, Value>,
+        safe: &Value,
+    ) -> Result<(W, PackSummary)> {
         meta.insert("compression".into(), self.engine.compression_meta());
         let meta_bytes = serde_json::to_vec(&Value::Object(meta)).expect("JSON values serialize");
         let safe_bytes = serde_json::to_vec(safe).expect("JSON values serialize");
@@ -243,8 +255,14 @@ impl<W: Write> Writer<W> {
             root: [0; 32],
         };
         let digest = integrity::index_digest(&index);
-        footer.root =
-            integrity::root_hash(&footer.prefix(), &seek_bytes, &meta_bytes, &safe_bytes, &[], &digest);
+        footer.root = integrity::root_hash(
+            &footer.prefix(),
+            &seek_bytes,
+            &meta_bytes,
+            &safe_bytes,
+            &[],
+            &digest,
+        );
         self.write_chunk(Tag::HFTR, &footer.encode())?;
         let veri = self.veri.clone().finish();
         self.write_chunk(Tag::VERI, &veri)?;
@@ -391,7 +409,9 @@ impl Default for PackOptions {
 /// Microseconds per frame as the reference computes it: `floor(1e6 / fps)`.
 pub fn frame_us(fps: f64) -> Result<u64> {
     if !(fps.is_finite() && fps > 0.0) {
-        return Err(Error::Invalid(format!("fps must be a positive number, not {fps}")));
+        return Err(Error::Invalid(format!(
+            "fps must be a positive number, not {fps}"
+        )));
     }
     Ok((1e6 / fps).floor() as u64)
 }
@@ -424,7 +444,10 @@ fn read_exact_block(f: &mut File, len: u64, path: &Path, offset: u64) -> Result<
     let mut buf = vec![0u8; len as usize];
     f.read_exact(&mut buf).map_err(|e| {
         Error::io(
-            format!("reading {len} bytes at offset {offset} of {} (did it shrink?)", path.display()),
+            format!(
+                "reading {len} bytes at offset {offset} of {} (did it shrink?)",
+                path.display()
+            ),
             e,
         )
     })?;
@@ -457,14 +480,18 @@ pub fn directory_files(dir: &Path) -> Result<Vec<(PathBuf, u64)>> {
 impl Input {
     pub fn path(&self) -> &Path {
         match self {
-            Input::Fixed { path, .. } | Input::Indexed { path, .. } | Input::Directory { path, .. } => path,
+            Input::Fixed { path, .. }
+            | Input::Indexed { path, .. }
+            | Input::Directory { path, .. } => path,
         }
     }
 
     /// Check the input and return its total size in bytes.
     pub fn total_len(&self) -> Result<u64> {
         match self {
-            Input::Fixed { path, block_size, .. } => {
+            Input::Fixed {
+                path, block_size, ..
+            } => {
                 if *block_size == 0 || *block_size > MAX_BLOCK {
                     return Err(Error::Invalid(format!(
                         "block size must be 1..={MAX_BLOCK} bytes, not {block_size}"
@@ -520,11 +547,13 @@ impl Input {
             Input::Directory { path, fps, gop } => {
                 let files = directory_files(path)?;
                 let (frame, gop) = (frame_us(*fps)?, (*gop).max(1));
-                Ok(Box::new(files.into_iter().enumerate().map(move |(i, (p, len))| {
-                    let (mut f, _) = open_input(&p)?;
-                    let data = read_exact_block(&mut f, len, &p, 0)?;
-                    Ok((data, fixed_meta(i as u64, frame, gop)))
-                })))
+                Ok(Box::new(files.into_iter().enumerate().map(
+                    move |(i, (p, len))| {
+                        let (mut f, _) = open_input(&p)?;
+                        let data = read_exact_block(&mut f, len, &p, 0)?;
+                        Ok((data, fixed_meta(i as u64, frame, gop)))
+                    },
+                )))
             }
         }
     }
@@ -691,7 +720,10 @@ pub fn pack_to<W: Write + Send>(
         if let Some(c) = &opts.created {
             meta.insert("created".into(), json!(c));
         }
-        meta.insert("h4fs".into(), json!({"format": 1, "index": "HIDX", "footer": "HFTR"}));
+        meta.insert(
+            "h4fs".into(),
+            json!({"format": 1, "index": "HIDX", "footer": "HFTR"}),
+        );
         for (k, v) in &opts.meta_extra {
             meta.insert(k.clone(), v.clone());
         }

@@ -60,14 +60,20 @@ fn parse_range(s: &str, stream_len: u64) -> anyhow::Result<(u64, u64)> {
     let (a, b) = s
         .split_once('-')
         .with_context(|| format!("--range \"{s}\" must be A-B or A-"))?;
-    let a: u64 = a.trim().parse().with_context(|| format!("--range start \"{a}\" is not a number"))?;
+    let a: u64 = a
+        .trim()
+        .parse()
+        .with_context(|| format!("--range start \"{a}\" is not a number"))?;
     if a >= stream_len && stream_len > 0 || (stream_len == 0 && a > 0) {
         bail!("--range starts at {a}, but the stream has {stream_len} bytes");
     }
     let end = if b.trim().is_empty() {
         stream_len
     } else {
-        let b: u64 = b.trim().parse().with_context(|| format!("--range end \"{b}\" is not a number"))?;
+        let b: u64 = b
+            .trim()
+            .parse()
+            .with_context(|| format!("--range end \"{b}\" is not a number"))?;
         if b < a {
             bail!("--range end {b} is before its start {a}");
         }
@@ -77,7 +83,8 @@ fn parse_range(s: &str, stream_len: u64) -> anyhow::Result<(u64, u64)> {
 }
 
 pub fn run_cat(args: CatArgs) -> anyhow::Result<u8> {
-    let a = Archive::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
+    let a = Archive::open(&args.file)
+        .with_context(|| format!("cannot open {}", args.file.display()))?;
     let ti = args.track.resolve(&a)?;
     let t = &a.tracks[ti];
     let stdout = std::io::stdout();
@@ -94,7 +101,9 @@ pub fn run_cat(args: CatArgs) -> anyhow::Result<u8> {
             bail!("no keyframe at or before {pts} us");
         };
         let last = if args.chain {
-            t.decode_chain(pts).and_then(|c| c.last().copied()).unwrap_or(key)
+            t.decode_chain(pts)
+                .and_then(|c| c.last().copied())
+                .unwrap_or(key)
         } else {
             key
         };
@@ -113,7 +122,8 @@ pub fn run_cat(args: CatArgs) -> anyhow::Result<u8> {
 }
 
 pub fn run_extract(args: ExtractArgs) -> anyhow::Result<u8> {
-    let a = Archive::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
+    let a = Archive::open(&args.file)
+        .with_context(|| format!("cannot open {}", args.file.display()))?;
     let ti = args.track.resolve(&a)?;
     let len = a.tracks[ti].stream_len();
     if args.output == Path::new("-") {
@@ -137,8 +147,13 @@ pub fn run_extract(args: ExtractArgs) -> anyhow::Result<u8> {
     let tmp = out.into_inner().map_err(|e| e.into_error())?;
     bar.finish_and_clear();
     use std::os::unix::fs::PermissionsExt;
-    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    tmp.persist(&args.output)
-        .with_context(|| format!("cannot move the output into place at {}", args.output.display()))?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    tmp.persist(&args.output).with_context(|| {
+        format!(
+            "cannot move the output into place at {}",
+            args.output.display()
+        )
+    })?;
     Ok(0)
 }

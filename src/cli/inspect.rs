@@ -114,10 +114,19 @@ pub fn describe(a: &Archive, all_chunks: bool) -> Value {
     })
 }
 
-fn print_human(out: &mut impl Write, a: &Archive, d: &Value, path: &std::path::Path) -> std::io::Result<()> {
+fn print_human(
+    out: &mut impl Write,
+    a: &Archive,
+    d: &Value,
+    path: &std::path::Path,
+) -> std::io::Result<()> {
     writeln!(out, "file      {} ({} bytes)", path.display(), a.file_len)?;
     writeln!(out, "layout    {}", a.layout.describe())?;
-    let engine_note = if d["engine_known"].as_bool() == Some(true) { "" } else { "  (UNKNOWN: blocks cannot be decoded)" };
+    let engine_note = if d["engine_known"].as_bool() == Some(true) {
+        ""
+    } else {
+        "  (UNKNOWN: blocks cannot be decoded)"
+    };
     writeln!(out, "engine    {}{engine_note}", a.engine.name())?;
     match &a.encryption {
         Some(e) => writeln!(out, "encrypted yes ({}); decoding needs the key", e.cipher)?,
@@ -132,7 +141,11 @@ fn print_human(out: &mut impl Write, a: &Archive, d: &Value, path: &std::path::P
             t["name"].as_str().unwrap_or(""),
             t["blocks"],
             t["stream_len"],
-            if a.sizes_exact { "" } else { " (stored sizes; decoded sizes unknown)" },
+            if a.sizes_exact {
+                ""
+            } else {
+                " (stored sizes; decoded sizes unknown)"
+            },
             t["first_pts_us"],
             t["last_pts_us"],
             t["seek"]["count"].as_u64().unwrap_or(0)
@@ -142,27 +155,52 @@ fn print_human(out: &mut impl Write, a: &Archive, d: &Value, path: &std::path::P
     let i = &d["integrity"];
     match a.layout {
         Layout::H4fs => {
-            writeln!(out, "  structure root  {} ({})", i["structure_root"].as_str().unwrap_or(""),
-                if a.root_checked { "verified at open" } else { "not checked" })?;
-            writeln!(out, "  per block       SHA-256 in the index (run `h4fs verify`)")?;
+            writeln!(
+                out,
+                "  structure root  {} ({})",
+                i["structure_root"].as_str().unwrap_or(""),
+                if a.root_checked {
+                    "verified at open"
+                } else {
+                    "not checked"
+                }
+            )?;
+            writeln!(
+                out,
+                "  per block       SHA-256 in the index (run `h4fs verify`)"
+            )?;
         }
-        Layout::ReferenceA => writeln!(out, "  per block       CRC-32 of each CORE chunk (run `h4fs verify`)")?,
+        Layout::ReferenceA => writeln!(
+            out,
+            "  per block       CRC-32 of each CORE chunk (run `h4fs verify`)"
+        )?,
         Layout::MultitrackC => writeln!(out, "  chunk CRCs and file CRC checked at open")?,
     }
     if let Some(v) = a.veri {
-        writeln!(out, "  VERI            {} at offset {} (run `h4fs verify --full`)", hex::encode(v.expected), v.offset)?;
+        writeln!(
+            out,
+            "  VERI            {} at offset {} (run `h4fs verify --full`)",
+            hex::encode(v.expected),
+            v.offset
+        )?;
     }
     writeln!(out, "chunks")?;
     writeln!(out, "  {:>12}  {:<4}  {:>12}", "offset", "tag", "payload")?;
     // Non-CORE chunks one per line; CORE chunks as one summary row per track unless
     // --chunks listed them.
-    let listed_cores = d["chunks"].as_array().is_some_and(|v| v.iter().any(|c| c["tag"] == "CORE"));
+    let listed_cores = d["chunks"]
+        .as_array()
+        .is_some_and(|v| v.iter().any(|c| c["tag"] == "CORE"));
     let mut rows: Vec<(u64, String)> = Vec::new();
     for c in d["chunks"].as_array().into_iter().flatten() {
         let off = c["offset"].as_u64().unwrap_or(0);
         let tag = c["tag"].as_str().unwrap_or("");
         let plen = c["payload_len"].as_u64().unwrap_or(0);
-        let extra = if tag == "CORE" { format!("  block {} track {}", c["block"], c["track"]) } else { String::new() };
+        let extra = if tag == "CORE" {
+            format!("  block {} track {}", c["block"], c["track"])
+        } else {
+            String::new()
+        };
         rows.push((off, format!("  {off:>12}  {tag:<4}  {plen:>12}{extra}")));
     }
     if !listed_cores {

@@ -81,9 +81,10 @@ fn report(e: &anyhow::Error) -> ExitCode {
     }
     let _ = std::io::stdout().flush();
     eprintln!("h4fs: error: {e:#}");
-    let damaged = e
-        .chain()
-        .any(|c| c.downcast_ref::<h4fs_error::Error>().is_some_and(|e| e.is_integrity()));
+    let damaged = e.chain().any(|c| {
+        c.downcast_ref::<h4fs_error::Error>()
+            .is_some_and(|e| e.is_integrity())
+    });
     ExitCode::from(if damaged { EXIT_DAMAGED } else { EXIT_ERROR })
 }
 

@@ -83,13 +83,15 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "g" | "gb" | "gib" => 1 << 30,
         other => return Err(format!("unknown size unit \"{other}\" in \"{s}\"")),
     };
-    n.checked_mul(mult).ok_or_else(|| format!("\"{s}\" is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("\"{s}\" is too large"))
 }
 
 fn extra_meta(args: &Args) -> anyhow::Result<Map<String, Value>> {
     let mut m = Map::new();
     if let Some(p) = &args.meta_file {
-        let text = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
         let v: Value = serde_json::from_str(&text)
             .with_context(|| format!("{} is not valid JSON", p.display()))?;
         let Value::Object(obj) = v else {
@@ -116,7 +118,9 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             bail!("--threads must be at least 1");
         }
         // Only fails if a pool already exists, which cannot happen this early.
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(t).build_global();
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global();
     }
     if !args.input.exists() {
         bail!("input {} does not exist", args.input.display());

@@ -24,7 +24,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
-    let a = Archive::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
+    let a = Archive::open(&args.file)
+        .with_context(|| format!("cannot open {}", args.file.display()))?;
     let t = &a.tracks[args.track.resolve(&a)?];
     let key = t.keyframe_at_or_before(args.pts_us);
     let containing = t.block_at(args.pts_us);
@@ -46,21 +47,35 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         match key {
             Some((_, n)) => {
                 let e = t.blocks.get(n).expect("exists");
-                println!("keyframe   block {n}  pts {} us  stream offset {}  size {}", e.pts_us, e.stream_offset, e.decoded_len);
+                println!(
+                    "keyframe   block {n}  pts {} us  stream offset {}  size {}",
+                    e.pts_us, e.stream_offset, e.decoded_len
+                );
             }
             None => println!("keyframe   none at or before {} us", args.pts_us),
         }
         match containing {
             Some(n) => {
                 let e = t.blocks.get(n).expect("exists");
-                println!("containing block {n}  pts {} us  stream offset {}  size {}", e.pts_us, e.stream_offset, e.decoded_len);
+                println!(
+                    "containing block {n}  pts {} us  stream offset {}  size {}",
+                    e.pts_us, e.stream_offset, e.decoded_len
+                );
             }
-            None => println!("containing none: {} us is before the first block", args.pts_us),
+            None => println!(
+                "containing none: {} us is before the first block",
+                args.pts_us
+            ),
         }
         if let Some(c) = chain
             && c.len() > 1
         {
-            println!("chain      blocks {}..={} ({} blocks to decode)", c[0], c[c.len() - 1], c.len());
+            println!(
+                "chain      blocks {}..={} ({} blocks to decode)",
+                c[0],
+                c[c.len() - 1],
+                c.len()
+            );
         }
     }
     if key.is_none() && containing.is_none() {

@@ -27,13 +27,21 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             println!("DAMAGED {}: {e}", args.file.display());
             return Ok(super::EXIT_DAMAGED);
         }
-        Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot open {}", args.file.display()))),
+        Err(e) => {
+            return Err(
+                anyhow::Error::new(e).context(format!("cannot open {}", args.file.display()))
+            );
+        }
     };
     let total = a.file_len * if args.full { 2 } else { 1 };
     let bar = super::progress::bytes_bar(total, "verify", args.quiet);
     let report = crate::verify::verify(&a, args.full, &|n| bar.inc(n));
     bar.finish_and_clear();
-    let structure = if a.root_checked { "structure root ok, " } else { "" };
+    let structure = if a.root_checked {
+        "structure root ok, "
+    } else {
+        ""
+    };
     if report.ok() {
         println!(
             "ok {}: {structure}{} blocks ({} bytes) verified{}",

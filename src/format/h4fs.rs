@@ -125,7 +125,9 @@ pub fn check_index(payload: &[u8], at: u64, block_count: u64) -> Result<u64> {
     }
     let entry_len = be32(payload, 4);
     if entry_len as usize != ENTRY_LEN {
-        return Err(bad(format!("entry length {entry_len}, expected {ENTRY_LEN}")));
+        return Err(bad(format!(
+            "entry length {entry_len}, expected {ENTRY_LEN}"
+        )));
     }
     let count = be64(payload, 8);
     if count != block_count {

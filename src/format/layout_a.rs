@@ -84,10 +84,9 @@ pub fn parse_seek(payload: &[u8], at: u64) -> Result<Vec<SeekEntry>> {
         msg,
     };
     let mut c = Cursor::new(payload);
-    let count = c
-        .u32_be()
-        .ok_or_else(|| bad("payload shorter than its 4-byte count".into()))?
-        as usize;
+    let count =
+        c.u32_be()
+            .ok_or_else(|| bad("payload shorter than its 4-byte count".into()))? as usize;
     let need = count as u64 * SEEK_ENTRY_LEN as u64;
     if need != c.remaining() as u64 {
         return Err(bad(format!(
@@ -124,7 +123,9 @@ pub fn encode_seek(entries: &[SeekEntry]) -> Vec<u8> {
 
 /// Index of the last entry with `pts_us <= target` (binary search).
 pub fn seek_lookup(entries: &[SeekEntry], target: u64) -> Option<usize> {
-    entries.partition_point(|e| e.pts_us <= target).checked_sub(1)
+    entries
+        .partition_point(|e| e.pts_us <= target)
+        .checked_sub(1)
 }
 
 /// Parse a JSON chunk payload (META, SAFE, TRAK). Must be UTF-8 JSON.
@@ -148,8 +149,14 @@ mod tests {
     #[test]
     fn seek_round_trip_and_lookup() {
         let e = vec![
-            SeekEntry { pts_us: 0, offset: 0 },
-            SeekEntry { pts_us: 166_665, offset: 1280 },
+            SeekEntry {
+                pts_us: 0,
+                offset: 0,
+            },
+            SeekEntry {
+                pts_us: 166_665,
+                offset: 1280,
+            },
         ];
         let p = encode_seek(&e);
         assert_eq!(parse_seek(&p, 0).unwrap(), e);
@@ -161,14 +168,33 @@ mod tests {
 
     #[test]
     fn seek_rejects_bad_count_and_order() {
-        let mut p = encode_seek(&[SeekEntry { pts_us: 5, offset: 0 }]);
+        let mut p = encode_seek(&[SeekEntry {
+            pts_us: 5,
+            offset: 0,
+        }]);
         p[3] = 200;
-        assert!(parse_seek(&p, 9).unwrap_err().to_string().contains("count 200"));
+        assert!(
+            parse_seek(&p, 9)
+                .unwrap_err()
+                .to_string()
+                .contains("count 200")
+        );
         let p = encode_seek(&[
-            SeekEntry { pts_us: 5, offset: 0 },
-            SeekEntry { pts_us: 4, offset: 1 },
+            SeekEntry {
+                pts_us: 5,
+                offset: 0,
+            },
+            SeekEntry {
+                pts_us: 4,
+                offset: 1,
+            },
         ]);
-        assert!(parse_seek(&p, 9).unwrap_err().to_string().contains("not sorted"));
+        assert!(
+            parse_seek(&p, 9)
+                .unwrap_err()
+                .to_string()
+                .contains("not sorted")
+        );
         assert!(parse_seek(&[0, 0], 9).is_err());
     }
 
