@@ -145,6 +145,19 @@ pub enum Error {
     #[error("the container is encrypted ({cipher}); {what} needs the key")]
     Encrypted { cipher: String, what: String },
 
+    /// The key given does not open this container (checked before any block is read).
+    #[error("the key does not match this container{detail}")]
+    WrongKey { detail: String },
+
+    /// AES-GCM authentication of a block failed: its bytes were altered, it was moved
+    /// from another position or container, or its index entry was edited.
+    #[error("block {block} (chunk at offset {offset}): authentication failed ({why})")]
+    BlockAuth { block: u64, offset: u64, why: String },
+
+    /// A key or shared-secret file that cannot be used. Never carries key bytes.
+    #[error("key file {path}: {msg}")]
+    KeyFile { path: String, msg: String },
+
     #[error("{0}")]
     Invalid(String),
 }
@@ -177,6 +190,7 @@ impl Error {
                 | Error::Chunk { .. }
                 | Error::Truncated { .. }
                 | Error::Index { .. }
+                | Error::BlockAuth { .. }
         )
     }
 }

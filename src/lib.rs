@@ -14,6 +14,7 @@
 //! * [`cli`]: the `h4fs` command.
 
 pub mod cli;
+pub mod crypto;
 pub mod engine;
 pub mod error;
 pub mod extract;
