@@ -13,12 +13,14 @@
 //! * [`writer`]: the deterministic packer.
 //! * [`cli`]: the `h4fs` command.
 
+pub mod cache;
 pub mod cli;
 pub mod crypto;
 pub mod engine;
 pub mod error;
 pub mod extract;
 pub mod format;
+pub mod fs;
 pub mod integrity;
 pub mod reader;
 pub mod source;

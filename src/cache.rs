@@ -1,0 +1,215 @@
+//! The block cache: an LRU of verified, decoded blocks, bounded in bytes.
+//!
+//! Only [`VerifiedBlock`]s go in, so anything served from the cache has passed its hash
+//! (or CRC) check and decoded to its recorded length: the cache can never hand out bytes
+//! that were not checked. Entries are `Arc`s, so a reader copying out of a block does
+//! not hold the lock and an eviction never invalidates bytes being copied.
+//!
+//! Counters (hits, misses, evictions, prefetches, ...) are atomics read by `stats.json`.
+//! Lock order: the cache has one `Mutex`; nothing is called while it is held.
+
+use crate::integrity::VerifiedBlock;
+use lru::LruCache;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Identifies a block across every container of a mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BlockKey {
+    /// Index of the container in the mount.
+    pub container: u32,
+    /// Index of the track in the container.
+    pub track: u32,
+    /// Block number within the track.
+    pub block: u64,
+}
+
+/// Counter values at one moment, as `stats.json` shows them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CacheStats {
+    /// Lookups answered from the cache.
+    pub hits: u64,
+    /// Lookups that had to read and verify the block.
+    pub misses: u64,
+    /// Blocks dropped to stay within the byte bound.
+    pub evictions: u64,
+    /// Blocks loaded ahead of a sequential reader.
+    pub prefetches: u64,
+    /// Blocks currently held.
+    pub blocks: u64,
+    /// Decoded bytes currently held.
+    pub bytes: u64,
+    /// The byte bound.
+    pub capacity: u64,
+}
+
+struct Inner {
+    lru: LruCache<BlockKey, Arc<VerifiedBlock>>,
+    bytes: u64,
+}
+
+/// An LRU of verified blocks holding at most `capacity` decoded bytes.
+pub struct BlockCache {
+    inner: Mutex<Inner>,
+    capacity: u64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    evictions: AtomicU64,
+    prefetches: AtomicU64,
+}
+
+impl std::fmt::Debug for BlockCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockCache")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl BlockCache {
+    /// A cache that holds at most `capacity` bytes of decoded blocks. A block larger
+    /// than the whole capacity is never held (it is served and dropped).
+    pub fn new(capacity: u64) -> BlockCache {
+        BlockCache {
+            inner: Mutex::new(Inner {
+                lru: LruCache::unbounded(),
+                bytes: 0,
+            }),
+            capacity,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+            prefetches: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave `Inner` inconsistent in a way that
+        // serves unverified bytes, so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The block, marking it most recently used; counts a hit or a miss.
+    pub fn get(&self, key: &BlockKey) -> Option<Arc<VerifiedBlock>> {
+        let found = self.lock().lru.get(key).cloned();
+        match found {
+            Some(_) => self.hits.fetch_add(1, Ordering::Relaxed),
+            None => self.misses.fetch_add(1, Ordering::Relaxed),
+        };
+        found
+    }
+
+    /// Whether the block is held, without counting or reordering.
+    pub fn contains(&self, key: &BlockKey) -> bool {
+        self.lock().lru.contains(key)
+    }
+
+    /// Insert a block, evicting least recently used blocks until it fits.
+    pub fn insert(&self, key: BlockKey, block: Arc<VerifiedBlock>) {
+        let size = block.len() as u64;
+        if size > self.capacity {
+            return;
+        }
+        let mut evicted = 0;
+        {
+            let mut g = self.lock();
+            if let Some(old) = g.lru.put(key, block) {
+                g.bytes -= old.len() as u64;
+            }
+            g.bytes += size;
+            while g.bytes > self.capacity {
+                match g.lru.pop_lru() {
+                    Some((_, b)) => {
+                        g.bytes -= b.len() as u64;
+                        evicted += 1;
+                    }
+                    None => break,
+                }
+            }
+        }
+        if evicted > 0 {
+            self.evictions.fetch_add(evicted, Ordering::Relaxed);
+        }
+    }
+
+    /// Count a block loaded by the prefetcher.
+    pub fn record_prefetch(&self) {
+        self.prefetches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The byte bound.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Current counter values.
+    pub fn stats(&self) -> CacheStats {
+        let (blocks, bytes) = {
+            let g = self.lock();
+            (g.lru.len() as u64, g.bytes)
+        };
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            evictions: self.evictions.load(Ordering::Relaxed),
+            prefetches: self.prefetches.load(Ordering::Relaxed),
+            blocks,
+            bytes,
+            capacity: self.capacity,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(block: u64) -> BlockKey {
+        BlockKey {
+            container: 0,
+            track: 0,
+            block,
+        }
+    }
+
+    fn blk(len: usize, fill: u8) -> Arc<VerifiedBlock> {
+        Arc::new(VerifiedBlock::new_checked(vec![fill; len]))
+    }
+
+    #[test]
+    fn hit_miss_and_byte_bound() {
+        let c = BlockCache::new(100);
+        assert!(c.get(&key(0)).is_none());
+        c.insert(key(0), blk(40, 0));
+        c.insert(key(1), blk(40, 1));
+        assert_eq!(c.get(&key(0)).unwrap().bytes()[0], 0);
+        // Block 1 is now least recently used; inserting 40 more bytes evicts it.
+        c.insert(key(2), blk(40, 2));
+        assert!(!c.contains(&key(1)));
+        assert!(c.contains(&key(0)) && c.contains(&key(2)));
+        let s = c.stats();
+        assert_eq!((s.hits, s.misses, s.evictions), (1, 1, 1));
+        assert_eq!((s.blocks, s.bytes, s.capacity), (2, 80, 100));
+    }
+
+    #[test]
+    fn oversized_block_is_not_held_and_replacement_keeps_count() {
+        let c = BlockCache::new(10);
+        c.insert(key(0), blk(11, 0));
+        assert!(!c.contains(&key(0)));
+        c.insert(key(1), blk(6, 0));
+        c.insert(key(1), blk(8, 0));
+        let s = c.stats();
+        assert_eq!((s.blocks, s.bytes, s.evictions), (1, 8, 0));
+        c.record_prefetch();
+        assert_eq!(c.stats().prefetches, 1);
+    }
+
+    #[test]
+    fn empty_blocks_are_cached() {
+        let c = BlockCache::new(0);
+        c.insert(key(5), blk(0, 0));
+        assert!(c.get(&key(5)).is_some_and(|b| b.is_empty()));
+    }
+}

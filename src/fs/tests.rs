@@ -1,0 +1,495 @@
+//! The filesystem core against containers built in memory and the reference samples.
+
+use super::*;
+use crate::engine::Engine;
+use crate::reader::OpenCheck;
+use crate::writer::{BlockMeta, Writer};
+use serde_json::Map;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/seed")
+        .join(name)
+}
+
+/// Blocks of the given sizes with distinct contents; block i at pts i*1000, keyframe
+/// every `gop` blocks.
+fn blocks(sizes: &[usize]) -> Vec<Vec<u8>> {
+    sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| (0..n).map(|k| (i * 31 + k * 7 % 251) as u8).collect())
+        .collect()
+}
+
+fn pack(
+    data: &[Vec<u8>],
+    gop: usize,
+    first_pts: u64,
+    engine: Engine,
+    meta: Map<String, Value>,
+) -> Vec<u8> {
+    let mut w = Writer::new(Vec::new(), engine).unwrap();
+    for (i, b) in data.iter().enumerate() {
+        w.add_block(
+            b,
+            BlockMeta {
+                pts_us: first_pts + i as u64 * 1000,
+                keyframe: i % gop == 0,
+            },
+        )
+        .unwrap();
+    }
+    let (bytes, _) = w.finish(meta, &crate::writer::default_safe()).unwrap();
+    bytes
+}
+
+fn source(bytes: Vec<u8>, name: &str) -> Source {
+    Source {
+        name: name.into(),
+        path: PathBuf::from(format!("/mem/{name}.h4mk")),
+        archive: Archive::from_source(Box::new(bytes), OpenCheck::Structure).unwrap(),
+        mtime: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        level: VerifyLevel::Structure,
+        checked_at: UNIX_EPOCH,
+        full_blocks: None,
+    }
+}
+
+fn quiet() -> FsConfig {
+    FsConfig {
+        log: Arc::new(|_| {}),
+        ..FsConfig::default()
+    }
+}
+
+fn fs_of(bytes: Vec<u8>) -> Fs {
+    Fs::new(vec![source(bytes, "demo")], false, UNIX_EPOCH, quiet())
+}
+
+fn path_ino(fs: &Fs, path: &str) -> std::result::Result<u64, FsError> {
+    let mut ino = fs.root_ino();
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        ino = fs.lookup(ino, part)?.ino;
+    }
+    Ok(ino)
+}
+
+fn list(fs: &Fs, path: &str) -> Vec<String> {
+    let ino = path_ino(fs, path).unwrap();
+    let mut names = Vec::new();
+    fs.readdir(ino, 0, &mut |e| {
+        names.push(e.name);
+        false
+    })
+    .unwrap();
+    names
+}
+
+fn read_all(fs: &Fs, path: &str) -> std::result::Result<Vec<u8>, FsError> {
+    let ino = path_ino(fs, path)?;
+    let o = fs.open(ino, false)?;
+    let mut out = Vec::new();
+    loop {
+        let d = fs.read(ino, o.fh, out.len() as u64, 4096)?;
+        if d.as_slice().is_empty() {
+            break;
+        }
+        out.extend_from_slice(d.as_slice());
+    }
+    fs.release(o.fh);
+    Ok(out)
+}
+
+#[test]
+fn tree_of_one_container() {
+    let data = blocks(&[100, 0, 1, 300, 50]);
+    let fs = fs_of(pack(&data, 2, 0, Engine::Identity, Map::new()));
+    assert_eq!(
+        list(&fs, ""),
+        [
+            ".",
+            "..",
+            "meta.json",
+            "safe.json",
+            "seek.csv",
+            "index.csv",
+            "veri.json",
+            "manifest.json",
+            "stream",
+            "blocks",
+            "by-pts",
+            "stats.json"
+        ]
+    );
+    assert_eq!(
+        list(&fs, "blocks"),
+        [".", "..", "000000", "000001", "000002", "000003", "000004"]
+    );
+    assert_eq!(list(&fs, "by-pts"), [".", "..", "0", "2000", "4000"]);
+    let root = fs.getattr(1).unwrap();
+    assert_eq!((root.kind, root.perm), (Kind::Dir, 0o555));
+    let stream = fs.getattr(path_ino(&fs, "stream").unwrap()).unwrap();
+    assert_eq!(stream.size, 451);
+    assert_eq!(stream.blocks, 1);
+    assert!(stream.blksize >= 1 << 20);
+    assert_eq!(
+        fs.getattr(path_ino(&fs, "blocks/000001").unwrap())
+            .unwrap()
+            .size,
+        0
+    );
+    assert!(matches!(fs.lookup(1, "nope"), Err(FsError::NotFound)));
+    assert!(matches!(path_ino(&fs, "blocks/1"), Err(FsError::NotFound)));
+    assert!(matches!(
+        path_ino(&fs, "blocks/000005"),
+        Err(FsError::NotFound)
+    ));
+    assert!(matches!(path_ino(&fs, "stream/x"), Err(FsError::NotDir)));
+}
+
+#[test]
+fn stream_and_blocks_read_back_exactly() {
+    let data = blocks(&[100, 0, 1, 300, 50, 4096, 1]);
+    let whole: Vec<u8> = data.concat();
+    let fs = fs_of(pack(&data, 3, 0, Engine::GeometricReference, Map::new()));
+    assert_eq!(read_all(&fs, "stream").unwrap(), whole);
+    for (i, b) in data.iter().enumerate() {
+        assert_eq!(&read_all(&fs, &format!("blocks/{i:06}")).unwrap(), b);
+    }
+    // Reads straddling block boundaries, at every offset with a few sizes.
+    let ino = path_ino(&fs, "stream").unwrap();
+    for off in (0..whole.len() as u64 + 3).step_by(7) {
+        for size in [1u32, 2, 99, 101, 400, 5000] {
+            let got = fs.read(ino, 0, off, size).unwrap();
+            let lo = (off as usize).min(whole.len());
+            let hi = (off as usize + size as usize).min(whole.len());
+            assert_eq!(got.as_slice(), &whole[lo..hi], "offset {off} size {size}");
+        }
+    }
+    let s = fs.cache_stats();
+    assert!(s.hits > 0 && s.misses > 0);
+    let stats: Value = serde_json::from_slice(&read_all(&fs, "stats.json").unwrap()).unwrap();
+    assert!(stats["bytes_served"].as_u64().unwrap() > whole.len() as u64);
+    assert_eq!(stats["verification_failures"], 0);
+}
+
+#[test]
+fn by_pts_resolves_lazily_to_the_keyframe_at_or_before() {
+    let data = blocks(&[10; 7]);
+    let fs = fs_of(pack(&data, 3, 5000, Engine::Identity, Map::new()));
+    // Keyframes: blocks 0, 3, 6 at pts 5000, 8000, 11000.
+    let by = path_ino(&fs, "by-pts").unwrap();
+    for (n, want) in [
+        (5000u64, 0u64),
+        (7999, 0),
+        (8000, 3),
+        (10_999, 3),
+        (11_000, 6),
+        (99_999_999, 6),
+    ] {
+        let a = fs.lookup(by, &n.to_string()).unwrap();
+        assert_eq!(a.kind, Kind::Symlink);
+        assert_eq!(fs.readlink(a.ino).unwrap(), format!("../blocks/{want:06}"));
+    }
+    assert!(matches!(fs.lookup(by, "4999"), Err(FsError::NotFound)));
+    assert!(matches!(fs.lookup(by, "-1"), Err(FsError::NotFound)));
+    assert!(matches!(fs.lookup(by, "1e3"), Err(FsError::NotFound)));
+    assert!(matches!(fs.readlink(1), Err(FsError::NotSymlink)));
+}
+
+#[test]
+fn csv_tables_and_json_files() {
+    let data = blocks(&[3; 600]);
+    let fs = fs_of(pack(&data, 4, 0, Engine::Identity, Map::new()));
+    let index = String::from_utf8(read_all(&fs, "index.csv").unwrap()).unwrap();
+    let lines: Vec<&str> = index.lines().collect();
+    assert_eq!(
+        lines[0],
+        "block,pts_us,keyframe,track,offset,stored_size,size,sha256"
+    );
+    assert_eq!(lines.len(), 601);
+    let row: Vec<&str> = lines[5].split(',').collect();
+    assert_eq!(&row[..7], ["4", "4000", "1", "0", "12", "3", "3"]);
+    assert_eq!(row[7], hex::encode(crate::integrity::sha256(&data[4])));
+    // Its size is exact and reads at any offset agree with the whole.
+    let ino = path_ino(&fs, "index.csv").unwrap();
+    assert_eq!(fs.getattr(ino).unwrap().size, index.len() as u64);
+    for off in [0u64, 10, 61, 5000, 20_000, index.len() as u64 - 5] {
+        let got = fs.read(ino, 0, off, 777).unwrap();
+        let end = (off as usize + 777).min(index.len());
+        assert_eq!(got.as_slice(), &index.as_bytes()[off as usize..end]);
+    }
+    let seek = String::from_utf8(read_all(&fs, "seek.csv").unwrap()).unwrap();
+    assert_eq!(seek.lines().next(), Some("pts_us,block,offset"));
+    assert_eq!(seek.lines().nth(2), Some("4000,4,12"));
+    assert_eq!(seek.lines().count(), 151);
+    let manifest: Value = serde_json::from_slice(&read_all(&fs, "manifest.json").unwrap()).unwrap();
+    assert_eq!(manifest["blocks"], 600);
+    assert_eq!(
+        manifest["seek"][1],
+        json!({"pts_us": 4000, "block": 4, "offset": 12})
+    );
+    assert_eq!(manifest["safe"]["scope"], "container+transport-only");
+    let meta: Value = serde_json::from_slice(&read_all(&fs, "meta.json").unwrap()).unwrap();
+    assert_eq!(meta["compression"]["engine"], "identity");
+    assert!(meta.get("h4fs_status").is_none());
+}
+
+#[test]
+fn xattrs_on_blocks_and_root() {
+    let data = blocks(&[5, 6]);
+    let fs = fs_of(pack(&data, 1, 0, Engine::Identity, Map::new()));
+    let b1 = path_ino(&fs, "blocks/000001").unwrap();
+    let names = match fs.listxattr(b1, 4096).unwrap() {
+        XattrReply::Data(d) => d,
+        XattrReply::Size(_) => panic!("asked for data"),
+    };
+    assert_eq!(
+        names,
+        b"user.h4mk.pts_us\0user.h4mk.keyframe\0user.h4mk.sha256\0user.h4mk.offset\0"
+    );
+    assert_eq!(
+        fs.getxattr(b1, "user.h4mk.pts_us", 100).unwrap(),
+        XattrReply::Data(b"1000".to_vec())
+    );
+    assert_eq!(
+        fs.getxattr(b1, "user.h4mk.offset", 100).unwrap(),
+        XattrReply::Data(b"5".to_vec())
+    );
+    assert_eq!(
+        fs.getxattr(b1, "user.h4mk.keyframe", 0).unwrap(),
+        XattrReply::Size(1)
+    );
+    assert!(matches!(
+        fs.getxattr(b1, "user.h4mk.sha256", 10),
+        Err(FsError::Range)
+    ));
+    assert!(matches!(
+        fs.getxattr(b1, "user.other", 10),
+        Err(FsError::NoXattr)
+    ));
+    let XattrReply::Data(v) = fs.getxattr(1, "user.h4mk.veri", 4096).unwrap() else {
+        panic!()
+    };
+    let v: Value = serde_json::from_slice(&v).unwrap();
+    assert_eq!(v["structure"], "ok");
+    assert_eq!(v["block_failures"], 0);
+}
+
+#[test]
+fn read_only_everywhere() {
+    let fs = fs_of(pack(&blocks(&[5]), 1, 0, Engine::Identity, Map::new()));
+    for p in ["stream", "meta.json", "blocks/000000", "stats.json"] {
+        let ino = path_ino(&fs, p).unwrap();
+        assert_eq!(fs.open(ino, true).unwrap_err().errno(), libc::EROFS, "{p}");
+    }
+    assert_eq!(fs.open(1, false).unwrap_err().errno(), libc::EISDIR);
+}
+
+#[test]
+fn damaged_block_is_eio_logged_and_never_served() {
+    let data = blocks(&[64, 64, 64]);
+    let mut bytes = pack(&data, 1, 0, Engine::Identity, Map::new());
+    // Block 1's payload starts at 8 + (12 + 64) + 12.
+    let at = 8 + 76 + 12 + 10;
+    bytes[at] ^= 0xff;
+    let logged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let l2 = logged.clone();
+    let cfg = FsConfig {
+        log: Arc::new(move |m| l2.lock().unwrap().push(m.to_string())),
+        ..FsConfig::default()
+    };
+    let fs = Fs::new(vec![source(bytes, "demo")], false, UNIX_EPOCH, cfg);
+    assert_eq!(read_all(&fs, "blocks/000000").unwrap(), data[0]);
+    let e = read_all(&fs, "blocks/000001").unwrap_err();
+    assert_eq!(e.errno(), libc::EIO);
+    assert_eq!(read_all(&fs, "stream").unwrap_err().errno(), libc::EIO);
+    // Bytes before the bad block are still served by offset.
+    let s = path_ino(&fs, "stream").unwrap();
+    assert_eq!(fs.read(s, 0, 0, 64).unwrap().as_slice(), &data[0][..]);
+    assert_eq!(fs.read(s, 0, 128, 64).unwrap().as_slice(), &data[2][..]);
+    let log = logged.lock().unwrap().join("\n");
+    assert!(log.contains("block 1 at file offset 84"), "{log}");
+    let veri: Value = serde_json::from_slice(&read_all(&fs, "veri.json").unwrap()).unwrap();
+    let f = &veri["blocks"]["failures"];
+    assert_eq!(f.as_array().unwrap().len(), 1);
+    assert_eq!(f[0]["block"], 1);
+    assert_eq!(f[0]["file_offset"], 84);
+    assert!(f[0]["error"].as_str().unwrap().contains("SHA-256 mismatch"));
+    let stats: Value = serde_json::from_slice(&read_all(&fs, "stats.json").unwrap()).unwrap();
+    assert_eq!(stats["verification_failures"], 1);
+}
+
+#[test]
+fn reference_container_checks_veri_once_on_first_data_open() {
+    let bytes = std::fs::read(fixture("a_small10.h4mk")).unwrap();
+    let payload = std::fs::read(fixture("a_small10.payload")).unwrap();
+    let fs = fs_of(bytes.clone());
+    let veri: Value = serde_json::from_slice(&read_all(&fs, "veri.json").unwrap()).unwrap();
+    assert_eq!(veri["veri"]["status"], "unchecked");
+    assert_eq!(read_all(&fs, "stream").unwrap(), payload);
+    let veri: Value = serde_json::from_slice(&read_all(&fs, "veri.json").unwrap()).unwrap();
+    assert_eq!(veri["veri"]["status"], "ok");
+    assert_eq!(veri["veri"]["computed"], veri["veri"]["expected"]);
+
+    // A VERI that does not match: every data file fails with EIO; metadata still reads.
+    let mut bad = bytes;
+    let veri_payload = bad.len() - 32;
+    bad[veri_payload] ^= 1;
+    // Keep the VERI chunk's own CRC right so the file still opens.
+    let crc = crc32fast::hash(&bad[veri_payload..]);
+    bad[veri_payload - 4..veri_payload].copy_from_slice(&crc.to_be_bytes());
+    let fs = fs_of(bad);
+    assert_eq!(read_all(&fs, "stream").unwrap_err().errno(), libc::EIO);
+    assert_eq!(
+        read_all(&fs, "blocks/000000").unwrap_err().errno(),
+        libc::EIO
+    );
+    assert!(read_all(&fs, "meta.json").is_ok());
+    let veri: Value = serde_json::from_slice(&read_all(&fs, "veri.json").unwrap()).unwrap();
+    assert_eq!(veri["veri"]["status"], "mismatch");
+}
+
+#[test]
+fn unknown_engine_mounts_but_data_fails() {
+    let mut meta = Map::new();
+    meta.insert("project".into(), json!("p"));
+    let bytes = pack(&blocks(&[256, 256]), 1, 0, Engine::Identity, meta);
+    // Rewrite the engine name in META, keeping its length, then repair CRC and root by
+    // re-reading with OpenCheck::None (the structure root covers META).
+    let needle = b"\"engine\":\"identity\"";
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap()
+        + 10;
+    let mut bytes = bytes;
+    bytes[at..at + 8].copy_from_slice(b"mystery8");
+    let archive = Archive::from_source(Box::new(bytes), OpenCheck::None).unwrap();
+    let src = Source {
+        archive,
+        level: VerifyLevel::None,
+        ..source(pack(&blocks(&[1]), 1, 0, Engine::Identity, Map::new()), "x")
+    };
+    let fs = Fs::new(vec![src], false, UNIX_EPOCH, quiet());
+    assert_eq!(list(&fs, "blocks").len(), 4);
+    assert_eq!(read_all(&fs, "stream").unwrap_err().errno(), libc::EIO);
+    let meta: Value = serde_json::from_slice(&read_all(&fs, "meta.json").unwrap()).unwrap();
+    let reason = meta["h4fs_status"]["reason"].as_str().unwrap();
+    assert!(reason.contains("mystery8"), "{reason}");
+    let veri: Value = serde_json::from_slice(&read_all(&fs, "veri.json").unwrap()).unwrap();
+    assert_eq!(veri["data"]["readable"], false);
+}
+
+#[test]
+fn encrypted_without_key_is_eacces() {
+    let bytes = std::fs::read(fixture("e_encrypted5.h4mk")).unwrap();
+    let fs = fs_of(bytes);
+    assert_eq!(read_all(&fs, "stream").unwrap_err().errno(), libc::EACCES);
+    assert!(read_all(&fs, "meta.json").is_ok());
+}
+
+#[test]
+fn multitrack_has_a_directory_per_track() {
+    let bytes = std::fs::read(fixture("d_mt_build_demo.h4mk")).unwrap();
+    let fs = fs_of(bytes.clone());
+    assert_eq!(
+        list(&fs, ""),
+        [
+            ".",
+            "..",
+            "meta.json",
+            "safe.json",
+            "veri.json",
+            "manifest.json",
+            "tracks.json",
+            "main",
+            "safety",
+            "stats.json"
+        ]
+    );
+    assert!(list(&fs, "main").contains(&"track.json".to_string()));
+    let a = Archive::from_source(Box::new(bytes), OpenCheck::Structure).unwrap();
+    let mut want = Vec::new();
+    for n in 0..a.tracks[0].blocks.len() {
+        want.extend_from_slice(a.read_block(0, n).unwrap().bytes());
+    }
+    assert_eq!(read_all(&fs, "main/stream").unwrap(), want);
+    assert_eq!(read_all(&fs, "safety/stream").unwrap(), b"");
+    let by = list(&fs, "main/by-pts");
+    assert_eq!(by.len(), 4, "{by:?}");
+    // Parent links point the right way.
+    let main = path_ino(&fs, "main").unwrap();
+    let mut dotdot = 0;
+    fs.readdir(main, 1, &mut |e| {
+        dotdot = e.ino;
+        true
+    })
+    .unwrap();
+    assert_eq!(dotdot, 1);
+}
+
+#[test]
+fn directory_mount_and_stable_inodes() {
+    let make = || {
+        vec![
+            source(
+                pack(&blocks(&[4, 4]), 1, 0, Engine::Identity, Map::new()),
+                "alpha",
+            ),
+            source(
+                pack(&blocks(&[9]), 1, 0, Engine::Identity, Map::new()),
+                "beta",
+            ),
+        ]
+    };
+    let fs1 = Fs::new(make(), true, UNIX_EPOCH, quiet());
+    let fs2 = Fs::new(make(), true, UNIX_EPOCH, quiet());
+    assert_eq!(list(&fs1, ""), [".", "..", "stats.json", "alpha", "beta"]);
+    let paths = [
+        "alpha",
+        "beta/stream",
+        "alpha/blocks/000001",
+        "beta/by-pts/0",
+        "stats.json",
+    ];
+    let mut seen = std::collections::HashSet::new();
+    for p in paths {
+        let a = path_ino(&fs1, p).unwrap();
+        assert_eq!(a, path_ino(&fs2, p).unwrap(), "{p}");
+        assert!(seen.insert(a), "{p} shares an inode");
+        assert_eq!(fs1.getattr(a).unwrap().ino, a);
+    }
+    assert_eq!(
+        read_all(&fs1, "beta/blocks/000000").unwrap(),
+        blocks(&[9])[0]
+    );
+    assert!(fs1.statfs().blocks >= 1);
+}
+
+#[test]
+fn prefetch_loads_ahead_of_a_sequential_reader() {
+    let data = blocks(&[1000; 40]);
+    let fs = Arc::new(Fs::new(
+        vec![source(pack(&data, 1, 0, Engine::Identity, Map::new()), "d")],
+        false,
+        UNIX_EPOCH,
+        FsConfig {
+            prefetch_bytes: 8000,
+            ..quiet()
+        },
+    ));
+    fs.start_prefetch(1);
+    let ino = path_ino(&fs, "stream").unwrap();
+    let mut got = Vec::new();
+    for off in (0..40_000u64).step_by(1000) {
+        got.extend_from_slice(fs.read(ino, 0, off, 1000).unwrap().as_slice());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(got, data.concat());
+    let s = fs.cache_stats();
+    assert!(s.prefetches > 0, "{s:?}");
+    assert!(s.hits > 0, "{s:?}");
+    fs.stop_prefetch();
+}
