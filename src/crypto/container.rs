@@ -63,6 +63,8 @@ pub const AAD_LEN: usize = BLOCK_LABEL.len() + 32 + 4 + 8 + 8 + 1 + 8 + 8;
 pub const KEY_ID_LEN: usize = 8;
 /// Length of the wrapped data key (ciphertext and tag).
 pub const WRAPPED_LEN: usize = 32 + TAG_LEN;
+/// Length of every HENC payload (all its values are fixed-length).
+pub const HENC_PAYLOAD_LEN: usize = 346;
 
 const MASTER_SALT: &[u8] = b"h4fs/v1/master";
 const DATA_SALT: &[u8] = b"h4fs/v1/data";
@@ -550,7 +552,8 @@ mod tests {
         let (_, h1) = ContainerCrypto::new(&MasterKey::from_bytes([1; 32]), &digest(1));
         let (_, h2) = ContainerCrypto::new(&MasterKey::from_bytes([2; 32]), &digest(9));
         let b = h1.to_bytes();
-        assert_eq!(b.len(), h2.to_bytes().len());
+        assert_eq!(b.len(), HENC_PAYLOAD_LEN);
+        assert_eq!(h2.to_bytes().len(), HENC_PAYLOAD_LEN);
         let text = std::str::from_utf8(&b).unwrap();
         assert!(text.starts_with(r#"{"cipher":"h4fs-aes-256-gcm-v1","mode":"compress-then-encrypt","kdf":"hkdf-sha256","container_id":""#), "{text}");
         assert_eq!(Henc::parse(&b, 0).unwrap(), h1);
