@@ -470,6 +470,21 @@ fn read_chunk_a(src: &dyn ReadAt, offset: u64, tag: Tag, end: u64, crc: bool) ->
     Ok(payload)
 }
 
+/// An h4fs chunk (or META's `h4fs` record) found by the reference scan: the file is an
+/// h4fs container whose fixed tail is missing.
+fn broken_h4fs_tail(tag: Tag, offset: u64, file_len: u64) -> Error {
+    Error::Chunk {
+        tag,
+        offset,
+        msg: format!(
+            "this is an h4fs container, but it does not end with the h4fs tail (HFTR at \
+             offset {}, VERI at {}): it was truncated or has bytes appended",
+            file_len.saturating_sub(hf::TAIL_LEN),
+            file_len.saturating_sub(44)
+        ),
+    }
+}
+
 fn json_chunk(tag: Tag, offset: u64, raw: Vec<u8>) -> Result<JsonChunk> {
     let value = la::parse_json(tag, offset, &raw)?;
     Ok(JsonChunk { offset, raw, value })
@@ -701,6 +716,9 @@ impl Archive {
             };
             match h.tag {
                 Tag::CORE => cores.push((pos, h.len, h.crc)),
+                // Only h4fs writes these, and always with the fixed tail; without it the
+                // file was cut or appended to, and must not pass as a reference file.
+                Tag::HIDX | Tag::HFTR | Tag::HENC => return Err(broken_h4fs_tail(h.tag, pos, len)),
                 Tag::SEEK => {
                     if let Some((first, _)) = a.seek_raw {
                         return Err(dup(first));
@@ -761,6 +779,9 @@ impl Archive {
             return Err(Error::Invalid(
                 "no META chunk: cannot tell which compression engine wrote the blocks".into(),
             ));
+        }
+        if let Some(m) = a.meta.as_ref().filter(|m| m.value.get("h4fs").is_some()) {
+            return Err(broken_h4fs_tail(Tag::META, m.offset, len));
         }
         a.finish_meta(None)?;
         let meta = a
