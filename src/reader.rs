@@ -11,6 +11,7 @@
 //! * per track, `stream_offset`s are contiguous (`next = this + decoded_len`) and
 //!   `pts_us` is non-decreasing, so both can be binary searched.
 
+use crate::crypto::{self, BlockContext, Decryptor, MasterKey, SharedSecret};
 use crate::engine::EngineChoice;
 use crate::error::{Error, Result, Tag};
 use crate::format::h4fs::{self as hf, Footer, IndexEntry};
@@ -395,6 +396,8 @@ pub struct Archive {
     pub sizes_exact: bool,
     /// Whether the structure root was checked at open (h4fs only).
     pub root_checked: bool,
+    /// Keys attached with [`Archive::attach_key`] or [`Archive::attach_shared_secret`].
+    decryptor: Option<Decryptor>,
 }
 
 impl std::fmt::Debug for Archive {
@@ -534,6 +537,7 @@ impl Archive {
             timestamp: None,
             sizes_exact: true,
             root_checked: false,
+            decryptor: None,
         }
     }
 
@@ -1115,16 +1119,35 @@ impl Archive {
 
     /// Decoded bytes of `e`, verified.
     pub fn read_block_entry(&self, e: &BlockEntry) -> Result<VerifiedBlock> {
-        if let Some(enc) = &self.encryption {
+        if let (Some(enc), None) = (&self.encryption, &self.decryptor) {
             return Err(Error::Encrypted {
                 cipher: enc.cipher.clone(),
                 what: format!("decoding block {}", e.number),
             });
         }
-        let engine = self.engine.known()?;
+        self.engine.known()?;
         let stored = self.read_stored_entry(e)?;
-        let data = engine
-            .decode(stored, e.decoded_len)
+        self.decode_stored(e, stored)
+    }
+
+    /// Decrypt (when encrypted) and decode the stored bytes of `e`, already checked
+    /// against its hash or CRC (as [`read_stored_entry`](Self::read_stored_entry) and
+    /// `verify` do).
+    pub fn decode_stored(&self, e: &BlockEntry, stored: Vec<u8>) -> Result<VerifiedBlock> {
+        let plain = match (&self.encryption, &self.decryptor) {
+            (None, _) => stored,
+            (Some(_), Some(d)) => d.open(&block_context(e), stored)?,
+            (Some(enc), None) => {
+                return Err(Error::Encrypted {
+                    cipher: enc.cipher.clone(),
+                    what: format!("decoding block {}", e.number),
+                });
+            }
+        };
+        let data = self
+            .engine
+            .known()?
+            .decode(plain, e.decoded_len)
             .map_err(|msg| Error::Block {
                 block: e.number,
                 offset: e.chunk_offset,
@@ -1324,4 +1347,130 @@ fn validate_index(index: &[u8], count: u64, region_end: u64, stream_len: u64) ->
         });
     }
     Ok(())
+}
+
+/// What a block's authenticated data binds: its position and its index entry.
+pub fn block_context(e: &BlockEntry) -> BlockContext {
+    BlockContext {
+        index: e.number,
+        track: e.track,
+        pts_us: e.pts_us,
+        keyframe: e.keyframe,
+        decoded_len: e.decoded_len,
+        chunk_offset: e.chunk_offset,
+    }
+}
+
+/// Keys: attaching them checks them before any data is served.
+impl Archive {
+    /// True when blocks can be decoded as far as keys go: the container is not
+    /// encrypted, or its key is attached.
+    pub fn has_key(&self) -> bool {
+        self.encryption.is_none() || self.decryptor.is_some()
+    }
+
+    /// True when a key or secret is attached.
+    pub fn key_attached(&self) -> bool {
+        self.decryptor.is_some()
+    }
+
+    /// Attach the master key of an h4fs-encrypted container. A different key gives
+    /// [`Error::WrongKey`] ("the key does not match this container") here, before any
+    /// block is read.
+    pub fn attach_key(&mut self, key: &MasterKey) -> Result<()> {
+        let Some(enc) = &self.encryption else {
+            return Err(Error::Invalid(
+                "the container is not encrypted: it needs no key".into(),
+            ));
+        };
+        let henc_offset = match (self.layout, self.footer) {
+            (Layout::H4fs, Some((_, f))) if f.henc_offset != 0 => f.henc_offset,
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "the container is encrypted with {}, not with an h4fs key; a reference \
+                     file needs its shared secret (--shared-secret-file)",
+                    enc.cipher
+                )));
+            }
+        };
+        let henc = crypto::Henc::from_value(&enc.record, henc_offset)?;
+        self.decryptor = Some(Decryptor::H4fs(crypto::ContainerCrypto::open(key, &henc)?));
+        Ok(())
+    }
+
+    /// Attach the shared secret of a container written by the reference's encrypted
+    /// export (Living Cipher v3). Decrypts every block once (in parallel) to learn the
+    /// decoded sizes and check the transcript chain; a secret that does not
+    /// authenticate block 0 gives [`Error::WrongKey`], any other bad block an error
+    /// naming it. Whether the secret is the reference's public default is
+    /// [`SharedSecret::is_reference_default`].
+    pub fn attach_shared_secret(&mut self, secret: &SharedSecret) -> Result<()> {
+        let cipher = self.encryption.as_ref().map(|e| e.cipher.as_str());
+        if self.layout != Layout::ReferenceA || cipher != Some(crypto::living::CIPHER) {
+            return Err(Error::Invalid(format!(
+                "a shared secret opens reference files encrypted with {}; this container is {}",
+                crypto::living::CIPHER,
+                match cipher {
+                    None => "not encrypted".to_string(),
+                    Some(c) => format!("encrypted with {c} (use --key-file)"),
+                }
+            )));
+        }
+        let lc = crypto::LivingCipher::new(secret);
+        let Some(BlockTable::List(blocks)) = self.tracks.first().map(|t| &t.blocks) else {
+            return Err(Error::Invalid(
+                "a reference container has one listed track".into(),
+            ));
+        };
+        if let Some(e0) = blocks.first() {
+            let stored = self.read_stored_entry(e0)?;
+            if let Err(Error::BlockAuth { .. }) = lc.decrypt_block(0, e0.chunk_offset, &stored) {
+                return Err(Error::WrongKey {
+                    detail: " (the shared secret does not authenticate block 0)".into(),
+                });
+            }
+        }
+        let engine = self.engine.known().ok();
+        let hdr = crypto::living::HEADER_LEN;
+        let found: Vec<Result<(Option<u64>, [u8; 32], [u8; 32], [u8; 32])>> = blocks
+            .par_iter()
+            .map(|e| {
+                let stored = self.read_stored_entry(e)?;
+                let h = crypto::living::parse_header(&stored, e.number, e.chunk_offset)?;
+                let plain = lc.decrypt_block(e.number, e.chunk_offset, &stored)?;
+                let decoded = match engine {
+                    Some(en) => Some(en.decoded_len(&plain).map_err(|msg| Error::Block {
+                        block: e.number,
+                        offset: e.chunk_offset,
+                        msg,
+                    })?),
+                    None => None,
+                };
+                Ok((
+                    decoded,
+                    h.transcript,
+                    integrity::sha256(&stored[..hdr]),
+                    integrity::sha256(&stored[hdr..]),
+                ))
+            })
+            .collect();
+        let mut transcript = crypto::living::Transcript::new();
+        let mut relaid = blocks.clone();
+        let mut stream = 0u64;
+        for (e, r) in relaid.iter_mut().zip(found) {
+            let (decoded, recorded, hh, bh) = r?;
+            transcript.advance(e.number, e.chunk_offset, &recorded, &hh, &bh)?;
+            if let Some(n) = decoded {
+                e.decoded_len = n;
+                e.stream_offset = stream;
+                stream += n;
+            }
+        }
+        if engine.is_some() {
+            self.tracks[0].blocks = BlockTable::List(relaid);
+            self.sizes_exact = true;
+        }
+        self.decryptor = Some(Decryptor::Living(lc));
+        Ok(())
+    }
 }

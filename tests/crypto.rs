@@ -455,3 +455,44 @@ fn rotation_rewraps_without_touching_blocks() {
     assert_eq!(h2.rewrap(&new, &old).unwrap(), h);
     assert_eq!(h.rewrap(&old, &new).unwrap(), h2);
 }
+
+// ---------------------------------------------------------------- through the archive
+
+#[test]
+fn archive_reads_the_reference_sample_with_its_secret() {
+    let mut a = h4fs::Archive::open(&fixture("e_encrypted5.h4mk")).unwrap();
+    assert!(!a.has_key());
+    let e = a.read_block(0, 0).unwrap_err();
+    assert!(matches!(e, Error::Encrypted { .. }), "{e}");
+    let e = a.attach_shared_secret(&SharedSecret::from_bytes([3; 32])).unwrap_err();
+    assert!(matches!(e, Error::WrongKey { .. }), "{e}");
+    assert!(!a.has_key());
+    let e = a.attach_key(&key(1)).unwrap_err().to_string();
+    assert!(e.contains("--shared-secret-file"), "{e}");
+
+    a.attach_shared_secret(&SharedSecret::reference_default()).unwrap();
+    assert!(a.has_key() && a.sizes_exact);
+    let payload = std::fs::read(fixture("e_encrypted5.payload")).unwrap();
+    assert_eq!(a.tracks[0].stream_len(), payload.len() as u64);
+    let mut out = Vec::new();
+    h4fs::extract::write_stream(&a, 0, 0, payload.len() as u64, &mut out, &|_| {}).unwrap();
+    assert_eq!(out, payload);
+    // Random access by block, and seek points resolve to the right blocks.
+    let b3 = a.read_block(0, 3).unwrap();
+    let e3 = a.entry(0, 3).unwrap();
+    let at = e3.stream_offset as usize;
+    assert_eq!(b3.bytes(), &payload[at..at + b3.len()]);
+    let t = &a.tracks[0];
+    for p in &t.seek {
+        let n = t.resolve_seek(p).expect("seek point names a block");
+        assert_eq!(t.blocks.get(n).unwrap().stream_offset, p.offset);
+    }
+}
+
+#[test]
+fn shared_secret_is_refused_for_unencrypted_files() {
+    let mut a = h4fs::Archive::open(&fixture("a_small10.h4mk")).unwrap();
+    let e = a.attach_shared_secret(&SharedSecret::reference_default()).unwrap_err();
+    assert!(e.to_string().contains("not encrypted"), "{e}");
+    assert!(a.attach_key(&key(1)).is_err());
+}

@@ -248,6 +248,16 @@ impl Henc {
         };
         let v: Value = serde_json::from_slice(payload)
             .map_err(|e| bad(format!("not a JSON encryption record: {e}")))?;
+        Henc::from_value(&v, offset)
+    }
+
+    /// Interpret an already parsed HENC payload (see [`parse`](Self::parse)).
+    pub fn from_value(v: &Value, offset: u64) -> Result<Henc> {
+        let bad = |msg: String| Error::Chunk {
+            tag: Tag::HENC,
+            offset,
+            msg,
+        };
         let Some(obj) = v.as_object() else {
             return Err(bad("the encryption record is not a JSON object".into()));
         };

@@ -273,22 +273,42 @@ impl Transcript {
     pub fn check_next(&mut self, payload: &[u8], offset: u64) -> Result<()> {
         let block = self.next;
         let h = parse_header(payload, block, offset)?;
-        if h.transcript != self.hash {
+        self.advance(
+            block,
+            offset,
+            &h.transcript,
+            &Sha256::digest(&payload[..HEADER_LEN]).into(),
+            &Sha256::digest(&payload[HEADER_LEN..]).into(),
+        )
+    }
+
+    /// [`check_next`](Self::check_next) from digests computed elsewhere (in parallel):
+    /// the transcript the block's header records, SHA-256 of its header and SHA-256 of
+    /// its ciphertext and tag.
+    pub fn advance(
+        &mut self,
+        block: u64,
+        offset: u64,
+        recorded: &[u8; 32],
+        header_sha256: &[u8; 32],
+        body_sha256: &[u8; 32],
+    ) -> Result<()> {
+        if *recorded != self.hash {
             return Err(Error::Block {
                 block,
                 offset,
                 msg: format!(
                     "Living Cipher transcript mismatch: the header records {}, the blocks \
                      before it hash to {} (a block was removed, inserted or reordered)",
-                    hex::encode(h.transcript),
+                    hex::encode(recorded),
                     hex::encode(self.hash)
                 ),
             });
         }
         let mut t = Sha256::new();
         t.update(self.hash);
-        t.update(Sha256::digest(&payload[..HEADER_LEN]));
-        t.update(Sha256::digest(&payload[HEADER_LEN..]));
+        t.update(header_sha256);
+        t.update(body_sha256);
         self.hash = t.finalize().into();
         self.next += 1;
         Ok(())

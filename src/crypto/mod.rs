@@ -27,3 +27,23 @@ pub mod living;
 pub use container::{BlockContext, ContainerCrypto, ContentDigest, ContentHasher, Henc};
 pub use key::{MasterKey, SharedSecret, disable_core_dumps, keygen};
 pub use living::LivingCipher;
+
+/// The key material attached to an opened container: what turns its stored bytes
+/// into compressed plaintext.
+#[derive(Debug)]
+pub enum Decryptor {
+    /// An h4fs container opened with its master key.
+    H4fs(ContainerCrypto),
+    /// A reference container opened with its shared secret.
+    Living(LivingCipher),
+}
+
+impl Decryptor {
+    /// Authenticate and decrypt the stored bytes of the block `ctx` describes.
+    pub fn open(&self, ctx: &BlockContext, stored: Vec<u8>) -> crate::Result<Vec<u8>> {
+        match self {
+            Decryptor::H4fs(c) => c.open_in_place(ctx, stored),
+            Decryptor::Living(l) => l.decrypt_block(ctx.index, ctx.chunk_offset, &stored),
+        }
+    }
+}
