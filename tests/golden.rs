@@ -872,3 +872,127 @@ fn a_cut_or_extended_h4fs_container_is_refused() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The detection table of docs/SECURITY.md, case by case.
+
+/// Recompute the CRC of the layout-A chunk whose header is at `at`.
+fn fix_crc(b: &mut [u8], at: usize) {
+    let len = be32(b, at + 4) as usize;
+    let crc = crc32(&b[at + 12..at + 12 + len]);
+    b[at + 8..at + 12].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Recompute VERI (and its CRC) over the chunks before it, as anyone can.
+fn fix_veri(b: &mut [u8]) {
+    let v = b.len() - 44;
+    let h = sha256(&b[8..v]);
+    b[v + 12..].copy_from_slice(&h);
+    fix_crc(b, v);
+}
+
+fn open_bytes(b: &[u8]) -> h4fs::Result<h4fs::Archive> {
+    h4fs::Archive::from_source(Box::new(b.to_vec()), h4fs::reader::OpenCheck::Structure)
+}
+
+#[test]
+fn security_md_detection_table_holds() {
+    let base = golden(EXAMPLE);
+    let t = parse_tail(&base);
+    let entry = |i: usize| t.index_offset + 12 + 16 + 72 * i;
+
+    // A block's bytes changed, its CRC and VERI recomputed: the block hash catches it on
+    // read; the other blocks still read.
+    let mut b = base.clone();
+    b[20] = b'X';
+    fix_crc(&mut b, 8);
+    fix_veri(&mut b);
+    let a = open_bytes(&b).unwrap();
+    assert!(matches!(
+        a.read_block(0, 0),
+        Err(h4fs::Error::BlockHash { block: 0, .. })
+    ));
+    assert_eq!(a.read_block(0, 1).unwrap().bytes(), b"efgh");
+    let r = h4fs::verify::verify(&a, true, &|_| {});
+    assert_eq!(r.failures.len(), 1, "{:?}", r.failures);
+
+    // Two blocks of equal size swapped, chunks whole: both fail their hashes.
+    let mut b = base.clone();
+    let (c0, c1) = (base[8..24].to_vec(), base[24..40].to_vec());
+    b[8..24].copy_from_slice(&c1);
+    b[24..40].copy_from_slice(&c0);
+    fix_veri(&mut b);
+    let a = open_bytes(&b).unwrap();
+    assert!(matches!(
+        a.read_block(0, 0),
+        Err(h4fs::Error::BlockHash { .. })
+    ));
+    assert!(matches!(
+        a.read_block(0, 1),
+        Err(h4fs::Error::BlockHash { .. })
+    ));
+
+    // An index entry edited (pts), META edited (engine name), the footer's encrypted
+    // flag set: CRCs and VERI recomputed, the root refuses the open.
+    let mut edits: Vec<Vec<u8>> = Vec::new();
+    let mut b = base.clone();
+    b[entry(1) + 31] ^= 1;
+    fix_crc(&mut b, t.index_offset);
+    edits.push(b);
+    let mut b = base.clone();
+    let meta = t.meta_offset + 12;
+    let at = meta + find(&b[meta..t.safe_offset], b"\"identity\"").unwrap();
+    b[at + 8] = b'x';
+    fix_crc(&mut b, t.meta_offset);
+    edits.push(b);
+    let mut b = base.clone();
+    b[t.footer_at + 12 + 7] |= 1;
+    fix_crc(&mut b, t.footer_at);
+    edits.push(b);
+    for (i, mut b) in edits.into_iter().enumerate() {
+        fix_veri(&mut b);
+        let err = open_bytes(&b).expect_err("edited structure is refused");
+        assert!(
+            matches!(err, h4fs::Error::RootMismatch { .. }),
+            "edit {i}: {err}"
+        );
+    }
+
+    // A CORE chunk's CRC field changed: not covered by the root or the block hash; VERI
+    // (verify --full) catches it, and so does the reference's parser.
+    let mut b = base.clone();
+    b[16] ^= 0xFF;
+    let a = open_bytes(&b).unwrap();
+    assert!(h4fs::verify::verify(&a, false, &|_| {}).ok());
+    let r = h4fs::verify::verify(&a, true, &|_| {});
+    assert!(
+        r.failures
+            .iter()
+            .any(|e| matches!(e, h4fs::Error::VeriMismatch { .. })),
+        "{:?}",
+        r.failures
+    );
+    assert!(ref_parse(&b).is_err());
+
+    // A whole-file rewrite that recomputes everything passes every check in the file;
+    // only the root differs from the one printed when the original was packed.
+    let mut b = base.clone();
+    b[20..24].copy_from_slice(b"ABCD");
+    fix_crc(&mut b, 8);
+    let h = sha256(b"ABCD");
+    b[entry(0) + 40..entry(0) + 72].copy_from_slice(&h);
+    fix_crc(&mut b, t.index_offset);
+    let root = documented_root(&b, &t);
+    b[t.footer_at + 12 + 64..t.veri_at].copy_from_slice(&root);
+    fix_crc(&mut b, t.footer_at);
+    fix_veri(&mut b);
+    let a = open_bytes(&b).unwrap();
+    assert!(h4fs::verify::verify(&a, true, &|_| {}).ok());
+    assert_eq!(a.read_block(0, 0).unwrap().bytes(), b"ABCD");
+    let pinned = h4fs::Archive::open(&golden_dir().join(EXAMPLE)).unwrap();
+    assert_ne!(a.footer.unwrap().1.root, pinned.footer.unwrap().1.root);
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
