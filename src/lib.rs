@@ -21,6 +21,7 @@ pub mod error;
 pub mod extract;
 pub mod format;
 pub mod fs;
+pub mod fuse;
 pub mod integrity;
 pub mod reader;
 pub mod source;

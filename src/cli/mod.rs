@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 mod cat;
 mod inspect;
+mod mount;
 mod pack;
 mod progress;
 mod seek;
@@ -48,10 +49,21 @@ pub enum Command {
     Verify(verify::Args),
     Cat(cat::CatArgs),
     Extract(cat::ExtractArgs),
+    Mount(mount::MountArgs),
+    Umount(mount::UmountArgs),
 }
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    // `mount -t fuse.h4fs` runs `mount.fuse.h4fs SRC DIR -o OPTS` or `h4fs SRC DIR -o OPTS`.
+    let subcommands: Vec<String> = <Cli as clap::CommandFactory>::command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .chain(["help".to_string()])
+        .collect();
+    if let Some(code) = mount::helper_main(&subcommands) {
+        return code;
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -67,6 +79,8 @@ pub fn main() -> ExitCode {
         Command::Verify(a) => verify::run(a),
         Command::Cat(a) => cat::run_cat(a),
         Command::Extract(a) => cat::run_extract(a),
+        Command::Mount(a) => mount::run_mount(a),
+        Command::Umount(a) => mount::run_umount(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

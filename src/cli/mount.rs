@@ -1,0 +1,885 @@
+//! `h4fs mount`, `h4fs umount`, and the mount helper entry points.
+//!
+//! Daemon protocol: without `-f`, `h4fs mount` checks its arguments, then starts itself
+//! again in the foreground as a new session (`setsid`) with a pipe on descriptor 3
+//! (`--ready-fd 3`). The child opens and checks the containers, mounts, completes the
+//! FUSE handshake, and only then writes `OK` to the pipe, so the parent returns exactly
+//! when the mount is ready; on failure the child writes `ERR <code>` and the message,
+//! and the parent prints it and exits with that code. No fork after threads exist.
+//!
+//! Signals: SIGINT, SIGTERM and SIGHUP are blocked in every thread and taken by one
+//! thread with `sigwait`, which unmounts (lazily if busy); the session loop then ends
+//! and the process exits 0.
+//!
+//! Helper forms, for `mount -t fuse.h4fs SRC DIR -o OPTS` and /etc/fstab:
+//! * `mount.fuse.h4fs SRC DIR [-o OPTS]...` (argv\[0\] starting with `mount.`): what
+//!   mount(8) runs when that name is installed in /sbin;
+//! * `h4fs SRC DIR [-o OPTS]...` (first argument not a subcommand): what mount(8)'s
+//!   generic `mount.fuse3` runs (`/bin/sh -c 'h4fs SRC DIR -o OPTS'`).
+
+use crate::fs::{self, Fs, FsConfig, VerifyLevel};
+use crate::fuse::FuseFs;
+use anyhow::{Context, anyhow, bail};
+use fuser::MountOption;
+use std::ffi::{CString, OsString};
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
+
+/// What is checked before the mount is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum VerifyArg {
+    /// Chunk CRCs and the structure root: time proportional to the index.
+    Structure,
+    /// Also every block and the whole-file VERI: reads the whole file.
+    Full,
+    /// Bounds only; blocks are still verified before they are served.
+    None,
+}
+
+impl From<VerifyArg> for VerifyLevel {
+    fn from(v: VerifyArg) -> VerifyLevel {
+        match v {
+            VerifyArg::Structure => VerifyLevel::Structure,
+            VerifyArg::Full => VerifyLevel::Full,
+            VerifyArg::None => VerifyLevel::None,
+        }
+    }
+}
+
+/// Mount a container (or a directory of containers) read-only at MOUNTPOINT. Returns
+/// once the mount is ready and keeps serving in the background (`-f`: in the
+/// foreground). Unmount with `h4fs umount MOUNTPOINT`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(after_help = "Examples:
+  h4fs mount movie.h4mk /mnt/movie && mpv /mnt/movie/stream
+  h4fs mount --cache-size 1G --threads 8 library/ /mnt/library
+  h4fs mount -f --log-file /tmp/h4fs.log movie.h4mk /mnt/movie
+  h4fs umount /mnt/movie
+
+Options also work as -o key=value (cache_size=, threads=, verify=, uid=, gid=,
+log_file=, allow_other, allow_root), as used by `mount -t fuse.h4fs` and /etc/fstab.")]
+pub struct MountArgs {
+    /// A container file, or a directory whose *.h4mk files become subdirectories.
+    pub source: PathBuf,
+    /// An existing empty directory that is not already a mount point.
+    pub mountpoint: PathBuf,
+    /// Stay in the foreground (logs go to stderr unless --log-file).
+    #[arg(short = 'f', long)]
+    pub foreground: bool,
+    /// Bytes of verified, decoded blocks to keep in memory (suffixes K, M, G, T).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "256M")]
+    pub cache_size: u64,
+    /// Let other users access the mount (needs user_allow_other in /etc/fuse.conf
+    /// when not root).
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Owner shown for every file (default: the user who mounts).
+    #[arg(long)]
+    pub uid: Option<u32>,
+    /// Group shown for every file (default: the group of the user who mounts).
+    #[arg(long)]
+    pub gid: Option<u32>,
+    /// FUSE worker threads serving requests concurrently.
+    #[arg(long, default_value_t = default_threads())]
+    pub threads: usize,
+    /// What to check before the mount is served.
+    #[arg(long, value_enum, default_value = "structure")]
+    pub verify: VerifyArg,
+    /// FUSE and mount options, comma-separated (repeatable).
+    #[arg(short = 'o', value_name = "OPTS")]
+    pub options: Vec<String>,
+    /// Append the daemon's log (block failures, signals) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+    /// Internal: descriptor on which to report readiness to the parent.
+    #[arg(long, hide = true)]
+    pub ready_fd: Option<RawFd>,
+}
+
+/// Unmount an h4fs (or any FUSE) mount, also one whose daemon died ("Transport
+/// endpoint is not connected").
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  h4fs umount /mnt/movie
+  h4fs umount --lazy /mnt/movie    # detach now even while files are open")]
+pub struct UmountArgs {
+    pub mountpoint: PathBuf,
+    /// Detach now even when files are still open (they keep working until closed).
+    #[arg(short = 'z', long)]
+    pub lazy: bool,
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .max(4)
+}
+
+/// Parse a byte size: a number with an optional K, M, G or T suffix (powers of 1024;
+/// "KiB", "KB", "k" all accepted).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, suffix) = t.split_at(split);
+    if num.is_empty() {
+        return Err(format!(
+            "\"{s}\" is not a size (expected e.g. 512M, 2G, 1048576)"
+        ));
+    }
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("\"{s}\": number too large"))?;
+    let shift = match suffix.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        other => {
+            return Err(format!(
+                "\"{s}\": unknown size suffix \"{other}\" (use K, M, G or T)"
+            ));
+        }
+    };
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("\"{s}\" is too large"))
+}
+
+/// The mount settings after `-o` options are applied.
+#[derive(Debug)]
+struct Settings {
+    args: MountArgs,
+    fsname: Option<String>,
+    extra: Vec<MountOption>,
+    warnings: Vec<String>,
+}
+
+fn apply_options(mut args: MountArgs) -> anyhow::Result<Settings> {
+    let mut s = Settings {
+        fsname: None,
+        extra: Vec::new(),
+        warnings: Vec::new(),
+        args: args.clone(),
+    };
+    let opts: Vec<String> = args
+        .options
+        .iter()
+        .flat_map(|o| o.split(','))
+        .map(|o| o.trim().to_string())
+        .filter(|o| !o.is_empty())
+        .collect();
+    for o in opts {
+        let (k, v) = match o.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (o.as_str(), None),
+        };
+        let need = |what: &str| -> anyhow::Result<&str> {
+            v.ok_or_else(|| anyhow!("mount option {k} needs a value ({k}={what})"))
+        };
+        match k {
+            "ro" => {}
+            "rw" => s
+                .warnings
+                .push("h4fs mounts are always read-only; ignoring the \"rw\" option".into()),
+            "allow_other" => args.allow_other = true,
+            "allow_root" => s.extra.push(MountOption::CUSTOM("allow_root".into())),
+            "default_permissions" => {}
+            "cache_size" => {
+                args.cache_size =
+                    parse_size(need("SIZE")?).map_err(|e| anyhow!("cache_size: {e}"))?
+            }
+            "threads" => args.threads = need("N")?.parse().context("threads= needs a number")?,
+            "uid" => args.uid = Some(need("N")?.parse().context("uid= needs a number")?),
+            "gid" => args.gid = Some(need("N")?.parse().context("gid= needs a number")?),
+            "verify" => {
+                args.verify =
+                    <VerifyArg as clap::ValueEnum>::from_str(need("structure|full|none")?, true)
+                        .map_err(|_| anyhow!("verify= must be structure, full or none"))?
+            }
+            "log_file" => args.log_file = Some(PathBuf::from(need("FILE")?)),
+            "fsname" => s.fsname = Some(need("NAME")?.to_string()),
+            "subtype" => {}
+            "max_read" => s.extra.push(MountOption::CUSTOM(o.clone())),
+            "nosuid" => s.extra.push(MountOption::NoSuid),
+            "nodev" => s.extra.push(MountOption::NoDev),
+            "noexec" => s.extra.push(MountOption::NoExec),
+            "exec" => s.extra.push(MountOption::Exec),
+            "suid" => s.extra.push(MountOption::Suid),
+            "dev" => s.extra.push(MountOption::Dev),
+            "noatime" => s.extra.push(MountOption::NoAtime),
+            "atime" | "relatime" | "strictatime" | "nodiratime" | "sync" | "async" | "dirsync" => {}
+            // Options for mount(8) itself (fstab), not for the filesystem.
+            "defaults" | "auto" | "noauto" | "user" | "users" | "nouser" | "owner" | "group"
+            | "nofail" | "_netdev" | "comment" | "loop" => {}
+            k if k.starts_with("x-") => {}
+            _ => bail!(
+                "unknown mount option \"{o}\" (h4fs takes ro, allow_other, allow_root, cache_size=, threads=, verify=, uid=, gid=, log_file=, fsname=, max_read=, nosuid, nodev, noexec, noatime)"
+            ),
+        }
+    }
+    if args.threads == 0 {
+        bail!("--threads must be at least 1");
+    }
+    s.args = args;
+    Ok(s)
+}
+
+/// An absolute path without resolving its last component (which may be a dead mount
+/// that cannot be stat'ed).
+fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
+    let abs = std::path::absolute(p).with_context(|| format!("cannot resolve {}", p.display()))?;
+    let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) else {
+        return Ok(abs);
+    };
+    let parent = parent
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", parent.display()))?;
+    Ok(parent.join(name))
+}
+
+/// A line of /proc/self/mountinfo: mount point and filesystem type.
+#[derive(Debug)]
+struct MountInfo {
+    point: PathBuf,
+    fstype: String,
+    source: String,
+}
+
+fn unescape_mountinfo(s: &str) -> PathBuf {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    PathBuf::from(std::ffi::OsStr::from_bytes(&out))
+}
+
+fn find_mount(point: &Path) -> Option<MountInfo> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mut found = None;
+    for line in text.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        let Some(dash) = f.iter().position(|x| *x == "-") else {
+            continue;
+        };
+        if f.len() < dash + 3 || f.len() < 5 {
+            continue;
+        }
+        let p = unescape_mountinfo(f[4]);
+        if p == point {
+            // The last match is the top of a stack of mounts.
+            found = Some(MountInfo {
+                point: p,
+                fstype: f[dash + 1].to_string(),
+                source: f[dash + 2].to_string(),
+            });
+        }
+    }
+    found
+}
+
+/// Check the mount point: it exists, is a directory, and is not already a mount.
+fn check_mountpoint(mp: &Path) -> anyhow::Result<PathBuf> {
+    let abs = absolute(mp)?;
+    match std::fs::metadata(&abs) {
+        Ok(md) if !md.is_dir() => bail!("mount point {} is not a directory", abs.display()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!(
+                "mount point {} does not exist (create it with mkdir first)",
+                abs.display()
+            )
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => bail!(
+            "mount point {} is a FUSE mount whose daemon died (Transport endpoint is not connected); clear it with `h4fs umount {}`",
+            abs.display(),
+            abs.display()
+        ),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot use mount point {}", abs.display()));
+        }
+    }
+    let real = abs.canonicalize().unwrap_or(abs);
+    if let Some(m) = find_mount(&real) {
+        bail!(
+            "{} is already a mount point ({} from {}); unmount it first",
+            m.point.display(),
+            m.fstype,
+            m.source
+        );
+    }
+    Ok(real)
+}
+
+/// Where the daemon's messages go.
+enum Sink {
+    Stderr,
+    File(Mutex<std::fs::File>),
+    Syslog,
+}
+
+struct Logger {
+    sink: Sink,
+}
+
+impl Logger {
+    fn log(&self, msg: &str) {
+        match &self.sink {
+            Sink::Stderr => eprintln!("{msg}"),
+            Sink::File(f) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let mut f = f.lock().unwrap_or_else(|p| p.into_inner());
+                let _ = writeln!(f, "{} {msg}", fs_time(now));
+            }
+            Sink::Syslog => {
+                if let Ok(c) = CString::new(msg.replace('\0', " ")) {
+                    // SAFETY: a constant format string and a NUL-terminated argument.
+                    unsafe { libc::syslog(libc::LOG_WARNING, c"%s".as_ptr(), c.as_ptr()) };
+                }
+            }
+        }
+    }
+}
+
+fn fs_time(unix: u64) -> String {
+    let days_secs = unix % 86400;
+    format!(
+        "[{}d {:02}:{:02}:{:02}]",
+        unix / 86400,
+        days_secs / 3600,
+        days_secs / 60 % 60,
+        days_secs % 60
+    )
+}
+
+/// `h4fs mount`.
+pub fn run_mount(args: MountArgs) -> anyhow::Result<u8> {
+    let s = apply_options(args)?;
+    if s.args.ready_fd.is_none() {
+        for w in &s.warnings {
+            eprintln!("h4fs: warning: {w}");
+        }
+    }
+    if s.args.foreground || s.args.ready_fd.is_some() {
+        return serve(s);
+    }
+    spawn_daemon(&s)
+}
+
+/// Start the daemon (this program, in the foreground, in a new session) and wait until
+/// it reports the mount ready or failed.
+fn spawn_daemon(s: &Settings) -> anyhow::Result<u8> {
+    let mp = check_mountpoint(&s.args.mountpoint)?;
+    let source = absolute(&s.args.source)?;
+    if !source.exists() {
+        bail!("source {} does not exist", source.display());
+    }
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2 fills two descriptors we then own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("cannot create a pipe");
+    }
+    // SAFETY: both descriptors were just created and are owned here only.
+    let (mut rd, wr) = unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    };
+    let a = &s.args;
+    let exe = std::env::current_exe().context("cannot find the h4fs executable")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("mount")
+        .arg(&source)
+        .arg(&mp)
+        .arg("--ready-fd")
+        .arg("3")
+        .arg("--cache-size")
+        .arg(a.cache_size.to_string())
+        .arg("--threads")
+        .arg(a.threads.to_string())
+        .arg("--verify")
+        .arg(match a.verify {
+            VerifyArg::Structure => "structure",
+            VerifyArg::Full => "full",
+            VerifyArg::None => "none",
+        });
+    if a.allow_other {
+        cmd.arg("--allow-other");
+    }
+    if let Some(u) = a.uid {
+        cmd.arg("--uid").arg(u.to_string());
+    }
+    if let Some(g) = a.gid {
+        cmd.arg("--gid").arg(g.to_string());
+    }
+    if let Some(l) = &a.log_file {
+        cmd.arg("--log-file").arg(absolute(l)?);
+    }
+    // Options already applied above are passed as flags; pass the rest through.
+    let mut passthrough: Vec<String> = Vec::new();
+    if let Some(n) = &s.fsname {
+        passthrough.push(format!("fsname={n}"));
+    }
+    for o in &s.extra {
+        passthrough.push(match o {
+            MountOption::CUSTOM(c) => c.clone(),
+            MountOption::NoSuid => "nosuid".into(),
+            MountOption::NoDev => "nodev".into(),
+            MountOption::NoExec => "noexec".into(),
+            MountOption::Exec => "exec".into(),
+            MountOption::Suid => "suid".into(),
+            MountOption::Dev => "dev".into(),
+            MountOption::NoAtime => "noatime".into(),
+            other => format!("{other:?}"),
+        });
+    }
+    if !passthrough.is_empty() {
+        cmd.arg("-o").arg(passthrough.join(","));
+    }
+    let wr_raw = std::os::fd::AsRawFd::as_raw_fd(&wr);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: only async-signal-safe calls (dup2, setsid) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(wr_raw, 3) < 0 || libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("cannot start the h4fs daemon")?;
+    drop(wr);
+    let mut msg = String::new();
+    let _ = rd.read_to_string(&mut msg);
+    if msg.starts_with("OK") {
+        return Ok(0);
+    }
+    if let Some(rest) = msg.strip_prefix("ERR ") {
+        let (code, text) = rest.split_once('\n').unwrap_or((rest, ""));
+        let _ = child.wait();
+        eprintln!("h4fs: error: {}", text.trim_end());
+        return Ok(code.trim().parse().unwrap_or(super::EXIT_ERROR));
+    }
+    let status = child.wait().context("waiting for the h4fs daemon")?;
+    bail!("the h4fs daemon exited ({status}) before the mount was ready");
+}
+
+/// Report to the parent, if there is one.
+struct Ready(Option<std::fs::File>);
+
+impl Ready {
+    fn ok(&mut self) {
+        if let Some(mut f) = self.0.take() {
+            let _ = f.write_all(b"OK\n");
+        }
+    }
+    fn fail(&mut self, code: u8, e: &anyhow::Error) {
+        if let Some(mut f) = self.0.take() {
+            let _ = write!(f, "ERR {code}\n{e:#}\n");
+        }
+    }
+}
+
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: plain libc signal-set manipulation on a local set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// Open, mount and serve until unmounted or signalled.
+fn serve(s: Settings) -> anyhow::Result<u8> {
+    // Before any thread exists, so every thread inherits the mask.
+    let sigset = block_signals();
+    // SAFETY: the parent put a pipe on this descriptor for us alone.
+    let mut ready = Ready(
+        s.args
+            .ready_fd
+            .map(|fd| unsafe { std::fs::File::from_raw_fd(fd) }),
+    );
+    match mount_session(&s) {
+        Ok((session, logger, core)) => {
+            ready.ok();
+            let daemon = s.args.ready_fd.is_some();
+            if daemon {
+                detach_stdio(s.args.log_file.as_deref());
+            }
+            run_session(session, logger, core, sigset, &s.args.mountpoint)
+        }
+        Err(e) => {
+            let code = if e.chain().any(|c| {
+                c.downcast_ref::<crate::Error>()
+                    .is_some_and(|e| e.is_integrity())
+            }) {
+                super::EXIT_DAMAGED
+            } else {
+                super::EXIT_ERROR
+            };
+            if ready.0.is_some() {
+                ready.fail(code, &e);
+                Ok(code)
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
+type Mounted = (fuser::Session<FuseFs>, Arc<Logger>, Arc<Fs>);
+
+fn mount_session(s: &Settings) -> anyhow::Result<Mounted> {
+    let a = &s.args;
+    let mp = check_mountpoint(&a.mountpoint)?;
+    let source = absolute(&a.source)?;
+    let logger = Arc::new(Logger {
+        sink: match &a.log_file {
+            Some(p) => Sink::File(Mutex::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .with_context(|| format!("cannot open log file {}", p.display()))?,
+            )),
+            None if a.ready_fd.is_some() => {
+                // SAFETY: a static identifier string; openlog keeps the pointer.
+                unsafe { libc::openlog(c"h4fs".as_ptr(), libc::LOG_PID, libc::LOG_DAEMON) };
+                Sink::Syslog
+            }
+            None => Sink::Stderr,
+        },
+    });
+    let (sources, multi) = fs::open_sources(&source, a.verify.into())
+        .with_context(|| format!("cannot mount {}", source.display()))?;
+    let root_mtime = std::fs::metadata(&source)
+        .and_then(|m| m.modified())
+        .unwrap_or(std::time::UNIX_EPOCH);
+    let l2 = logger.clone();
+    let cfg = FsConfig {
+        // SAFETY: getuid/getgid cannot fail.
+        uid: a.uid.unwrap_or_else(|| unsafe { libc::getuid() }),
+        gid: a.gid.unwrap_or_else(|| unsafe { libc::getgid() }),
+        cache_bytes: a.cache_size,
+        prefetch_bytes: (16u64 << 20).min(a.cache_size / 4),
+        log: Arc::new(move |m| l2.log(m)),
+    };
+    let core = Arc::new(Fs::new(sources, multi, root_mtime, cfg));
+    core.start_prefetch(2);
+    let mut options = vec![
+        MountOption::FSName(
+            s.fsname
+                .clone()
+                .unwrap_or_else(|| source.display().to_string()),
+        ),
+        MountOption::CUSTOM("subtype=h4fs".into()),
+        MountOption::RO,
+        MountOption::DefaultPermissions,
+    ];
+    for o in &s.extra {
+        if !options.contains(o) {
+            options.push(o.clone());
+        }
+    }
+    let config = FuseFs::config(a.threads, options, a.allow_other);
+    let session = fuser::Session::new(FuseFs::new(core.clone()), &mp, &config)
+        .with_context(|| format!("cannot mount at {}", mp.display()))?;
+    logger.log(&format!(
+        "h4fs: mounted {} at {} ({} threads, cache {} bytes, verify {})",
+        source.display(),
+        mp.display(),
+        a.threads,
+        a.cache_size,
+        VerifyLevel::from(a.verify).name()
+    ));
+    Ok((session, logger, core))
+}
+
+fn detach_stdio(log_file: Option<&Path>) {
+    let null = CString::new("/dev/null").expect("no NUL");
+    // SAFETY: opening /dev/null and duplicating descriptors onto 0..=2.
+    unsafe {
+        let fd = libc::open(null.as_ptr(), libc::O_RDWR);
+        if fd >= 0 {
+            libc::dup2(fd, 0);
+            libc::dup2(fd, 1);
+            libc::dup2(fd, 2);
+            if fd > 2 {
+                libc::close(fd);
+            }
+        }
+        if let Some(p) = log_file
+            && let Ok(c) = CString::new(p.as_os_str().as_bytes())
+        {
+            let lf = libc::open(
+                c.as_ptr(),
+                libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT,
+                0o644,
+            );
+            if lf >= 0 {
+                libc::dup2(lf, 2);
+                libc::close(lf);
+            }
+        }
+        let root = CString::new("/").expect("no NUL");
+        libc::chdir(root.as_ptr());
+    }
+}
+
+fn run_session(
+    mut session: fuser::Session<FuseFs>,
+    logger: Arc<Logger>,
+    core: Arc<Fs>,
+    sigset: libc::sigset_t,
+    mountpoint: &Path,
+) -> anyhow::Result<u8> {
+    let mut unmounter = session.unmount_callable();
+    let mp = absolute(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
+    let l2 = logger.clone();
+    std::thread::Builder::new()
+        .name("h4fs-signals".into())
+        .spawn(move || {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: sigwait on a set blocked in every thread.
+            if unsafe { libc::sigwait(&sigset, &mut sig) } != 0 {
+                return;
+            }
+            l2.log(&format!("h4fs: signal {sig}: unmounting {}", mp.display()));
+            if let Err(e) = unmounter.unmount() {
+                l2.log(&format!("h4fs: unmount failed ({e}); detaching lazily"));
+                let _ = umount2(&mp, libc::MNT_DETACH);
+            }
+        })
+        .context("cannot start the signal thread")?;
+    let r = session.run();
+    core.stop_prefetch();
+    let s = core.cache_stats();
+    logger.log(&format!(
+        "h4fs: unmounted; cache hits {} misses {} evictions {} prefetches {}",
+        s.hits, s.misses, s.evictions, s.prefetches
+    ));
+    r.context("the FUSE session ended with an error")?;
+    Ok(0)
+}
+
+fn umount2(p: &Path, flags: libc::c_int) -> std::io::Result<()> {
+    let c = CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: a NUL-terminated path.
+    if unsafe { libc::umount2(c.as_ptr(), flags) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn fusermount_u(mp: &Path, lazy: bool) -> anyhow::Result<()> {
+    let mut cmd = Command::new("fusermount3");
+    cmd.arg("-u");
+    if lazy {
+        cmd.arg("-z");
+    }
+    let out = cmd
+        .arg(mp)
+        .output()
+        .context("cannot run fusermount3 (is the fuse3 package installed?)")?;
+    if !out.status.success() {
+        bail!(
+            "fusermount3 -u{} {}: {}",
+            if lazy { " -z" } else { "" },
+            mp.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// `h4fs umount`.
+pub fn run_umount(args: UmountArgs) -> anyhow::Result<u8> {
+    let mp = absolute(&args.mountpoint)?;
+    let dead = matches!(std::fs::metadata(&mp), Err(e) if e.raw_os_error() == Some(libc::ENOTCONN));
+    let real = if dead {
+        mp.clone()
+    } else {
+        mp.canonicalize().unwrap_or(mp.clone())
+    };
+    let Some(m) = find_mount(&real) else {
+        bail!("{} is not a mount point", real.display());
+    };
+    if !m.fstype.starts_with("fuse") {
+        bail!(
+            "{} is a {} mount, not a FUSE mount; use umount(8)",
+            real.display(),
+            m.fstype
+        );
+    }
+    let lazy = args.lazy || dead;
+    let flags = if lazy { libc::MNT_DETACH } else { 0 };
+    match umount2(&real, flags) {
+        Ok(()) => Ok(0),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            fusermount_u(&real, lazy)?;
+            Ok(0)
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => bail!(
+            "{} is busy: files or directories under it are open; close them, or use `h4fs umount --lazy`",
+            real.display()
+        ),
+        Err(e) => Err(e).with_context(|| format!("cannot unmount {}", real.display())),
+    }
+}
+
+/// The mount helper forms. Returns `None` when argv is an ordinary `h4fs` command line.
+pub fn helper_main(subcommands: &[String]) -> Option<ExitCode> {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let prog = argv
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let rest: Vec<String> = argv
+        .iter()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let as_helper = prog.starts_with("mount.");
+    let as_fuse_program = !as_helper
+        && rest.len() >= 2
+        && !rest[0].starts_with('-')
+        && !rest[1].starts_with('-')
+        && !subcommands.contains(&rest[0]);
+    if !as_helper && !as_fuse_program {
+        return None;
+    }
+    Some(match helper_args(&rest).and_then(run_mount) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("h4fs: error: {e:#}");
+            ExitCode::from(super::EXIT_ERROR)
+        }
+    })
+}
+
+/// Parse `SOURCE MOUNTPOINT [-o OPTS] [-t TYPE] [-f] [-s] [-n] [-v] [-N NS]`.
+fn helper_args(rest: &[String]) -> anyhow::Result<MountArgs> {
+    let mut pos = Vec::new();
+    let mut options = Vec::new();
+    let mut foreground = false;
+    let mut i = 0;
+    while i < rest.len() {
+        let a = rest[i].as_str();
+        match a {
+            "-o" | "-t" | "-N" => {
+                let v = rest
+                    .get(i + 1)
+                    .ok_or_else(|| anyhow!("{a} needs a value"))?;
+                if a == "-o" {
+                    options.push(v.clone());
+                }
+                i += 2;
+                continue;
+            }
+            "-f" => foreground = true,
+            "-s" | "-n" | "-v" | "-r" | "-w" => {}
+            a if a.starts_with("-o") => options.push(a[2..].to_string()),
+            a if a.starts_with('-') => bail!("unknown mount helper flag {a}"),
+            a => pos.push(PathBuf::from(a)),
+        }
+        i += 1;
+    }
+    let [source, mountpoint] = <[PathBuf; 2]>::try_from(pos)
+        .map_err(|p| anyhow!("expected SOURCE and MOUNTPOINT, got {} paths", p.len()))?;
+    Ok(MountArgs {
+        source,
+        mountpoint,
+        foreground,
+        cache_size: 256 << 20,
+        allow_other: false,
+        uid: None,
+        gid: None,
+        threads: default_threads(),
+        verify: VerifyArg::Structure,
+        options,
+        log_file: None,
+        ready_fd: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_size("256M"), Ok(256 << 20));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("1tb"), Ok(1 << 40));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("99999999999T").is_err());
+        assert!(parse_size("-1").is_err());
+    }
+
+    #[test]
+    fn helper_argv_and_options() {
+        let a = helper_args(&[
+            "/data/x.h4mk".into(),
+            "/mnt/x".into(),
+            "-o".into(),
+            "ro,allow_other,cache_size=1G,noauto,x-systemd.automount,verify=full".into(),
+        ])
+        .unwrap();
+        assert_eq!(a.source, PathBuf::from("/data/x.h4mk"));
+        let s = apply_options(a).unwrap();
+        assert!(s.args.allow_other);
+        assert_eq!(s.args.cache_size, 1 << 30);
+        assert_eq!(s.args.verify, VerifyArg::Full);
+        let bad = helper_args(&["a".into(), "b".into(), "-o".into(), "frobnicate".into()]).unwrap();
+        assert!(
+            apply_options(bad)
+                .unwrap_err()
+                .to_string()
+                .contains("frobnicate")
+        );
+        assert!(helper_args(&["only-one".into()]).is_err());
+        let rw =
+            apply_options(helper_args(&["a".into(), "b".into(), "-orw".into()]).unwrap()).unwrap();
+        assert_eq!(rw.warnings.len(), 1);
+    }
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(
+            unescape_mountinfo("/mnt/a\\040b"),
+            PathBuf::from("/mnt/a b")
+        );
+        assert_eq!(unescape_mountinfo("/x\\"), PathBuf::from("/x\\"));
+    }
+}
