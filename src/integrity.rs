@@ -11,6 +11,11 @@
 //! entry.sha256 = SHA256(CORE payload of that block)
 //! ```
 //!
+//! The labels are their ASCII bytes followed by one zero byte. H(HENC) is SHA-256 of the
+//! empty string when there is no HENC chunk; with zero blocks there are no pages.
+//! `docs/FORMAT.md` §3.4 gives a worked example; `docs/SECURITY.md` what each hash
+//! detects and what none can (a whole-file rewrite: pin the root).
+//!
 //! Opening hashes the index (pages in parallel) and the JSON chunks: time proportional
 //! to the index. A block is verified against its own entry when read, without hashing
 //! anything else.
@@ -19,6 +24,7 @@ use crate::format::h4fs::{ENTRY_LEN, FOOTER_PREFIX_LEN, INDEX_HEADER_LEN, PAGE_E
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
+/// SHA-256 of `data`.
 pub fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
@@ -63,12 +69,15 @@ pub fn root_hash(
 pub struct VeriHasher(Sha256);
 
 impl VeriHasher {
+    /// A hasher with nothing hashed yet.
     pub fn new() -> Self {
         Self::default()
     }
+    /// Hash the next bytes of the file (chunk headers and payloads, in file order).
     pub fn update(&mut self, bytes: &[u8]) {
         self.0.update(bytes);
     }
+    /// The VERI value of everything hashed.
     pub fn finish(self) -> [u8; 32] {
         self.0.finalize().into()
     }
@@ -87,15 +96,19 @@ impl VerifiedBlock {
     pub(crate) fn new_checked(data: Vec<u8>) -> Self {
         VerifiedBlock { data }
     }
+    /// The verified, decoded bytes.
     pub fn bytes(&self) -> &[u8] {
         &self.data
     }
+    /// Take the verified bytes.
     pub fn into_bytes(self) -> Vec<u8> {
         self.data
     }
+    /// Decoded length.
     pub fn len(&self) -> usize {
         self.data.len()
     }
+    /// True for an empty block.
     pub fn is_empty(&self) -> bool {
         self.data.is_empty()
     }

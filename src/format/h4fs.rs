@@ -32,40 +32,61 @@
 //! the SEEK, META, SAFE and HENC payloads, and the index digest; the index digest hashes
 //! the index header and the SHA-256 of each 1024-entry page, so opening can hash pages on
 //! several cores. See `integrity::root_hash`.
+//!
+//! `docs/FORMAT.md` §3 specifies all of this byte by byte, with a worked example that
+//! `tests/golden.rs` checks against a golden container, and gives the reasons for each
+//! choice (fixed sizes for constant-time open, `stream_offset` in every entry so reads
+//! binary-search without a prefix sum, pages so open hashes on all cores).
 
 use super::{be32, be64};
 use crate::error::{Error, Result, Tag};
 
+/// Version in the HIDX header; others are refused.
 pub const INDEX_VERSION: u32 = 1;
+/// HIDX header: u32 version, u32 entry length, u64 count.
 pub const INDEX_HEADER_LEN: usize = 16;
+/// Size of one index entry; fixed, so entry `i` is at `16 + 72 * i`.
 pub const ENTRY_LEN: usize = 72;
 /// Entries per page of the index hash tree.
 pub const PAGE_ENTRIES: usize = 1024;
 
+/// Version in the footer; others are refused.
 pub const FOOTER_VERSION: u32 = 1;
+/// HFTR payload size; fixed, so the footer is always at `file_len - TAIL_LEN`.
 pub const FOOTER_PAYLOAD_LEN: usize = 96;
 /// Bytes of the footer covered by the root (everything but the root itself).
 pub const FOOTER_PREFIX_LEN: usize = 64;
 /// Footer chunk (header + payload) + VERI chunk (header + 32): the fixed tail.
 pub const TAIL_LEN: u64 = (12 + FOOTER_PAYLOAD_LEN + 12 + 32) as u64;
 
+/// Index entry flag bit 0: the block is a keyframe. Other bits must be zero.
 pub const FLAG_KEYFRAME: u32 = 1;
+/// Footer flag bit 0: blocks are encrypted and `henc_offset` names the HENC chunk.
 pub const FOOTER_FLAG_ENCRYPTED: u32 = 1;
 
 /// One block index entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IndexEntry {
+    /// File offset of the block's CORE chunk header (not of its payload).
     pub chunk_offset: u64,
+    /// CORE payload length: the stored (compressed, maybe encrypted) bytes.
     pub stored_len: u32,
+    /// Length after decryption and decompression.
     pub decoded_len: u32,
+    /// Offset of the decoded block in the decoded stream; contiguous across entries.
     pub stream_offset: u64,
+    /// Presentation time, microseconds; never decreases from entry to entry.
     pub pts_us: u64,
+    /// Track number; h4fs writes 0.
     pub track: u32,
+    /// Bit 0: keyframe ([`FLAG_KEYFRAME`]).
     pub flags: u32,
+    /// SHA-256 of the CORE payload as stored.
     pub sha256: [u8; 32],
 }
 
 impl IndexEntry {
+    /// Whether flag bit 0 is set.
     pub fn keyframe(&self) -> bool {
         self.flags & FLAG_KEYFRAME != 0
     }
@@ -85,6 +106,7 @@ impl IndexEntry {
         }
     }
 
+    /// Append the 72 big-endian bytes of this entry to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.chunk_offset.to_be_bytes());
         out.extend_from_slice(&self.stored_len.to_be_bytes());
@@ -151,18 +173,28 @@ pub fn check_index(payload: &[u8], at: u64, block_count: u64) -> Result<u64> {
 /// The parsed footer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Footer {
+    /// Bit 0: encrypted ([`FOOTER_FLAG_ENCRYPTED`]).
     pub flags: u32,
+    /// File offset of the SEEK chunk header; also the end of the block region.
     pub seek_offset: u64,
+    /// File offset of the META chunk header.
     pub meta_offset: u64,
+    /// File offset of the SAFE chunk header.
     pub safe_offset: u64,
+    /// File offset of the HIDX chunk header.
     pub index_offset: u64,
+    /// File offset of the HENC chunk header, 0 when the container is not encrypted.
     pub henc_offset: u64,
+    /// Number of blocks; equals the HIDX count.
     pub block_count: u64,
+    /// Length of the decoded stream; equals the end of the last block.
     pub stream_len: u64,
+    /// The structure root ([`crate::integrity::root_hash`]).
     pub root: [u8; 32],
 }
 
 impl Footer {
+    /// Whether footer flag bit 0 is set.
     pub fn encrypted(&self) -> bool {
         self.flags & FOOTER_FLAG_ENCRYPTED != 0
     }
@@ -222,6 +254,7 @@ impl Footer {
         b
     }
 
+    /// The 96 payload bytes: the prefix, then the root.
     pub fn encode(&self) -> [u8; FOOTER_PAYLOAD_LEN] {
         let mut b = [0u8; FOOTER_PAYLOAD_LEN];
         b[..FOOTER_PREFIX_LEN].copy_from_slice(&self.prefix());

@@ -11,7 +11,9 @@
 use super::{Cursor, MAGIC, be32};
 use crate::error::{Error, Result, Tag};
 
+/// Size of the file header: `"H4MK"`, u16 version 1, u16 reserved.
 pub const HEADER_LEN: usize = 8;
+/// Size of a chunk header: tag, u32 payload length, u32 CRC-32 of the payload.
 pub const CHUNK_HEADER_LEN: usize = 12;
 /// Size of one SEEK entry.
 pub const SEEK_ENTRY_LEN: usize = 16;
@@ -27,12 +29,17 @@ pub fn header() -> [u8; HEADER_LEN] {
 /// A parsed chunk header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkHeader {
+    /// Four-byte chunk type.
     pub tag: Tag,
+    /// Payload length in bytes (the 12 header bytes not included).
     pub len: u32,
+    /// CRC-32 (IEEE, as zlib) of the payload only.
     pub crc: u32,
 }
 
 impl ChunkHeader {
+    /// Split 12 header bytes into their fields; any values are accepted here, the caller
+    /// checks them against the file.
     pub fn parse(b: &[u8; CHUNK_HEADER_LEN]) -> ChunkHeader {
         ChunkHeader {
             tag: Tag(b[..4].try_into().expect("4 bytes")),
@@ -41,10 +48,13 @@ impl ChunkHeader {
         }
     }
 
+    /// The header for `payload`: its length and CRC-32. The caller ensures it fits a u32.
     pub fn encode(tag: Tag, payload: &[u8]) -> [u8; CHUNK_HEADER_LEN] {
         Self::encode_with_crc(tag, payload.len() as u32, crc32fast::hash(payload))
     }
 
+    /// A header from a length and a CRC computed elsewhere (the packer hashes blocks in
+    /// parallel).
     pub fn encode_with_crc(tag: Tag, len: u32, crc: u32) -> [u8; CHUNK_HEADER_LEN] {
         let mut h = [0u8; CHUNK_HEADER_LEN];
         h[..4].copy_from_slice(&tag.0);
@@ -71,7 +81,10 @@ pub fn check_crc(h: &ChunkHeader, offset: u64, payload: &[u8]) -> Result<()> {
 /// One SEEK entry: a keyframe's pts and the byte offset of its block in the decoded stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub struct SeekEntry {
+    /// Presentation time of the keyframe, microseconds.
     pub pts_us: u64,
+    /// Offset of the keyframe block in the decoded stream (not a file offset, not a block
+    /// number).
     pub offset: u64,
 }
 

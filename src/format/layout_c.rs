@@ -13,8 +13,11 @@
 use super::Cursor;
 use crate::error::{Error, Result, Tag};
 
+/// Size of the layout C file header.
 pub const HEADER_LEN: usize = 16;
+/// Size of a layout C chunk header: tag, u32 flags, u32 length (little-endian).
 pub const CHUNK_HEADER_LEN: usize = 12;
+/// The u32 CRC-32 after each payload, over chunk header and payload.
 pub const CHUNK_TRAILER_LEN: usize = 4;
 /// "H4TB" | u16 track | u16 0 before each CORE blob.
 pub const BLOCK_PREFIX_LEN: usize = 8;
@@ -30,11 +33,16 @@ pub enum BlockType {
 /// The 16-byte header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
+    /// Always 1 (others are refused).
     pub version: u8,
+    /// Header flags as written (the reference writes 0).
     pub flags: u8,
+    /// The writer's timestamp, as recorded (the demo sample has 0).
     pub timestamp: u64,
 }
 
+/// Parse the 16-byte header; wrong magic, a short file and versions other than 1 are
+/// errors.
 pub fn parse_header(b: &[u8]) -> Result<Header> {
     let mut c = Cursor::new(b);
     let magic = c.take(4);
@@ -70,12 +78,17 @@ pub fn parse_header(b: &[u8]) -> Result<Header> {
 /// A layout C chunk header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkHeader {
+    /// Four-byte chunk type.
     pub tag: Tag,
+    /// For CORE: pts in ms (bits 0-27) and block type (bits 28-29); unused by h4fs for
+    /// other chunks.
     pub flags: u32,
+    /// Payload length (header and trailing CRC not included).
     pub len: u32,
 }
 
 impl ChunkHeader {
+    /// Split 12 header bytes into their little-endian fields.
     pub fn parse(b: &[u8; CHUNK_HEADER_LEN]) -> ChunkHeader {
         ChunkHeader {
             tag: Tag(b[..4].try_into().expect("4 bytes")),
@@ -126,11 +139,14 @@ pub fn parse_block_prefix(payload: &[u8], at: u64) -> Result<u16> {
 /// A parsed TSEK chunk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrackSeek {
+    /// Track the table belongs to.
     pub track: u16,
     /// (pts_ms, file offset of the I-block's CORE payload)
     pub entries: Vec<(u32, u32)>,
 }
 
+/// Parse a TSEK payload; the count must match the payload length exactly and entries
+/// must be sorted by pts. `at` is the chunk's file offset, for messages.
 pub fn parse_tsek(payload: &[u8], at: u64) -> Result<TrackSeek> {
     let bad = |msg: &str| Error::Chunk {
         tag: Tag::TSEK,

@@ -72,12 +72,15 @@ pub struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
+    /// A cursor at the start of `bytes`.
     pub fn new(bytes: &'a [u8]) -> Self {
         Cursor { bytes, pos: 0 }
     }
+    /// Bytes consumed so far.
     pub fn pos(&self) -> usize {
         self.pos
     }
+    /// Bytes not yet consumed.
     pub fn remaining(&self) -> usize {
         self.bytes.len() - self.pos
     }
@@ -90,24 +93,31 @@ impl<'a> Cursor<'a> {
         self.pos += n;
         Some(s)
     }
+    /// Take exactly `N` bytes as an array, or `None` when fewer remain.
     pub fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
         self.take(N).map(|s| s.try_into().expect("length checked"))
     }
+    /// A big-endian u16 (layout A and the h4fs extension).
     pub fn u16_be(&mut self) -> Option<u16> {
         self.array().map(u16::from_be_bytes)
     }
+    /// A big-endian u32.
     pub fn u32_be(&mut self) -> Option<u32> {
         self.array().map(u32::from_be_bytes)
     }
+    /// A big-endian u64.
     pub fn u64_be(&mut self) -> Option<u64> {
         self.array().map(u64::from_be_bytes)
     }
+    /// A little-endian u16 (layout C).
     pub fn u16_le(&mut self) -> Option<u16> {
         self.array().map(u16::from_le_bytes)
     }
+    /// A little-endian u32.
     pub fn u32_le(&mut self) -> Option<u32> {
         self.array().map(u32::from_le_bytes)
     }
+    /// A little-endian u64.
     pub fn u64_le(&mut self) -> Option<u64> {
         self.array().map(u64::from_le_bytes)
     }
