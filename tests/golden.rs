@@ -741,7 +741,7 @@ fn reference_layout_a_sample_decodes_to_its_payload() {
 }
 
 #[test]
-fn reference_encrypted_sample_is_recognised_not_decoded_without_its_secret() {
+fn reference_encrypted_sample_decodes_to_its_payload_only_with_its_secret() {
     let raw = std::fs::read(seed("e_encrypted5.h4mk")).unwrap();
     let f = ref_parse(&raw).unwrap();
     assert!(f.veri_ok);
@@ -751,12 +751,18 @@ fn reference_encrypted_sample_is_recognised_not_decoded_without_its_secret() {
     }
     let payload = std::fs::read(seed("e_encrypted5.payload")).unwrap();
     assert_eq!(payload.len(), 1792);
-    let a = h4fs::Archive::open(&seed("e_encrypted5.h4mk")).unwrap();
+    let mut a = h4fs::Archive::open(&seed("e_encrypted5.h4mk")).unwrap();
     let err = a.read_block(0, 0).unwrap_err();
     assert!(
         matches!(&err, h4fs::Error::Encrypted { cipher, .. } if cipher == "living-cipher-v3"),
         "{err}"
     );
+    // The reference's public default secret opens it.
+    a.attach_shared_secret(&h4fs::crypto::SharedSecret::reference_default())
+        .unwrap();
+    let mut out = Vec::new();
+    h4fs::extract::write_stream(&a, 0, 0, u64::MAX, &mut out, &|_| {}).unwrap();
+    assert_eq!(out, payload);
 }
 
 #[test]
