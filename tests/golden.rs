@@ -1002,3 +1002,42 @@ fn security_md_detection_table_holds() {
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
+
+#[test]
+fn format_md_chunk_map_is_the_golden_layout() {
+    // Rows `| SEEK | 54 | 66 | 36 | 102 |`: header at, payload at, payload_len, end; a
+    // cell may go on with an explanation ("996 = 1148 − 152"), the first number counts.
+    let b = golden(EXAMPLE);
+    let chunks = ref_parse(&b).unwrap().chunks;
+    let section = example_section();
+    let map = &section[section.find("### Chunk map").expect("chunk map")..];
+    let map = &map[..map[4..].find("###").map_or(map.len(), |i| i + 4)];
+    let first_num = |c: &str| -> usize {
+        c.split(|ch: char| !ch.is_ascii_digit())
+            .find(|t| !t.is_empty())
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("number in {c:?}"))
+    };
+    let mut rows = 0;
+    for line in map.lines() {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        if cells.len() < 6
+            || cells[1].len() < 4
+            || !cells[1].as_bytes()[..4].iter().all(u8::is_ascii_uppercase)
+        {
+            continue;
+        }
+        let c = &chunks[rows];
+        assert_eq!(&cells[1].as_bytes()[..4], &c.tag, "{line:?}");
+        assert_eq!(first_num(cells[2]), c.offset, "{line:?}");
+        assert_eq!(first_num(cells[3]), c.offset + 12, "{line:?}");
+        assert_eq!(first_num(cells[4]), c.payload.len(), "{line:?}");
+        assert_eq!(
+            first_num(cells[5]),
+            c.offset + 12 + c.payload.len(),
+            "{line:?}"
+        );
+        rows += 1;
+    }
+    assert_eq!(rows, chunks.len(), "one row per chunk");
+}
