@@ -629,7 +629,10 @@ impl Archive {
         a.safe = Some(json_chunk(Tag::SAFE, footer.safe_offset, safe)?);
         a.seek_raw = Some((footer.seek_offset, seek));
         a.footer = Some((tail_at, footer));
-        a.finish_meta(if footer.encrypted() { Some(henc) } else { None })?;
+        // An HENC chunk means encrypted even if the flag was cleared: never serve
+        // ciphertext as data.
+        let encrypted = footer.encrypted() || footer.henc_offset != 0;
+        a.finish_meta(if encrypted { Some(henc) } else { None })?;
         a.tracks.push(Track {
             id: 0,
             name: "main".into(),
@@ -1394,7 +1397,9 @@ impl Archive {
             }
         };
         let henc = crypto::Henc::from_value(&enc.record, henc_offset)?;
-        self.decryptor = Some(Decryptor::H4fs(crypto::ContainerCrypto::open(key, &henc)?));
+        self.decryptor = Some(Decryptor::H4fs(Box::new(crypto::ContainerCrypto::open(
+            key, &henc,
+        )?)));
         Ok(())
     }
 
@@ -1432,7 +1437,9 @@ impl Archive {
         }
         let engine = self.engine.known().ok();
         let hdr = crypto::living::HEADER_LEN;
-        let found: Vec<Result<(Option<u64>, [u8; 32], [u8; 32], [u8; 32])>> = blocks
+        // Decoded length, recorded transcript, SHA-256 of header and of the rest.
+        type Scanned = (Option<u64>, [u8; 32], [u8; 32], [u8; 32]);
+        let found: Vec<Result<Scanned>> = blocks
             .par_iter()
             .map(|e| {
                 let stored = self.read_stored_entry(e)?;

@@ -76,6 +76,10 @@ fn verify_blocks(a: &Archive, progress: &(dyn Fn(u64) + Sync)) -> Report {
         (EngineChoice::Known(e), None) if a.sizes_exact => Some(*e),
         _ => None,
     };
+    // With the key attached, every block of an encrypted container is authenticated
+    // (AES-GCM) and decoded too.
+    let decrypt_check =
+        a.encryption.is_some() && a.key_attached() && matches!(a.engine, EngineChoice::Known(_));
     let mut spans: Vec<Vec<BlockEntry>> = Vec::new();
     for t in &a.tracks {
         let mut cur: Vec<BlockEntry> = Vec::new();
@@ -108,6 +112,11 @@ fn verify_blocks(a: &Archive, progress: &(dyn Fn(u64) + Sync)) -> Report {
             let check = |e: &BlockEntry, raw: &[u8], failures: &mut Vec<Error>| {
                 if let Err(err) = check_block_bytes(e, raw) {
                     failures.push(err);
+                } else if decrypt_check {
+                    let stored = raw[(e.data_offset - e.chunk_offset) as usize..].to_vec();
+                    if let Err(err) = a.decode_stored(e, stored) {
+                        failures.push(err);
+                    }
                 } else if let Some(engine) = decode_check {
                     let stored = &raw[(e.data_offset - e.chunk_offset) as usize..];
                     match engine.decoded_len(stored) {

@@ -16,6 +16,9 @@
 //! [`pack`] writes to a temporary file beside the destination and renames it into place
 //! only after `finish` succeeded, so a failed or interrupted pack leaves nothing behind.
 
+use crate::crypto::{
+    self, BlockContext, ContainerCrypto, ContentDigest, ContentHasher, Henc, MasterKey,
+};
 use crate::engine::Engine;
 use crate::error::{Error, Result, Tag};
 use crate::format::h4fs::{self as hf, Footer, IndexEntry};
@@ -72,9 +75,15 @@ struct Prepared {
     meta: BlockMeta,
 }
 
-fn prepare(engine: Engine, data: Vec<u8>, meta: BlockMeta) -> Prepared {
+/// Encode `data` and, in an encrypted container, seal it as block number `seal.1`.
+fn prepare(
+    engine: Engine,
+    data: Vec<u8>,
+    meta: BlockMeta,
+    seal: Option<(&ContainerCrypto, u64)>,
+) -> Result<Prepared> {
     let decoded_len = data.len() as u64;
-    let stored = match engine {
+    let mut stored = match engine {
         Engine::Identity => data,
         e => {
             let mut v = Vec::new();
@@ -82,13 +91,24 @@ fn prepare(engine: Engine, data: Vec<u8>, meta: BlockMeta) -> Prepared {
             v
         }
     };
-    Prepared {
+    if let Some((c, index)) = seal {
+        let ctx = BlockContext {
+            index,
+            track: 0,
+            pts_us: meta.pts_us,
+            keyframe: meta.keyframe,
+            decoded_len,
+            chunk_offset: 0,
+        };
+        c.seal_in_place(&ctx, &mut stored)?;
+    }
+    Ok(Prepared {
         sha256: integrity::sha256(&stored),
         crc: crc32fast::hash(&stored),
         stored,
         decoded_len,
         meta,
-    }
+    })
 }
 
 /// Writes an h4fs container to any `Write`, one block at a time, in order.
@@ -103,6 +123,8 @@ pub struct Writer<W: Write> {
     seek: Vec<SeekEntry>,
     last_pts: Option<u64>,
     first_pts: Option<u64>,
+    /// Block sealing and the HENC record, for an encrypted container.
+    crypto: Option<(ContainerCrypto, Henc)>,
 }
 
 /// What [`Writer::finish`] reports.
@@ -131,7 +153,23 @@ impl<W: Write> Writer<W> {
             seek: Vec::new(),
             last_pts: None,
             first_pts: None,
+            crypto: None,
         })
+    }
+
+    /// A writer that encrypts every block under `key` (see [`crate::crypto::container`]).
+    /// `content` must describe exactly the blocks that will be added — source stream
+    /// hash, engine and plan, built with [`ContentHasher`] — since the per-container key
+    /// and so the uniqueness of nonces rest on it.
+    pub fn new_encrypted(
+        out: W,
+        engine: Engine,
+        key: &MasterKey,
+        content: &ContentDigest,
+    ) -> Result<Self> {
+        let mut w = Writer::new(out, engine)?;
+        w.crypto = Some(ContainerCrypto::new(key, content));
+        Ok(w)
     }
 
     fn write_chunk_parts(&mut self, header: &[u8; 12], payload: &[u8]) -> Result<()> {
@@ -160,7 +198,8 @@ impl<W: Write> Writer<W> {
 
     /// Encode and append one block.
     pub fn add_block(&mut self, data: &[u8], meta: BlockMeta) -> Result<()> {
-        let p = prepare(self.engine, data.to_vec(), meta);
+        let seal = self.crypto.as_ref().map(|(c, _)| (c, self.count));
+        let p = prepare(self.engine, data.to_vec(), meta, seal)?;
         self.add_prepared(p)
     }
 
@@ -234,22 +273,40 @@ impl<W: Write> Writer<W> {
         safe: &Value,
     ) -> Result<(W, PackSummary)> {
         meta.insert("compression".into(), self.engine.compression_meta());
+        if self.crypto.is_some() {
+            meta.insert(
+                "encryption".into(),
+                json!({"cipher": crypto::container::CIPHER, "mode": crypto::container::MODE}),
+            );
+        }
         let meta_bytes = serde_json::to_vec(&Value::Object(meta)).expect("JSON values serialize");
         let safe_bytes = serde_json::to_vec(safe).expect("JSON values serialize");
         let seek_bytes = la::encode_seek(&self.seek);
         let seek_offset = self.write_chunk(Tag::SEEK, &seek_bytes)?;
         let meta_offset = self.write_chunk(Tag::META, &meta_bytes)?;
         let safe_offset = self.write_chunk(Tag::SAFE, &safe_bytes)?;
+        let henc_bytes = self
+            .crypto
+            .as_ref()
+            .map(|(_, h)| h.to_bytes())
+            .unwrap_or_default();
+        let henc_offset = match self.crypto {
+            Some(_) => self.write_chunk(Tag::HENC, &henc_bytes)?,
+            None => 0,
+        };
         let mut index = std::mem::take(&mut self.index);
         index[..hf::INDEX_HEADER_LEN].copy_from_slice(&hf::index_header(self.count));
         let index_offset = self.write_chunk(Tag::HIDX, &index)?;
         let mut footer = Footer {
-            flags: 0,
+            flags: match self.crypto {
+                Some(_) => hf::FOOTER_FLAG_ENCRYPTED,
+                None => 0,
+            },
             seek_offset,
             meta_offset,
             safe_offset,
             index_offset,
-            henc_offset: 0,
+            henc_offset,
             block_count: self.count,
             stream_len: self.stream,
             root: [0; 32],
@@ -260,7 +317,7 @@ impl<W: Write> Writer<W> {
             &seek_bytes,
             &meta_bytes,
             &safe_bytes,
-            &[],
+            &henc_bytes,
             &digest,
         );
         self.write_chunk(Tag::HFTR, &footer.encode())?;
@@ -391,6 +448,8 @@ pub struct PackOptions {
     pub safe: Value,
     /// A creation time to record (never taken from the clock).
     pub created: Option<String>,
+    /// Encrypt every block under this master key (AES-256-GCM, see [`crate::crypto`]).
+    pub key: Option<MasterKey>,
 }
 
 impl Default for PackOptions {
@@ -402,6 +461,7 @@ impl Default for PackOptions {
             meta_extra: Map::new(),
             safe: default_safe(),
             created: None,
+            key: None,
         }
     }
 }
@@ -441,7 +501,9 @@ fn open_input(path: &Path) -> Result<(File, u64)> {
 }
 
 fn read_exact_block(f: &mut File, len: u64, path: &Path, offset: u64) -> Result<Vec<u8>> {
-    let mut buf = vec![0u8; len as usize];
+    // Room for the tag, so sealing in place does not reallocate.
+    let mut buf = Vec::with_capacity(len as usize + crypto::container::TAG_LEN);
+    buf.resize(len as usize, 0);
     f.read_exact(&mut buf).map_err(|e| {
         Error::io(
             format!(
@@ -617,6 +679,16 @@ pub fn pack_to<W: Write + Send>(
         }
     }
     let source_len = input.total_len()?;
+    // An encrypted pack first reads the input once to learn its content digest: the
+    // per-container key must be known before the first block is sealed.
+    let (sealing, planned_sha) = match &opts.key {
+        Some(key) => {
+            let (digest, sha) = content_digest(input, opts.engine)?;
+            (Some(ContainerCrypto::new(key, &digest)), Some(sha))
+        }
+        None => (None, None),
+    };
+    let writer_crypto = sealing.clone();
     let mut blocks = input.blocks()?;
     const BATCH_BYTES: u64 = 32 << 20;
     const BATCH_BLOCKS: usize = 8192;
@@ -665,6 +737,7 @@ pub fn pack_to<W: Write + Send>(
         // Stage 3: write in order.
         let writer = s.spawn(move || -> Result<Writer<W>> {
             let mut w = Writer::new(out, engine)?;
+            w.crypto = writer_crypto;
             for batch in prep_rx {
                 for p in batch {
                     w.add_prepared(p)?;
@@ -674,16 +747,31 @@ pub fn pack_to<W: Write + Send>(
         });
         // Stage 2: encode and hash blocks in parallel.
         let mut failure = None;
+        let mut next_index = 0u64;
         for batch in raw_rx {
             match batch {
                 Ok(b) if b.is_empty() => break,
                 Ok(b) => {
-                    let prepared: Vec<Prepared> = b
+                    let base = next_index;
+                    next_index += b.len() as u64;
+                    let prepared: Result<Vec<Prepared>> = b
                         .into_par_iter()
-                        .map(|(data, meta)| prepare(engine, data, meta))
+                        .enumerate()
+                        .map(|(k, (data, meta))| {
+                            let seal = sealing.as_ref().map(|(c, _)| (c, base + k as u64));
+                            prepare(engine, data, meta, seal)
+                        })
                         .collect();
-                    if prep_tx.send(prepared).is_err() {
-                        break;
+                    match prepared {
+                        Ok(p) => {
+                            if prep_tx.send(p).is_err() {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            failure = Some(e);
+                            break;
+                        }
                     }
                 }
                 Err(e) => {
@@ -698,6 +786,11 @@ pub fn pack_to<W: Write + Send>(
         if let Some(e) = failure {
             return Err(e);
         }
+        if planned_sha.is_some_and(|p| p != source_sha) {
+            return Err(Error::Invalid(
+                "the input changed between the two passes of an encrypted pack".into(),
+            ));
+        }
         if w.stream_len() != source_len {
             return Err(Error::Invalid(format!(
                 "read {} bytes but the input had {source_len} when the pack began: it changed during the pack",
@@ -710,10 +803,13 @@ pub fn pack_to<W: Write + Send>(
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        meta.insert(
-            "source".into(),
-            json!({"name": name, "size": source_len, "sha256": hex::encode(source_sha)}),
-        );
+        // An encrypted container does not record the source hash: it would let anyone
+        // confirm a guess of the plaintext.
+        let source = match opts.key {
+            Some(_) => json!({"name": name, "size": source_len}),
+            None => json!({"name": name, "size": source_len, "sha256": hex::encode(source_sha)}),
+        };
+        meta.insert("source".into(), source);
         meta.insert("block_count".into(), json!(w.blocks()));
         let duration = input.duration_us(w.blocks(), w.first_pts, w.last_pts);
         meta.insert("duration_us".into(), json!(duration));
@@ -780,4 +876,22 @@ fn same_file(a: &Path, b: &Path) -> bool {
         (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
         _ => false,
     }
+}
+
+/// The first pass of an encrypted pack: the SHA-256 of the source stream and the
+/// content digest (source hash, engine, block plan) the container id derives from.
+fn content_digest(input: &Input, engine: Engine) -> Result<(ContentDigest, [u8; 32])> {
+    let mut source = Sha256::new();
+    let mut plan: Vec<(u64, BlockMeta)> = Vec::new();
+    for b in input.blocks()? {
+        let (data, meta) = b?;
+        source.update(&data);
+        plan.push((data.len() as u64, meta));
+    }
+    let sha: [u8; 32] = source.finalize().into();
+    let mut h = ContentHasher::new(&sha, &engine.engine_id());
+    for (len, m) in plan {
+        h.block(0, len, m.pts_us, m.keyframe);
+    }
+    Ok((h.finish(), sha))
 }

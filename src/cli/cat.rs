@@ -36,6 +36,8 @@ pub struct CatArgs {
     pub raw: bool,
     #[command(flatten)]
     pub track: TrackArg,
+    #[command(flatten)]
+    pub keys: super::keys::KeyArgs,
 }
 
 /// Extract the whole decoded stream (the original media file) to OUT, verified. OUT
@@ -51,6 +53,8 @@ pub struct ExtractArgs {
     pub output: PathBuf,
     #[command(flatten)]
     pub track: TrackArg,
+    #[command(flatten)]
+    pub keys: super::keys::KeyArgs,
     /// No progress bar.
     #[arg(short, long)]
     pub quiet: bool,
@@ -83,8 +87,9 @@ fn parse_range(s: &str, stream_len: u64) -> anyhow::Result<(u64, u64)> {
 }
 
 pub fn run_cat(args: CatArgs) -> anyhow::Result<u8> {
-    let a = Archive::open(&args.file)
+    let mut a = Archive::open(&args.file)
         .with_context(|| format!("cannot open {}", args.file.display()))?;
+    args.keys.apply(&mut a)?;
     let ti = args.track.resolve(&a)?;
     let t = &a.tracks[ti];
     let stdout = std::io::stdout();
@@ -122,8 +127,9 @@ pub fn run_cat(args: CatArgs) -> anyhow::Result<u8> {
 }
 
 pub fn run_extract(args: ExtractArgs) -> anyhow::Result<u8> {
-    let a = Archive::open(&args.file)
+    let mut a = Archive::open(&args.file)
         .with_context(|| format!("cannot open {}", args.file.display()))?;
+    args.keys.apply(&mut a)?;
     let ti = args.track.resolve(&a)?;
     let len = a.tracks[ti].stream_len();
     if args.output == Path::new("-") {

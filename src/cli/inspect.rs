@@ -23,11 +23,14 @@ pub struct Args {
     /// List every CORE chunk too (one line per block).
     #[arg(long)]
     pub chunks: bool,
+    #[command(flatten)]
+    pub keys: super::keys::KeyArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
-    let a = Archive::open_with(&args.file, OpenCheck::Structure)
+    let mut a = Archive::open_with(&args.file, OpenCheck::Structure)
         .with_context(|| format!("cannot open {}", args.file.display()))?;
+    args.keys.apply(&mut a)?;
     let doc = describe(&a, args.chunks);
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -129,6 +132,7 @@ fn print_human(
     };
     writeln!(out, "engine    {}{engine_note}", a.engine.name())?;
     match &a.encryption {
+        Some(e) if a.key_attached() => writeln!(out, "encrypted yes ({}); key ok", e.cipher)?,
         Some(e) => writeln!(out, "encrypted yes ({}); decoding needs the key", e.cipher)?,
         None => writeln!(out, "encrypted no")?,
     }

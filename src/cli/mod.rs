@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 mod cat;
 mod inspect;
+mod keys;
 mod mount;
 mod pack;
 mod progress;
@@ -49,6 +50,7 @@ pub enum Command {
     Verify(verify::Args),
     Cat(cat::CatArgs),
     Extract(cat::ExtractArgs),
+    Keygen(keys::KeygenArgs),
     Mount(mount::MountArgs),
     Umount(mount::UmountArgs),
 }
@@ -79,6 +81,7 @@ pub fn main() -> ExitCode {
         Command::Verify(a) => verify::run(a),
         Command::Cat(a) => cat::run_cat(a),
         Command::Extract(a) => cat::run_extract(a),
+        Command::Keygen(a) => keys::run_keygen(a),
         Command::Mount(a) => mount::run_mount(a),
         Command::Umount(a) => mount::run_umount(a),
     };

@@ -66,6 +66,13 @@ pub struct Args {
     /// No progress bar.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Encrypt every block (AES-256-GCM under a per-container key) with the master key
+    /// from --key-file or $H4FS_KEY_FILE (create one with `h4fs keygen -o FILE`).
+    #[arg(long)]
+    pub encrypt: bool,
+    /// Master key file for --encrypt (default: $H4FS_KEY_FILE).
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
 }
 
 /// Parse "4096", "64K", "1MiB", "2G".
@@ -157,12 +164,28 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         bail!("--gop must be at least 1");
     }
     writer::frame_us(args.fps)?;
+    let key = if args.encrypt {
+        let path = args
+            .key_file
+            .clone()
+            .or_else(|| std::env::var_os("H4FS_KEY_FILE").map(PathBuf::from))
+            .context(
+                "--encrypt needs --key-file FILE (or H4FS_KEY_FILE); create a key with \
+                 `h4fs keygen -o FILE`",
+            )?;
+        Some(super::keys::load_key(&path)?)
+    } else if args.key_file.is_some() {
+        bail!("--key-file encrypts only together with --encrypt");
+    } else {
+        None
+    };
     let opts = PackOptions {
         engine: Engine::from_name(&args.engine).expect("clap checked the engine name"),
         project: args.project.clone(),
         domain: args.domain.clone(),
         meta_extra: extra_meta(&args)?,
         created: args.created.clone(),
+        key,
         ..PackOptions::default()
     };
     let total = input.total_len()?;

@@ -18,10 +18,13 @@ pub struct Args {
     /// No progress bar.
     #[arg(short, long)]
     pub quiet: bool,
+    /// With a key, every block of an encrypted container is also authenticated.
+    #[command(flatten)]
+    pub keys: super::keys::KeyArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
-    let a = match Archive::open_with(&args.file, OpenCheck::Structure) {
+    let mut a = match Archive::open_with(&args.file, OpenCheck::Structure) {
         Ok(a) => a,
         Err(e) if e.is_integrity() => {
             println!("DAMAGED {}: {e}", args.file.display());
@@ -33,6 +36,20 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             );
         }
     };
+    if let Err(e) = args.keys.apply(&mut a) {
+        if let Some(err) = e
+            .downcast_ref::<crate::Error>()
+            .filter(|e| e.is_integrity())
+        {
+            println!("BAD {err}");
+            println!(
+                "DAMAGED {}: a block failed while decrypting",
+                args.file.display()
+            );
+            return Ok(super::EXIT_DAMAGED);
+        }
+        return Err(e);
+    }
     let total = a.file_len * if args.full { 2 } else { 1 };
     let bar = super::progress::bytes_bar(total, "verify", args.quiet);
     let report = crate::verify::verify(&a, args.full, &|n| bar.inc(n));
@@ -44,11 +61,16 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     };
     if report.ok() {
         println!(
-            "ok {}: {structure}{} blocks ({} bytes) verified{}",
+            "ok {}: {structure}{} blocks ({} bytes) verified{}{}",
             args.file.display(),
             report.blocks_checked,
             report.bytes_checked,
-            if report.veri_checked { ", VERI ok" } else { "" }
+            if report.veri_checked { ", VERI ok" } else { "" },
+            if a.key_attached() {
+                ", every block authenticated with the key"
+            } else {
+                ""
+            }
         );
         Ok(0)
     } else {

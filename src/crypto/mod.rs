@@ -33,7 +33,7 @@ pub use living::LivingCipher;
 #[derive(Debug)]
 pub enum Decryptor {
     /// An h4fs container opened with its master key.
-    H4fs(ContainerCrypto),
+    H4fs(Box<ContainerCrypto>),
     /// A reference container opened with its shared secret.
     Living(LivingCipher),
 }

@@ -1,0 +1,137 @@
+//! `h4fs keygen`, and the `--key-file` / `--shared-secret-file` options of the commands
+//! that read containers.
+//!
+//! Keys are only ever read from files (never from the command line, so they do not
+//! show up in process titles or shell history); loading one turns core dumps off.
+
+use crate::crypto::{self, MasterKey, SharedSecret};
+use crate::reader::{Archive, Layout};
+use anyhow::Context;
+use std::path::{Path, PathBuf};
+
+/// Write a new random 256-bit master key (64 hex digits and a newline, mode 0600).
+/// Refuses to overwrite an existing file.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  h4fs keygen -o media.key
+  h4fs pack movie.mp4 --index movie.csv --encrypt --key-file media.key -o movie.h4mk
+  H4FS_KEY_FILE=media.key h4fs extract movie.h4mk -o movie.mp4")]
+pub struct KeygenArgs {
+    /// Where to write the key (must not exist).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+}
+
+pub fn run_keygen(args: KeygenArgs) -> anyhow::Result<u8> {
+    let key = crypto::keygen(&args.output)?;
+    eprintln!(
+        "wrote a new key to {} (mode 0600, key id {}); keep a copy: without it the \
+         containers it encrypts cannot be read",
+        args.output.display(),
+        crypto::container::key_id_hex(&key)
+    );
+    Ok(0)
+}
+
+/// Keys for reading encrypted containers.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct KeyArgs {
+    /// Master key file of an encrypted h4fs container (64 hex digits or 32 raw bytes).
+    #[arg(long, value_name = "FILE", env = "H4FS_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Shared secret of a file encrypted by the reference (Living Cipher v3): 32 raw
+    /// bytes or 64 hex digits.
+    #[arg(long, value_name = "FILE")]
+    pub shared_secret_file: Option<PathBuf>,
+}
+
+fn warn(w: String) {
+    eprintln!("h4fs: {w}");
+}
+
+/// Load the master key at `path`, warning about loose permissions, and keep it out of
+/// core dumps.
+pub fn load_key(path: &Path) -> anyhow::Result<MasterKey> {
+    let key = MasterKey::load(path, &mut warn)?;
+    crypto::disable_core_dumps();
+    Ok(key)
+}
+
+impl KeyArgs {
+    /// Attach whatever key the container needs and the user gave. An unencrypted
+    /// container ignores keys (so `H4FS_KEY_FILE` can stay set); an encrypted one without
+    /// its key stays locked (metadata readable, blocks refused). A wrong key is an error.
+    pub fn apply(&self, a: &mut Archive) -> anyhow::Result<()> {
+        let Some(enc) = &a.encryption else {
+            if self.key_file.is_some() || self.shared_secret_file.is_some() {
+                warn(format!(
+                    "note: {} is not encrypted; the key given is not used and does not \
+                     authenticate its contents",
+                    a.name()
+                ));
+            }
+            return Ok(());
+        };
+        let name = a.name();
+        match a.layout {
+            Layout::H4fs => {
+                if let Some(p) = &self.key_file {
+                    let key = load_key(p)?;
+                    a.attach_key(&key).with_context(|| {
+                        format!("cannot decrypt {name} with key file {}", p.display())
+                    })?;
+                } else if self.shared_secret_file.is_some() {
+                    anyhow::bail!(
+                        "{name} is an h4fs encrypted container: it takes --key-file, not \
+                         --shared-secret-file"
+                    );
+                }
+            }
+            Layout::ReferenceA if enc.cipher == crypto::living::CIPHER => {
+                if let Some(p) = &self.shared_secret_file {
+                    let ss = SharedSecret::load(p, &mut warn)?;
+                    crypto::disable_core_dumps();
+                    a.attach_shared_secret(&ss).with_context(|| {
+                        format!(
+                            "cannot decrypt {name} with shared secret file {}",
+                            p.display()
+                        )
+                    })?;
+                    if ss.is_reference_default() {
+                        warn_default(&name);
+                    }
+                } else if opens_with_default(a) {
+                    warn(format!(
+                        "note: {name} is encrypted with the reference's public default secret \
+                         (anyone can decrypt it); to read it, pass --shared-secret-file with a \
+                         file holding {}",
+                        hex::encode(SharedSecret::reference_default().expose())
+                    ));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Whether block 0 authenticates under the reference's public default secret.
+fn opens_with_default(a: &Archive) -> bool {
+    let Ok(e) = a.entry(0, 0) else {
+        return false;
+    };
+    let Ok(stored) = a.read_stored_entry(&e) else {
+        return false;
+    };
+    crypto::LivingCipher::new(&SharedSecret::reference_default())
+        .decrypt_block(0, e.chunk_offset, &stored)
+        .is_ok()
+}
+
+fn warn_default(name: &str) {
+    warn(format!(
+        "warning: {name} is encrypted with the reference's public default secret \
+         (sha256 of \"Harmony4_default_shared_secret\"): anyone can decrypt it; it was \
+         never confidential"
+    ));
+}
