@@ -772,7 +772,8 @@ pub fn helper_main(subcommands: &[String]) -> Option<ExitCode> {
         && rest.len() >= 2
         && !rest[0].starts_with('-')
         && !rest[1].starts_with('-')
-        && !subcommands.contains(&rest[0]);
+        && !subcommands.contains(&rest[0])
+        && Path::new(&rest[0]).exists();
     if !as_helper && !as_fuse_program {
         return None;
     }

@@ -1,0 +1,1119 @@
+//! Tests that really mount: `h4fs mount` on containers built here, read through the
+//! kernel with the ordinary tools (ls, cat, cp, find, stat, getfattr, sha256sum, rsync,
+//! Python mmap, ffprobe, ffmpeg), concurrently, and under faults.
+//!
+//! Every mount is held by a [`Mount`] guard that unmounts on drop, also when the test
+//! fails. When FUSE is not usable these tests fail with a message saying so: they never
+//! skip silently. Needs fuse3, attr, rsync, python3 and ffmpeg (`.ci/run` installs them).
+
+use std::io::Read;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn h4fs() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_h4fs"))
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (is the tool installed?)"))
+}
+
+fn ok(cmd: &mut Command) -> Output {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed with {}:\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stdout(cmd: &mut Command) -> String {
+    String::from_utf8(ok(cmd).stdout).expect("UTF-8 output")
+}
+
+/// Deterministic pseudo-random bytes.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn require_fuse() {
+    let dev = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse");
+    if let Err(e) = dev {
+        panic!(
+            "FUSE is not available ({e} opening /dev/fuse): these tests mount for real and need \
+             the fuse kernel module, /dev/fuse and fuse3 (run .ci/run, or modprobe fuse)"
+        );
+    }
+}
+
+fn mountinfo_has(mp: &Path) -> bool {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let want = mp.to_str().unwrap().replace(' ', "\\040");
+    text.lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+/// A mounted container; unmounts on drop.
+struct Mount {
+    dir: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Mount {
+    fn new(source: &Path, args: &[&str]) -> Mount {
+        require_fuse();
+        let tmp = tempfile::Builder::new()
+            .prefix("h4fs-mnt-")
+            .tempdir()
+            .unwrap();
+        let dir = tmp.path().join("m");
+        std::fs::create_dir(&dir).unwrap();
+        let out = run(h4fs().arg("mount").arg(source).arg(&dir).args(args));
+        assert!(
+            out.status.success(),
+            "h4fs mount {} failed ({}): {}",
+            source.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The command returns only once the mount is ready.
+        assert!(
+            mountinfo_has(&dir),
+            "h4fs mount returned but {} is not mounted",
+            dir.display()
+        );
+        Mount { dir, _tmp: tmp }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    fn read(&self, rel: &str) -> std::io::Result<Vec<u8>> {
+        std::fs::read(self.path(rel))
+    }
+
+    fn json(&self, rel: &str) -> serde_json::Value {
+        serde_json::from_slice(&self.read(rel).unwrap()).unwrap()
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if !mountinfo_has(&self.dir) {
+            return;
+        }
+        let r = h4fs().arg("umount").arg(&self.dir).output();
+        if !matches!(&r, Ok(o) if o.status.success()) {
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
+        // Wait until the daemon has let go, so the temporary directory can go too.
+        let t = Instant::now();
+        while mountinfo_has(&self.dir) && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A source file and the container packed from it.
+struct Packed {
+    dir: tempfile::TempDir,
+    source: PathBuf,
+    container: PathBuf,
+    data: Vec<u8>,
+}
+
+fn pack(data: Vec<u8>, args: &[&str]) -> Packed {
+    let dir = tempfile::Builder::new()
+        .prefix("h4fs-src-")
+        .tempdir()
+        .unwrap();
+    let source = dir.path().join("source.bin");
+    std::fs::write(&source, &data).unwrap();
+    let container = dir.path().join("demo.h4mk");
+    ok(h4fs()
+        .arg("pack")
+        .arg(&source)
+        .args(args)
+        .arg("-o")
+        .arg(&container));
+    Packed {
+        dir,
+        source,
+        container,
+        data,
+    }
+}
+
+/// 3 MB in 64 KiB blocks, fps 25, gop 5.
+fn standard() -> Packed {
+    pack(
+        noise(3_000_000, 1),
+        &["--block-size", "65536", "--fps", "25", "--gop", "5"],
+    )
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+fn daemon_pid(mp: &Path) -> u32 {
+    let want = mp.to_str().unwrap();
+    for ent in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = ent.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(ent.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+        if args.contains(&&b"--ready-fd"[..]) && args.contains(&want.as_bytes()) {
+            return pid;
+        }
+    }
+    panic!("no h4fs daemon serving {want}");
+}
+
+#[test]
+fn ls_cat_find_stat_getfattr() {
+    let p = standard();
+    let m = Mount::new(&p.container, &[]);
+    let ls = stdout(Command::new("ls").arg("-lR").arg(&m.dir));
+    for want in [
+        "meta.json",
+        "index.csv",
+        "seek.csv",
+        "veri.json",
+        "manifest.json",
+        "stats.json",
+        "by-pts:",
+        "blocks:",
+        "000045",
+    ] {
+        assert!(ls.contains(want), "ls -lR lacks {want}:\n{ls}");
+    }
+    assert!(ls.contains(" 3000000 "), "stream size not in ls -l:\n{ls}");
+    // cat
+    let out = ok(Command::new("cat").arg(m.path("stream")));
+    assert!(out.stdout == p.data, "cat stream differs from the source");
+    let b7 = ok(Command::new("cat").arg(m.path("blocks/000007"))).stdout;
+    assert_eq!(b7, p.data[7 * 65536..8 * 65536]);
+    // find
+    let files = stdout(Command::new("find").arg(&m.dir).args(["-type", "f"]));
+    assert_eq!(files.lines().count(), 46 + 8, "{files}");
+    let links = stdout(
+        Command::new("find")
+            .arg(m.path("by-pts"))
+            .args(["-type", "l"]),
+    );
+    assert_eq!(links.lines().count(), 10);
+    // stat: exact size, st_blocks from the size, large st_blksize, read-only modes.
+    let st = stdout(
+        Command::new("stat")
+            .args(["-c", "%s %b %B %o %A %h"])
+            .arg(m.path("stream")),
+    );
+    assert_eq!(
+        st.trim(),
+        format!(
+            "3000000 {} 512 1048576 -r--r--r-- 1",
+            3_000_000u64.div_ceil(512)
+        )
+    );
+    let st = stdout(
+        Command::new("stat")
+            .args(["-c", "%s %F"])
+            .arg(m.path("blocks/000045")),
+    );
+    assert_eq!(
+        st.trim(),
+        format!("{} regular file", 3_000_000 - 45 * 65536)
+    );
+    let target = std::fs::read_link(m.path("by-pts/999999")).unwrap();
+    // 999999 us at 25 fps is frame 24; the keyframe at or before it is block 20.
+    assert_eq!(target, Path::new("../blocks/000020"));
+    assert_eq!(
+        std::fs::read(m.path("by-pts/999999")).unwrap(),
+        p.data[20 * 65536..21 * 65536]
+    );
+    assert_eq!(std::fs::read_dir(m.path("by-pts")).unwrap().count(), 10);
+    let fsinfo = stdout(Command::new("stat").args(["-f", "-c", "%S %b"]).arg(&m.dir));
+    let df_blocks: u64 = fsinfo.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(df_blocks >= 3_000_000 / 4096, "statfs blocks {df_blocks}");
+    // getfattr
+    let x = stdout(
+        Command::new("getfattr")
+            .args(["-d", "-m", "user.h4mk"])
+            .arg(m.path("blocks/000005")),
+    );
+    assert!(x.contains("user.h4mk.pts_us=\"200000\""), "{x}");
+    assert!(x.contains("user.h4mk.keyframe=\"1\""), "{x}");
+    assert!(
+        x.contains(&format!("user.h4mk.offset=\"{}\"", 5 * 65536)),
+        "{x}"
+    );
+    assert!(
+        x.contains(&format!(
+            "user.h4mk.sha256=\"{}\"",
+            sha256_hex(&p.data[5 * 65536..6 * 65536])
+        )),
+        "{x}"
+    );
+    let v = stdout(
+        Command::new("getfattr")
+            .args(["--only-values", "-n", "user.h4mk.veri"])
+            .arg(&m.dir),
+    );
+    let v: serde_json::Value = serde_json::from_str(&v).unwrap();
+    assert_eq!(v["structure"], "ok");
+    // Writes of every kind fail with EROFS.
+    for (cmd, args) in [
+        ("touch", vec![m.path("new").display().to_string()]),
+        (
+            "chmod",
+            vec!["644".into(), m.path("stream").display().to_string()],
+        ),
+        ("mkdir", vec![m.path("d").display().to_string()]),
+        (
+            "mv",
+            vec![
+                m.path("meta.json").display().to_string(),
+                m.path("m2").display().to_string(),
+            ],
+        ),
+        (
+            "setfattr",
+            vec![
+                "-n".into(),
+                "user.x".into(),
+                "-v".into(),
+                "1".into(),
+                m.path("stream").display().to_string(),
+            ],
+        ),
+    ] {
+        let out = run(Command::new(cmd).args(&args));
+        assert!(
+            !out.status.success(),
+            "{cmd} succeeded on a read-only mount"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("Read-only file system"),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let err = std::fs::OpenOptions::new()
+        .write(true)
+        .open(m.path("stream"))
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+    // JSON files parse and say what they should.
+    assert_eq!(m.json("manifest.json")["blocks"], 46);
+    assert_eq!(m.json("meta.json")["source"]["sha256"], sha256_hex(&p.data));
+    let index = String::from_utf8(m.read("index.csv").unwrap()).unwrap();
+    assert_eq!(index.lines().count(), 47);
+    assert!(index.starts_with("block,pts_us,keyframe,track,offset,stored_size,size,sha256\n"));
+}
+
+#[test]
+fn sha256sum_cp_and_rsync_twice() {
+    let p = standard();
+    let m = Mount::new(&p.container, &[]);
+    let sum = stdout(Command::new("sha256sum").arg(m.path("stream")));
+    let src = stdout(Command::new("sha256sum").arg(&p.source));
+    assert_eq!(sum.split_whitespace().next(), src.split_whitespace().next());
+
+    let out = tempfile::tempdir().unwrap();
+    let cp = out.path().join("cp");
+    ok(Command::new("cp").arg("-a").arg(&m.dir).arg(&cp));
+    assert_eq!(std::fs::read(cp.join("stream")).unwrap(), p.data);
+    assert_eq!(
+        std::fs::read(cp.join("blocks/000045")).unwrap(),
+        p.data[45 * 65536..]
+    );
+    assert!(
+        std::fs::symlink_metadata(cp.join("by-pts/0"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let mtime = std::fs::metadata(&p.container).unwrap().mtime();
+    assert_eq!(
+        std::fs::metadata(cp.join("stream")).unwrap().mtime(),
+        mtime,
+        "cp -a keeps the container's mtime"
+    );
+
+    let dst = out.path().join("rsync");
+    let first = stdout(
+        Command::new("rsync")
+            .args(["-a", "--stats"])
+            .arg(format!("{}/", m.dir.display()))
+            .arg(&dst),
+    );
+    assert!(
+        first.contains("Number of regular files transferred: 54"),
+        "{first}"
+    );
+    assert_eq!(std::fs::read(dst.join("stream")).unwrap(), p.data);
+    let second = stdout(
+        Command::new("rsync")
+            .args(["-a", "-i", "--stats"])
+            .arg(format!("{}/", m.dir.display()))
+            .arg(&dst),
+    );
+    assert!(
+        second.contains("Number of regular files transferred: 0"),
+        "second rsync transferred something:\n{second}"
+    );
+    let itemized: Vec<&str> = second
+        .lines()
+        .filter(|l| l.starts_with('>') || l.starts_with("c"))
+        .collect();
+    assert!(itemized.is_empty(), "{itemized:?}");
+}
+
+#[test]
+fn python_mmap_of_a_block_file() {
+    let p = standard();
+    let m = Mount::new(&p.container, &[]);
+    let script = "import mmap,sys,hashlib\n\
+                  f=open(sys.argv[1],'rb')\n\
+                  mm=mmap.mmap(f.fileno(),0,access=mmap.ACCESS_READ)\n\
+                  print(len(mm), hashlib.sha256(mm[:]).hexdigest(), mm[100], mm[-1])\n";
+    let out = stdout(
+        Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(m.path("blocks/000009")),
+    );
+    let block = &p.data[9 * 65536..10 * 65536];
+    assert_eq!(
+        out.trim(),
+        format!(
+            "65536 {} {} {}",
+            sha256_hex(block),
+            block[100],
+            block[65535]
+        )
+    );
+}
+
+fn make_clip(dir: &Path) -> PathBuf {
+    let clip = dir.join("clip.mp4");
+    ok(Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-nostdin",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=duration=10:size=320x240:rate=25",
+        ])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "25",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .arg(&clip));
+    clip
+}
+
+fn probe(path: &Path) -> (String, f64) {
+    let out = stdout(
+        Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-select_streams",
+                "v:0",
+                "-show_entries",
+                "stream=codec_name:format=duration",
+                "-of",
+                "json",
+            ])
+            .arg(path),
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let codec = v["streams"][0]["codec_name"].as_str().unwrap().to_string();
+    let dur: f64 = v["format"]["duration"].as_str().unwrap().parse().unwrap();
+    (codec, dur)
+}
+
+#[test]
+fn ffprobe_and_ffmpeg_seek_on_a_packed_mp4() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = make_clip(dir.path());
+    let csv = dir.path().join("clip.csv");
+    let index = ok(Command::new(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ffprobe-index.sh"),
+    )
+    .arg(&clip));
+    std::fs::write(&csv, &index.stdout).unwrap();
+    let container = dir.path().join("clip.h4mk");
+    ok(h4fs()
+        .arg("pack")
+        .arg(&clip)
+        .arg("--index")
+        .arg(&csv)
+        .arg("-o")
+        .arg(&container));
+    let m = Mount::new(&container, &[]);
+    let stream = m.path("stream");
+    assert_eq!(
+        std::fs::read(&stream).unwrap(),
+        std::fs::read(&clip).unwrap()
+    );
+    let (codec, dur) = probe(&clip);
+    let (codec2, dur2) = probe(&stream);
+    assert_eq!(codec, "h264");
+    assert_eq!((codec2.as_str(), dur2), (codec.as_str(), dur));
+    assert!((dur - 10.0).abs() < 0.2, "duration {dur}");
+    let frame = dir.path().join("frame.png");
+    ok(Command::new("ffmpeg")
+        .args(["-v", "error", "-nostdin", "-y", "-ss", "5", "-i"])
+        .arg(&stream)
+        .args(["-frames:v", "1"])
+        .arg(&frame));
+    let png = std::fs::read(&frame).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 1000,
+        "no decoded frame"
+    );
+    // by-pts/5000000 is the keyframe at or before 5 s (gop 25 at 25 fps: exactly 5 s).
+    let target = std::fs::read_link(m.path("by-pts/5000000")).unwrap();
+    let n: u64 = target
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let pts = stdout(
+        Command::new("getfattr")
+            .args(["--only-values", "-n", "user.h4mk.pts_us"])
+            .arg(m.path(&format!("blocks/{n:06}"))),
+    );
+    let key = stdout(
+        Command::new("getfattr")
+            .args(["--only-values", "-n", "user.h4mk.keyframe"])
+            .arg(m.path(&format!("blocks/{n:06}"))),
+    );
+    assert_eq!(key, "1");
+    let pts: u64 = pts.parse().unwrap();
+    assert!(pts <= 5_000_000 && pts > 4_000_000, "keyframe pts {pts}");
+}
+
+#[test]
+fn two_containers_at_once_and_a_directory_of_containers() {
+    let a = standard();
+    let b = pack(
+        noise(100_000, 7),
+        &["--block-size", "1000", "--fps", "30", "--gop", "10"],
+    );
+    let ma = Mount::new(&a.container, &[]);
+    let mb = Mount::new(&b.container, &[]);
+    assert_eq!(ma.read("stream").unwrap(), a.data);
+    assert_eq!(mb.read("stream").unwrap(), b.data);
+    assert_eq!(mb.read("blocks/000099").unwrap(), b.data[99_000..]);
+
+    let lib = tempfile::tempdir().unwrap();
+    std::fs::copy(&a.container, lib.path().join("alpha.h4mk")).unwrap();
+    std::fs::copy(&b.container, lib.path().join("beta.h4mk")).unwrap();
+    std::fs::write(lib.path().join("notes.txt"), "not a container").unwrap();
+    let md = Mount::new(lib.path(), &[]);
+    let mut names: Vec<String> = std::fs::read_dir(&md.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["alpha", "beta", "stats.json"]);
+    assert_eq!(md.read("alpha/stream").unwrap(), a.data);
+    assert_eq!(md.read("beta/blocks/000005").unwrap(), b.data[5000..6000]);
+    assert_eq!(md.json("stats.json")["containers"], 2);
+}
+
+#[test]
+fn eight_concurrent_readers_at_random_offsets() {
+    // Odd block size so most reads straddle block boundaries.
+    let p = pack(
+        noise(2_000_003, 3),
+        &["--block-size", "10007", "--fps", "25", "--gop", "4"],
+    );
+    let m = Mount::new(&p.container, &["--threads", "4", "--cache-size", "1M"]);
+    let data = Arc::new(p.data.clone());
+    let stream = m.path("stream");
+    let handles: Vec<_> = (0..8u64)
+        .map(|t| {
+            let data = data.clone();
+            let stream = stream.clone();
+            std::thread::spawn(move || {
+                let f = std::fs::File::open(&stream).unwrap();
+                let mut x = 0x1234_5678_9abc_def0u64 ^ (t + 1).wrapping_mul(0x9E37_79B9);
+                for _ in 0..300 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let off = x % (data.len() as u64 + 100);
+                    let len = 1 + (x >> 40) as usize % 70_000;
+                    let mut buf = vec![0u8; len];
+                    let mut got = 0;
+                    while got < len {
+                        let n = f.read_at(&mut buf[got..], off + got as u64).unwrap();
+                        if n == 0 {
+                            break;
+                        }
+                        got += n;
+                    }
+                    let lo = (off as usize).min(data.len());
+                    let hi = (off as usize + len).min(data.len());
+                    assert_eq!(&buf[..got], &data[lo..hi], "reader {t} at {off} len {len}");
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("reader thread");
+    }
+    // Reads exactly straddling one boundary, through a fresh descriptor each.
+    let f = std::fs::File::open(&stream).unwrap();
+    for k in [1u64, 2, 50, 199] {
+        let b = k * 10007;
+        let mut buf = [0u8; 10];
+        f.read_exact_at(&mut buf, b - 5).unwrap();
+        assert_eq!(&buf, &data[b as usize - 5..b as usize + 5]);
+    }
+    let stats = m.json("stats.json");
+    assert!(stats["cache"]["evictions"].as_u64().unwrap() > 0, "{stats}");
+    assert!(stats["bytes_served"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn sequential_read_prefetches() {
+    let p = pack(
+        noise(8 << 20, 5),
+        &["--block-size", "262144", "--fps", "25", "--gop", "5"],
+    );
+    let m = Mount::new(&p.container, &[]);
+    let mut f = std::fs::File::open(m.path("stream")).unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 128 << 10];
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got == p.data);
+    let s = m.json("stats.json");
+    assert!(s["cache"]["prefetches"].as_u64().unwrap() > 0, "{s}");
+    assert!(s["blocks_verified"].as_u64().unwrap() >= 32, "{s}");
+}
+
+#[test]
+fn zero_length_and_one_byte_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("frames");
+    std::fs::create_dir(&files).unwrap();
+    let sizes = [0usize, 1, 0, 5, 1, 0, 300, 1];
+    let mut all = Vec::new();
+    for (i, &n) in sizes.iter().enumerate() {
+        let d = noise(n, 100 + i as u64);
+        all.extend_from_slice(&d);
+        std::fs::write(files.join(format!("f{i:02}")), d).unwrap();
+    }
+    let container = dir.path().join("tiny.h4mk");
+    ok(h4fs()
+        .arg("pack")
+        .arg(&files)
+        .args(["--fps", "10", "--gop", "2", "-o"])
+        .arg(&container));
+    let m = Mount::new(&container, &[]);
+    assert_eq!(m.read("stream").unwrap(), all);
+    let mut off = 0;
+    for (i, &n) in sizes.iter().enumerate() {
+        let b = m.read(&format!("blocks/{i:06}")).unwrap();
+        assert_eq!(b.len(), n);
+        assert_eq!(b, all[off..off + n]);
+        assert_eq!(
+            std::fs::metadata(m.path(&format!("blocks/{i:06}")))
+                .unwrap()
+                .len(),
+            n as u64
+        );
+        off += n;
+    }
+    // One-byte reads across the whole stream.
+    let f = std::fs::File::open(m.path("stream")).unwrap();
+    for (i, want) in all.iter().enumerate() {
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, i as u64).unwrap();
+        assert_eq!(b[0], *want);
+    }
+}
+
+#[test]
+fn reference_multitrack_and_encrypted_samples() {
+    let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seed");
+    let m = Mount::new(&fx.join("a_small10.h4mk"), &[]);
+    assert_eq!(
+        m.read("stream").unwrap(),
+        std::fs::read(fx.join("a_small10.payload")).unwrap()
+    );
+    assert_eq!(m.json("veri.json")["veri"]["status"], "ok");
+
+    let mc = Mount::new(&fx.join("d_mt_build_demo.h4mk"), &[]);
+    let mut names: Vec<String> = std::fs::read_dir(&mc.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "main",
+            "manifest.json",
+            "meta.json",
+            "safe.json",
+            "safety",
+            "stats.json",
+            "tracks.json",
+            "veri.json"
+        ]
+    );
+    assert_eq!(
+        std::fs::read_dir(mc.path("main/blocks")).unwrap().count(),
+        5
+    );
+    assert_eq!(mc.json("main/track.json")["name"], "main");
+
+    let me = Mount::new(&fx.join("e_encrypted5.h4mk"), &[]);
+    let err = me.read("stream").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EACCES), "{err}");
+    assert!(me.json("meta.json")["encryption"].is_object());
+}
+
+#[test]
+fn inodes_are_stable_across_remounts() {
+    let p = standard();
+    let paths = [
+        "stream",
+        "blocks/000017",
+        "by-pts/400000",
+        "index.csv",
+        "stats.json",
+    ];
+    let inos = |m: &Mount| -> Vec<u64> {
+        paths
+            .iter()
+            .map(|r| std::fs::symlink_metadata(m.path(r)).unwrap().ino())
+            .collect()
+    };
+    let first = inos(&Mount::new(&p.container, &[]));
+    let second = inos(&Mount::new(&p.container, &["--threads", "1"]));
+    assert_eq!(first, second);
+    let mut uniq = first.clone();
+    uniq.sort();
+    uniq.dedup();
+    assert_eq!(uniq.len(), first.len());
+}
+
+#[test]
+fn mount_options_uid_gid_and_foreground() {
+    let p = standard();
+    let m = Mount::new(
+        &p.container,
+        &[
+            "--uid",
+            "4321",
+            "--gid",
+            "765",
+            "-o",
+            "cache_size=2M,noatime",
+        ],
+    );
+    let md = std::fs::metadata(m.path("stream")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (4321, 765));
+    assert_eq!(m.json("stats.json")["cache"]["capacity"], 2 << 20);
+    drop(m);
+
+    // -f stays in the foreground until unmounted.
+    require_fuse();
+    let tmp = tempfile::tempdir().unwrap();
+    let mp = tmp.path().join("fg");
+    std::fs::create_dir(&mp).unwrap();
+    let log = tmp.path().join("fg.log");
+    let mut child = h4fs()
+        .arg("mount")
+        .arg("-f")
+        .arg("--log-file")
+        .arg(&log)
+        .arg(&p.container)
+        .arg(&mp)
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !mountinfo_has(&mp) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "foreground mount never appeared"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "foreground mount exited early"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(std::fs::read(mp.join("stream")).unwrap(), p.data);
+    assert!(child.try_wait().unwrap().is_none());
+    ok(h4fs().arg("umount").arg(&mp));
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log.contains("mounted") && log.contains("unmounted"),
+        "{log}"
+    );
+}
+
+#[test]
+fn sigterm_and_sigint_unmount_cleanly() {
+    let p = standard();
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        let m = Mount::new(&p.container, &[]);
+        let pid = daemon_pid(&m.dir);
+        // SAFETY: signalling a process this test started.
+        assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0);
+        let t = Instant::now();
+        while mountinfo_has(&m.dir) || std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "signal {sig} did not unmount"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            std::fs::read_dir(&m.dir).unwrap().next().is_none(),
+            "mount point not empty again"
+        );
+    }
+}
+
+#[test]
+fn sigkilled_daemon_is_cleared_by_umount() {
+    let p = standard();
+    let m = Mount::new(&p.container, &[]);
+    let pid = daemon_pid(&m.dir);
+    // SAFETY: killing a process this test started.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    let t = Instant::now();
+    loop {
+        match std::fs::metadata(&m.dir) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => break,
+            _ => {}
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "mount did not go dead"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Mounting over the dead mount is refused with a hint.
+    let out = run(h4fs().arg("mount").arg(&p.container).arg(&m.dir));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Transport endpoint is not connected") && err.contains("h4fs umount"),
+        "{err}"
+    );
+    ok(h4fs().arg("umount").arg(&m.dir));
+    assert!(!mountinfo_has(&m.dir));
+    assert!(std::fs::metadata(&m.dir).unwrap().is_dir());
+    // And the directory can be mounted again.
+    let again = run(h4fs().arg("mount").arg(&p.container).arg(&m.dir));
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(std::fs::read(m.path("stream")).unwrap(), p.data);
+}
+
+#[test]
+fn bad_mount_points_and_sources_fail_clearly() {
+    require_fuse();
+    let p = standard();
+    let tmp = tempfile::tempdir().unwrap();
+    let check = |mp: &Path, source: &Path, want: &str| {
+        let t = Instant::now();
+        let out = run(h4fs().arg("mount").arg(source).arg(mp));
+        assert!(t.elapsed() < Duration::from_secs(10));
+        assert!(!out.status.success(), "mount at {} succeeded", mp.display());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "expected \"{want}\" in: {err}");
+    };
+    check(&tmp.path().join("missing"), &p.container, "does not exist");
+    assert!(!tmp.path().join("missing").exists());
+    let file = tmp.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    check(&file, &p.container, "is not a directory");
+    let m = Mount::new(&p.container, &[]);
+    check(&m.dir, &p.container, "already a mount point");
+    // The existing mount is untouched and still serves.
+    assert_eq!(m.read("stream").unwrap(), p.data);
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    check(&empty, &tmp.path().join("nope.h4mk"), "does not exist");
+    check(&empty, &p.source, "not an H4MK container");
+    assert!(!mountinfo_has(&empty));
+    // A damaged structure is not mounted (exit 1), unless --verify=none.
+    let bad = tmp.path().join("bad.h4mk");
+    let mut bytes = std::fs::read(&p.container).unwrap();
+    let n = bytes.len();
+    bytes[n - 100] ^= 0x40; // inside the footer, covered by its CRC
+    std::fs::write(&bad, &bytes).unwrap();
+    let out = run(h4fs().arg("mount").arg(&bad).arg(&empty));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!mountinfo_has(&empty));
+    let out = run(h4fs().arg("umount").arg(&empty));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a mount point"));
+}
+
+/// Flip one byte of a file in place.
+fn flip(path: &Path, at: u64) {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, at).unwrap();
+    b[0] ^= 0x55;
+    f.write_all_at(&b, at).unwrap();
+    f.sync_all().unwrap();
+}
+
+/// Every read either fails with EIO or returns the source's bytes.
+fn eio_or_right(m: &Mount, rel: &str, want: &[u8]) -> bool {
+    match m.read(rel) {
+        Ok(got) => {
+            assert!(got == want, "{rel}: wrong bytes served");
+            true
+        }
+        Err(e) => {
+            assert_eq!(e.raw_os_error(), Some(libc::EIO), "{rel}: {e}");
+            false
+        }
+    }
+}
+
+#[test]
+fn container_modified_truncated_or_deleted_while_mounted() {
+    let block =
+        |p: &Packed, n: usize| p.data[n * 65536..((n + 1) * 65536).min(p.data.len())].to_vec();
+
+    // Modified in place: a block never read before fails; blocks read before stay right.
+    let p = standard();
+    let m = Mount::new(&p.container, &[]);
+    assert!(eio_or_right(&m, "blocks/000000", &block(&p, 0)));
+    // Block 10's stored bytes start at 8 + 10 * (12 + 65536) + 12.
+    flip(&p.container, 8 + 10 * 65548 + 12 + 1000);
+    assert!(
+        !eio_or_right(&m, "blocks/000010", &block(&p, 10)),
+        "a modified block was served"
+    );
+    assert!(eio_or_right(&m, "blocks/000000", &block(&p, 0)));
+    assert!(!eio_or_right(&m, "stream", &p.data));
+    let v = m.json("veri.json");
+    assert_eq!(v["blocks"]["failures"][0]["block"], 10, "{v}");
+    assert_eq!(
+        v["blocks"]["failures"][0]["file_offset"],
+        8 + 10 * 65548,
+        "{v}"
+    );
+    assert_eq!(m.json("stats.json")["verification_failures"], 1);
+    drop(m);
+
+    // Truncated: blocks past the cut fail with EIO, earlier ones are served right.
+    let p = standard();
+    let m = Mount::new(&p.container, &[]);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p.container)
+        .unwrap();
+    f.set_len(20 * 65548).unwrap();
+    drop(f);
+    assert!(eio_or_right(&m, "blocks/000003", &block(&p, 3)));
+    assert!(!eio_or_right(&m, "blocks/000040", &block(&p, 40)));
+    for n in [5usize, 19, 20, 30] {
+        eio_or_right(&m, &format!("blocks/{n:06}"), &block(&p, n));
+    }
+    drop(m);
+
+    // Deleted: the open container keeps serving its verified bytes.
+    let p = standard();
+    let m = Mount::new(&p.container, &[]);
+    std::fs::remove_file(&p.container).unwrap();
+    assert_eq!(m.read("stream").unwrap(), p.data);
+    drop(m);
+    drop(p.dir);
+}
+
+/// A reference container whose META names an engine h4fs does not know.
+fn unknown_engine_container(dir: &Path) -> PathBuf {
+    let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seed/a_small10.h4mk");
+    let mut b = std::fs::read(fx).unwrap();
+    let mut pos = 8;
+    let mut veri_at = None;
+    while pos + 12 <= b.len() {
+        let tag = b[pos..pos + 4].to_vec();
+        let len = u32::from_be_bytes(b[pos + 4..pos + 8].try_into().unwrap()) as usize;
+        let payload = pos + 12..pos + 12 + len;
+        if tag == b"META" {
+            let s = String::from_utf8(b[payload.clone()].to_vec()).unwrap();
+            let t = s.replace("geometric-reference", "quantum-fractal-v9!");
+            assert_eq!(t.len(), s.len());
+            b[payload.clone()].copy_from_slice(t.as_bytes());
+            let crc = crc32fast::hash(&b[payload.clone()]);
+            b[pos + 8..pos + 12].copy_from_slice(&crc.to_be_bytes());
+        }
+        if tag == b"VERI" {
+            veri_at = Some(pos);
+        }
+        pos = payload.end;
+    }
+    // Recompute VERI so only the engine is unknown.
+    let v = veri_at.unwrap();
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(&b[8..v]);
+    b[v + 12..v + 44].copy_from_slice(&h);
+    let crc = crc32fast::hash(&b[v + 12..v + 44]);
+    b[v + 8..v + 12].copy_from_slice(&crc.to_be_bytes());
+    let out = dir.join("unknown.h4mk");
+    std::fs::write(&out, b).unwrap();
+    out
+}
+
+#[test]
+fn unknown_engine_mounts_with_data_files_eio() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = unknown_engine_container(dir.path());
+    let m = Mount::new(&c, &[]);
+    assert_eq!(std::fs::read_dir(m.path("blocks")).unwrap().count(), 10);
+    for rel in ["stream", "blocks/000000", "by-pts/0"] {
+        let e = m.read(rel).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EIO), "{rel}: {e}");
+    }
+    let meta = m.json("meta.json");
+    assert!(
+        meta["h4fs_status"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("quantum-fractal-v9!"),
+        "{meta}"
+    );
+    let veri = m.json("veri.json");
+    assert_eq!(veri["data"]["readable"], false);
+    assert!(
+        veri["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("quantum-fractal-v9!")
+    );
+    assert!(m.read("index.csv").is_ok() && m.read("manifest.json").is_ok());
+}
+
+#[test]
+fn mount_helper_forms() {
+    require_fuse();
+    let p = standard();
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_h4fs"), bin.join("h4fs")).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_h4fs"), bin.join("mount.fuse.h4fs")).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+
+    // What mount(8) runs for `-t fuse.h4fs` when no mount.fuse.h4fs is installed:
+    // mount.fuse3, which runs `h4fs SRC DIR -o OPTS` from PATH.
+    let mp1 = tmp.path().join("m1");
+    std::fs::create_dir(&mp1).unwrap();
+    ok(Command::new("/sbin/mount.fuse3")
+        .env("PATH", &path)
+        .arg(&p.container)
+        .arg(&mp1)
+        .args(["-t", "fuse.h4fs", "-o", "ro,noauto,cache_size=32M"]));
+    assert!(mountinfo_has(&mp1));
+    assert_eq!(std::fs::read(mp1.join("stream")).unwrap(), p.data);
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        info.lines()
+            .any(|l| l.contains(mp1.to_str().unwrap()) && l.contains(" - fuse.h4fs ")),
+        "{info}"
+    );
+    ok(h4fs().arg("umount").arg(&mp1));
+
+    // What mount(8) runs when /sbin/mount.fuse.h4fs is installed: argv[0] is the helper.
+    let mp2 = tmp.path().join("m2");
+    std::fs::create_dir(&mp2).unwrap();
+    ok(Command::new(bin.join("mount.fuse.h4fs"))
+        .arg(&p.container)
+        .arg(&mp2)
+        .args(["-o", "rw,allow_other,verify=full"]));
+    assert!(mountinfo_has(&mp2));
+    assert_eq!(
+        std::fs::read(mp2.join("blocks/000001")).unwrap(),
+        p.data[65536..131072]
+    );
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&std::fs::read(mp2.join("veri.json")).unwrap())
+            .unwrap()["verify"],
+        "full"
+    );
+    ok(h4fs().arg("umount").arg(&mp2));
+    // An unknown option is refused before anything is mounted.
+    let out = run(Command::new(bin.join("mount.fuse.h4fs"))
+        .arg(&p.container)
+        .arg(&mp2)
+        .args(["-o", "bogus_opt"]));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bogus_opt"));
+    assert!(!mountinfo_has(&mp2));
+}
