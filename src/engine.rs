@@ -8,6 +8,10 @@ use crate::error::{Error, Result};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+/// Largest decoded block h4fs reads or writes: 1 GiB. A hostile run-length block could
+/// otherwise claim up to 127 times its stored size.
+pub const MAX_BLOCK: u64 = 1 << 30;
+
 /// A compression engine h4fs can encode and decode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
@@ -145,6 +149,11 @@ impl Engine {
             }
             Engine::GeometricReference => {
                 let actual = self.decoded_len(&stored)?;
+                if actual > MAX_BLOCK {
+                    return Err(format!(
+                        "decodes to {actual} bytes, over the {MAX_BLOCK}-byte block limit"
+                    ));
+                }
                 if actual != expect_len {
                     return Err(format!(
                         "decodes to {actual} bytes, the index records {expect_len}"

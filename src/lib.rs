@@ -6,7 +6,7 @@
 //! format -> integrity, engine -> source, reader, writer -> cache -> fs -> fuse -> cli
 //! ```
 //!
-//! * [`format`]: bytes <-> structs for the three layouts; no I/O.
+//! * [`mod@format`]: bytes <-> structs for the three layouts; no I/O.
 //! * [`integrity`]: VERI, the structure root, block hashes, [`integrity::VerifiedBlock`].
 //! * [`engine`]: compression engines (identity, geometric-reference).
 //! * [`reader`]: [`reader::Archive`], a lazy view of any container.

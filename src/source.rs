@@ -19,7 +19,7 @@ pub trait ReadAt: Send + Sync {
     }
     /// Fill `buf` from `offset`; `UnexpectedEof` when the source has fewer bytes.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
-    /// A name for messages (a path, or "<memory>").
+    /// A name for messages (a path, or `<memory>`).
     fn name(&self) -> String;
 }
 

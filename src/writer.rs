@@ -31,9 +31,8 @@ use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-/// Largest decoded block h4fs writes (the index stores lengths as u32; geometric-reference
-/// may double a block's size).
-pub const MAX_BLOCK: u64 = 1 << 30;
+/// Largest decoded block h4fs writes (see [`crate::engine::MAX_BLOCK`]).
+pub const MAX_BLOCK: u64 = crate::engine::MAX_BLOCK;
 
 /// The reference's default SAFE scopes.
 pub fn default_safe() -> Value {
