@@ -1397,9 +1397,30 @@ impl Archive {
             }
         };
         let henc = crypto::Henc::from_value(&enc.record, henc_offset)?;
-        self.decryptor = Some(Decryptor::H4fs(Box::new(crypto::ContainerCrypto::open(
-            key, &henc,
-        )?)));
+        let c = crypto::ContainerCrypto::open(key, &henc)?;
+        // With the key, the structure is authenticated too, not just hashed.
+        let (Some(BlockTable::Index { payload, .. }), Some((_, footer))) =
+            (self.tracks.first().map(|t| &t.blocks), self.footer)
+        else {
+            return Err(Error::Invalid(
+                "an h4fs container has a footer and one indexed track".into(),
+            ));
+        };
+        let index = integrity::index_digest(payload);
+        fn raw(j: &Option<JsonChunk>) -> &[u8] {
+            j.as_ref().map_or(&[][..], |j| &j.raw[..])
+        }
+        let structure = crypto::container::structure_digest(
+            footer.flags,
+            footer.block_count,
+            footer.stream_len,
+            self.seek_raw.as_ref().map_or(&[][..], |s| &s.1[..]),
+            raw(&self.meta),
+            raw(&self.safe),
+            &index,
+        );
+        c.check_structure(&henc, &structure, henc_offset)?;
+        self.decryptor = Some(Decryptor::H4fs(Box::new(c)));
         Ok(())
     }
 

@@ -284,17 +284,30 @@ impl<W: Write> Writer<W> {
         let seek_offset = self.write_chunk(Tag::SEEK, &seek_bytes)?;
         let meta_offset = self.write_chunk(Tag::META, &meta_bytes)?;
         let safe_offset = self.write_chunk(Tag::SAFE, &safe_bytes)?;
-        let henc_bytes = self
-            .crypto
-            .as_ref()
-            .map(|(_, h)| h.to_bytes())
-            .unwrap_or_default();
+        let mut index = std::mem::take(&mut self.index);
+        index[..hf::INDEX_HEADER_LEN].copy_from_slice(&hf::index_header(self.count));
+        let digest = integrity::index_digest(&index);
+        let henc_bytes = match &self.crypto {
+            Some((c, henc)) => {
+                let structure = crypto::container::structure_digest(
+                    hf::FOOTER_FLAG_ENCRYPTED,
+                    self.count,
+                    self.stream,
+                    &seek_bytes,
+                    &meta_bytes,
+                    &safe_bytes,
+                    &digest,
+                );
+                let mut henc = henc.clone();
+                c.seal_structure(&mut henc, &structure);
+                henc.to_bytes()
+            }
+            None => Vec::new(),
+        };
         let henc_offset = match self.crypto {
             Some(_) => self.write_chunk(Tag::HENC, &henc_bytes)?,
             None => 0,
         };
-        let mut index = std::mem::take(&mut self.index);
-        index[..hf::INDEX_HEADER_LEN].copy_from_slice(&hf::index_header(self.count));
         let index_offset = self.write_chunk(Tag::HIDX, &index)?;
         let mut footer = Footer {
             flags: match self.crypto {
@@ -310,7 +323,6 @@ impl<W: Write> Writer<W> {
             stream_len: self.stream,
             root: [0; 32],
         };
-        let digest = integrity::index_digest(&index);
         footer.root = integrity::root_hash(
             &footer.prefix(),
             &seek_bytes,

@@ -15,6 +15,10 @@
 //!                            data_key)                       32 bytes + 16-byte tag
 //! prk_d        = HKDF-Extract(salt = "h4fs/v1/data", ikm = data_key)
 //! block_key    = HKDF-Expand(prk_d, "h4fs/v1/block-key" 00 | container_id, 32)
+//! mac_key      = HKDF-Expand(prk_d, "h4fs/v1/structure-mac" 00 | container_id, 32)
+//! structure    = SHA-256("h4fs/v1/structure" 00 | u32be footer flags | u64be block_count
+//!                        | u64be stream_len | H(SEEK) | H(META) | H(SAFE) | index_digest)
+//! structure_mac = HMAC-SHA256(mac_key, structure | 01)        (= HKDF-Expand, 32 bytes)
 //! nonce(b)     = u32be track | u64be index                              12 bytes
 //! aad(b)       = "h4fs/v1/block" | container_id | u32be track | u64be index
 //!              | u64be pts_us | u8 flags (bit 0 keyframe) | u64be plaintext_len
@@ -35,6 +39,10 @@
 //! * Key check: the wrapped data key's GCM tag authenticates the master key, so a wrong
 //!   key is refused when the container is opened, before any block is read; `key_id`
 //!   tells "another key" apart from "damaged HENC".
+//! * Structure: `structure_mac` (in HENC) authenticates SEEK, META, SAFE, the block
+//!   index and the footer's flags and totals under the key, so an attacker who rewrites
+//!   them and recomputes every unkeyed hash (CRCs, root, VERI) is still caught by a
+//!   reader holding the key.
 //! * Rotation: the data key never changes; [`Henc::rewrap`] re-encrypts it under a new
 //!   master key, so only the fixed-length HENC payload changes.
 
@@ -64,7 +72,7 @@ pub const KEY_ID_LEN: usize = 8;
 /// Length of the wrapped data key (ciphertext and tag).
 pub const WRAPPED_LEN: usize = 32 + TAG_LEN;
 /// Length of every HENC payload (all its values are fixed-length).
-pub const HENC_PAYLOAD_LEN: usize = 346;
+pub const HENC_PAYLOAD_LEN: usize = 429;
 
 const MASTER_SALT: &[u8] = b"h4fs/v1/master";
 const DATA_SALT: &[u8] = b"h4fs/v1/data";
@@ -77,6 +85,8 @@ const BLOCK_KEY_LABEL: &[u8] = b"h4fs/v1/block-key";
 const WRAP_AAD_LABEL: &[u8] = b"h4fs/v1/HENC";
 const BLOCK_LABEL: &[u8] = b"h4fs/v1/block";
 const CONTENT_LABEL: &[u8] = b"h4fs/v1/content\0";
+const STRUCTURE_MAC_LABEL: &[u8] = b"h4fs/v1/structure-mac";
+const STRUCTURE_LABEL: &[u8] = b"h4fs/v1/structure\0";
 
 /// HKDF-Expand of `parts` concatenated, into `N` bytes held in zeroizing memory.
 fn expand<const N: usize>(prk: &Hkdf<Sha256>, parts: &[&[u8]]) -> Zeroizing<[u8; N]> {
@@ -210,7 +220,7 @@ impl BlockContext {
 /// ```text
 /// {"cipher":"h4fs-aes-256-gcm-v1","mode":"compress-then-encrypt","kdf":"hkdf-sha256",
 ///  "container_id":"<64 hex>","key_id":"<16 hex>","wrap_nonce":"<24 hex>",
-///  "wrapped_key":"<96 hex>"}
+///  "wrapped_key":"<96 hex>","structure_mac":"<64 hex>"}
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Henc {
@@ -218,6 +228,8 @@ pub struct Henc {
     pub key_id: [u8; KEY_ID_LEN],
     pub wrap_nonce: [u8; NONCE_LEN],
     pub wrapped_key: [u8; WRAPPED_LEN],
+    /// Set by [`ContainerCrypto::seal_structure`] once the container's structure is known.
+    pub structure_mac: [u8; 32],
 }
 
 impl Henc {
@@ -231,6 +243,7 @@ impl Henc {
             "key_id": hex::encode(self.key_id),
             "wrap_nonce": hex::encode(self.wrap_nonce),
             "wrapped_key": hex::encode(self.wrapped_key),
+            "structure_mac": hex::encode(self.structure_mac),
         })
     }
 
@@ -279,7 +292,7 @@ impl Henc {
                 return Err(bad(format!("\"{k}\" is \"{got}\", expected \"{want}\"")));
             }
         }
-        const FIELDS: [&str; 7] = [
+        const FIELDS: [&str; 8] = [
             "cipher",
             "mode",
             "kdf",
@@ -287,6 +300,7 @@ impl Henc {
             "key_id",
             "wrap_nonce",
             "wrapped_key",
+            "structure_mac",
         ];
         if let Some(k) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
             return Err(bad(format!(
@@ -306,11 +320,13 @@ impl Henc {
             key_id: [0; KEY_ID_LEN],
             wrap_nonce: [0; NONCE_LEN],
             wrapped_key: [0; WRAPPED_LEN],
+            structure_mac: [0; 32],
         };
         hex_field("container_id", &mut h.container_id)?;
         hex_field("key_id", &mut h.key_id)?;
         hex_field("wrap_nonce", &mut h.wrap_nonce)?;
         hex_field("wrapped_key", &mut h.wrapped_key)?;
+        hex_field("structure_mac", &mut h.structure_mac)?;
         Ok(h)
     }
 
@@ -339,6 +355,7 @@ impl Henc {
             key_id: key_id(prk),
             wrap_nonce: *nonce,
             wrapped_key,
+            structure_mac: [0; 32],
         }
     }
 
@@ -381,16 +398,51 @@ impl Henc {
     /// key and so every block stay as they are; the payload length does not change.
     pub fn rewrap(&self, old: &MasterKey, new: &MasterKey) -> Result<Henc> {
         let data_key = self.unwrap(old)?;
-        Ok(Henc::wrap(&master_prk(new), self.container_id, &data_key))
+        Ok(Henc {
+            structure_mac: self.structure_mac,
+            ..Henc::wrap(&master_prk(new), self.container_id, &data_key)
+        })
     }
 }
 
+/// The unkeyed digest of a container's structure that `structure_mac` authenticates:
+///
+/// ```text
+/// SHA-256("h4fs/v1/structure" 00 | u32be footer flags | u64be block_count
+///         | u64be stream_len | SHA-256(SEEK) | SHA-256(META) | SHA-256(SAFE)
+///         | index_digest)
+/// ```
+///
+/// `index_digest` is `integrity::index_digest` of the HIDX payload. Payloads are the
+/// chunk payloads as stored.
+pub fn structure_digest(
+    flags: u32,
+    block_count: u64,
+    stream_len: u64,
+    seek: &[u8],
+    meta: &[u8],
+    safe: &[u8],
+    index_digest: &[u8; 32],
+) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(STRUCTURE_LABEL);
+    h.update(flags.to_be_bytes());
+    h.update(block_count.to_be_bytes());
+    h.update(stream_len.to_be_bytes());
+    for part in [seek, meta, safe] {
+        h.update(Sha256::digest(part));
+    }
+    h.update(index_digest);
+    h.finalize().into()
+}
+
 /// Seals and opens the blocks of one container. Holds only the block cipher (whose key
-/// schedule is zeroized on drop) and the public container id.
+/// schedule is zeroized on drop), the structure MAC key and the public container id.
 #[derive(Clone)]
 pub struct ContainerCrypto {
     container_id: [u8; 32],
     cipher: Aes256Gcm,
+    mac_key: Zeroizing<[u8; 32]>,
 }
 
 impl std::fmt::Debug for ContainerCrypto {
@@ -427,7 +479,42 @@ impl ContainerCrypto {
         ContainerCrypto {
             container_id,
             cipher: Aes256Gcm::new_from_slice(&block_key[..]).expect("32-byte key"),
+            mac_key: expand::<32>(&prk, &[STRUCTURE_MAC_LABEL, &[0], &container_id]),
         }
+    }
+
+    /// `HMAC-SHA256(mac_key, digest | 01)` of a [`structure_digest`].
+    pub fn structure_mac(&self, digest: &[u8; 32]) -> [u8; 32] {
+        let mac = Hkdf::<Sha256>::from_prk(&self.mac_key[..]).expect("32-byte PRK");
+        let mut out = [0u8; 32];
+        mac.expand(digest, &mut out).expect("32 bytes");
+        out
+    }
+
+    /// Record the MAC of the finished container's structure in its HENC record.
+    pub fn seal_structure(&self, henc: &mut Henc, digest: &[u8; 32]) {
+        henc.structure_mac = self.structure_mac(digest);
+    }
+
+    /// Check HENC's `structure_mac` against the structure as read (`henc_offset` is for
+    /// messages). A mismatch means SEEK, META, SAFE, the index or the footer's flags or
+    /// totals changed since the key holder wrote the container.
+    pub fn check_structure(&self, henc: &Henc, digest: &[u8; 32], henc_offset: u64) -> Result<()> {
+        let want = self.structure_mac(digest);
+        let diff = want
+            .iter()
+            .zip(&henc.structure_mac)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        if diff != 0 {
+            return Err(Error::Chunk {
+                tag: Tag::HENC,
+                offset: henc_offset,
+                msg: "structure authentication failed: SEEK, META, SAFE, the block index or \
+                      the footer differ from what the key holder wrote"
+                    .into(),
+            });
+        }
+        Ok(())
     }
 
     /// The public container identifier.
