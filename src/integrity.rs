@@ -36,10 +36,16 @@ pub fn index_digest(index_payload: &[u8]) -> [u8; 32] {
         .par_chunks(PAGE_ENTRIES * ENTRY_LEN)
         .map(sha256)
         .collect();
+    index_digest_from_pages(head, &pages)
+}
+
+/// The index digest from the index header and the SHA-256 of each page, in order: for
+/// callers that hash pages as they read them.
+pub fn index_digest_from_pages(head: &[u8], pages: &[[u8; 32]]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"h4fs-index-v1\0");
     h.update(head);
-    for p in &pages {
+    for p in pages {
         h.update(p);
     }
     h.finalize().into()
