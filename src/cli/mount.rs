@@ -575,7 +575,7 @@ fn mount_session(s: &Settings) -> anyhow::Result<Mounted> {
             None => Sink::Stderr,
         },
     });
-    let (sources, multi) = fs::open_sources(&source, a.verify.into())
+    let (sources, multi) = fs::open_sources(&source, a.verify.into(), &|_| Ok(()))
         .with_context(|| format!("cannot mount {}", source.display()))?;
     let root_mtime = std::fs::metadata(&source)
         .and_then(|m| m.modified())

@@ -92,12 +92,20 @@ impl std::fmt::Debug for Source {
 
 /// Open one container for mounting, running the checks of `level`. A container that
 /// fails them is an error (unless `level` is `None`).
-pub fn open_container(path: &Path, name: String, level: VerifyLevel) -> Result<Source> {
+/// `attach` runs on the opened archive before the checks of [`VerifyLevel::Full`]: it
+/// is where keys are attached to encrypted containers.
+pub fn open_container(
+    path: &Path,
+    name: String,
+    level: VerifyLevel,
+    attach: &Attach,
+) -> Result<Source> {
     let check = match level {
         VerifyLevel::None => OpenCheck::None,
         VerifyLevel::Structure | VerifyLevel::Full => OpenCheck::Structure,
     };
-    let archive = Archive::open_with(path, check)?;
+    let mut archive = Archive::open_with(path, check)?;
+    attach(&mut archive)?;
     let mtime = std::fs::metadata(path)
         .and_then(|m| m.modified())
         .map_err(|e| Error::io_path("cannot stat", path, e))?;
@@ -135,13 +143,20 @@ pub fn open_container(path: &Path, name: String, level: VerifyLevel) -> Result<S
     })
 }
 
+/// A hook run on each archive right after it is opened (e.g. to attach a key).
+pub type Attach = dyn Fn(&mut Archive) -> Result<()>;
+
 /// Open SOURCE: one container file, or a directory whose `*.h4mk` files (sorted by name)
 /// each become a subdirectory. Returns the containers and whether it was a directory.
-pub fn open_sources(source: &Path, level: VerifyLevel) -> Result<(Vec<Source>, bool)> {
+pub fn open_sources(
+    source: &Path,
+    level: VerifyLevel,
+    attach: &Attach,
+) -> Result<(Vec<Source>, bool)> {
     let md = std::fs::metadata(source).map_err(|e| Error::io_path("cannot open", source, e))?;
     if !md.is_dir() {
         let name = container_name(source);
-        return Ok((vec![open_container(source, name, level)?], false));
+        return Ok((vec![open_container(source, name, level, attach)?], false));
     }
     let rd = std::fs::read_dir(source)
         .map_err(|e| Error::io_path("cannot read directory", source, e))?;
@@ -169,8 +184,12 @@ pub fn open_sources(source: &Path, level: VerifyLevel) -> Result<(Vec<Source>, b
     }
     let mut out = Vec::with_capacity(files.len());
     for p in files {
-        let name = container_name(&p);
-        let s = open_container(&p, name, level).map_err(|e| match e {
+        let mut name = container_name(&p);
+        if name == "stats.json" {
+            // Keep the root's stats.json; this container shows under its file name.
+            name = format!("{name}.h4mk");
+        }
+        let s = open_container(&p, name, level, attach).map_err(|e| match e {
             Error::Invalid(msg) => Error::Invalid(format!("{}: {msg}", p.display())),
             other => Error::Invalid(format!("{}: {other}", p.display())),
         })?;
@@ -474,7 +493,10 @@ impl Fs {
                         }
                     })
                     .collect();
-                let unreadable = match (&a.encryption, &a.engine) {
+                // An encrypted container is readable once its key is attached to the
+                // archive (before `Fs::new`); without one its data files give EACCES.
+                let locked = a.encryption.as_ref().filter(|_| !a.has_key());
+                let unreadable = match (locked, &a.engine) {
                     (Some(enc), _) => Some(
                         Error::Encrypted {
                             cipher: enc.cipher.clone(),
@@ -1034,7 +1056,7 @@ impl Fs {
     fn data_gate(&self, c: usize) -> std::result::Result<(), FsError> {
         let cont = &self.containers[c];
         let a = &cont.src.archive;
-        if let Some(enc) = &a.encryption {
+        if let Some(enc) = a.encryption.as_ref().filter(|_| !a.has_key()) {
             return Err(Error::Encrypted {
                 cipher: enc.cipher.clone(),
                 what: "reading its data".into(),
