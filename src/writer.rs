@@ -296,7 +296,7 @@ impl<W: Write> Writer<W> {
                     &seek_bytes,
                     &meta_bytes,
                     &safe_bytes,
-                    &digest,
+                    &index,
                 );
                 let mut henc = henc.clone();
                 c.seal_structure(&mut henc, &structure);

@@ -464,13 +464,16 @@ fn archive_reads_the_reference_sample_with_its_secret() {
     assert!(!a.has_key());
     let e = a.read_block(0, 0).unwrap_err();
     assert!(matches!(e, Error::Encrypted { .. }), "{e}");
-    let e = a.attach_shared_secret(&SharedSecret::from_bytes([3; 32])).unwrap_err();
+    let e = a
+        .attach_shared_secret(&SharedSecret::from_bytes([3; 32]))
+        .unwrap_err();
     assert!(matches!(e, Error::WrongKey { .. }), "{e}");
     assert!(!a.has_key());
     let e = a.attach_key(&key(1)).unwrap_err().to_string();
     assert!(e.contains("--shared-secret-file"), "{e}");
 
-    a.attach_shared_secret(&SharedSecret::reference_default()).unwrap();
+    a.attach_shared_secret(&SharedSecret::reference_default())
+        .unwrap();
     assert!(a.has_key() && a.sizes_exact);
     let payload = std::fs::read(fixture("e_encrypted5.payload")).unwrap();
     assert_eq!(a.tracks[0].stream_len(), payload.len() as u64);
@@ -492,7 +495,557 @@ fn archive_reads_the_reference_sample_with_its_secret() {
 #[test]
 fn shared_secret_is_refused_for_unencrypted_files() {
     let mut a = h4fs::Archive::open(&fixture("a_small10.h4mk")).unwrap();
-    let e = a.attach_shared_secret(&SharedSecret::reference_default()).unwrap_err();
+    let e = a
+        .attach_shared_secret(&SharedSecret::reference_default())
+        .unwrap_err();
     assert!(e.to_string().contains("not encrypted"), "{e}");
     assert!(a.attach_key(&key(1)).is_err());
+}
+
+// ---------------------------------------------------------------- the command, end to end
+
+mod cli {
+    use super::fixture;
+    use h4fs::format::h4fs::{self as hf, Footer, IndexEntry};
+    use h4fs::format::layout_a::ChunkHeader;
+    use h4fs::integrity;
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Output};
+
+    const BIN: &str = env!("CARGO_BIN_EXE_h4fs");
+    const BLOCK: usize = 4096;
+
+    fn run(args: &[&str], env_key: Option<&Path>) -> Output {
+        let mut c = Command::new(BIN);
+        c.args(args).env_remove("H4FS_KEY_FILE");
+        if let Some(k) = env_key {
+            c.env("H4FS_KEY_FILE", k);
+        }
+        c.output().expect("run h4fs")
+    }
+
+    fn h4fs(args: &[&str]) -> Output {
+        run(args, None)
+    }
+
+    fn s(p: &Path) -> &str {
+        p.to_str().expect("utf-8 path")
+    }
+
+    fn stderr(o: &Output) -> String {
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    }
+
+    #[track_caller]
+    fn ok(args: &[&str]) -> Output {
+        let o = h4fs(args);
+        assert!(o.status.success(), "h4fs {args:?}: {}", stderr(&o));
+        o
+    }
+
+    /// Pseudo-random bytes (xorshift).
+    fn bytes(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    struct Setup {
+        dir: tempfile::TempDir,
+        key: PathBuf,
+        input: Vec<u8>,
+        /// Encrypted container of `input`, 6 blocks of 4 KiB (the last shorter).
+        enc: PathBuf,
+    }
+
+    fn setup() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("media.key");
+        ok(&["keygen", "-o", s(&key)]);
+        let input = bytes(5 * BLOCK + 1000, 42);
+        let enc = pack(&dir, "a", &input, &key);
+        Setup {
+            dir,
+            key,
+            input,
+            enc,
+        }
+    }
+
+    fn pack(dir: &tempfile::TempDir, name: &str, data: &[u8], key: &Path) -> PathBuf {
+        let input = dir.path().join(format!("{name}.bin"));
+        std::fs::write(&input, data).unwrap();
+        let out = dir.path().join(format!("{name}.h4mk"));
+        pack_file(&input, &out, key);
+        out
+    }
+
+    fn pack_file(input: &Path, out: &Path, key: &Path) {
+        ok(&[
+            "pack",
+            s(input),
+            "--block-size",
+            "4096",
+            "--gop",
+            "2",
+            "--encrypt",
+            "--key-file",
+            s(key),
+            "-q",
+            "-o",
+            s(out),
+        ]);
+    }
+
+    /// Where things are in an h4fs container.
+    struct Layout {
+        footer_at: usize,
+        footer: Footer,
+        index_at: usize,
+        entries: Vec<IndexEntry>,
+    }
+
+    fn layout(b: &[u8]) -> Layout {
+        let footer_at = b.len() - hf::TAIL_LEN as usize;
+        let footer = Footer::parse(&b[footer_at + 12..footer_at + 12 + 96], 0).unwrap();
+        let index_at = footer.index_offset as usize;
+        let count = footer.block_count as usize;
+        let entries = (0..count)
+            .map(|i| {
+                let at = index_at + 12 + hf::INDEX_HEADER_LEN + i * hf::ENTRY_LEN;
+                IndexEntry::parse(&b[at..at + hf::ENTRY_LEN])
+            })
+            .collect();
+        Layout {
+            footer_at,
+            footer,
+            index_at,
+            entries,
+        }
+    }
+
+    fn payload_range(b: &[u8], chunk_at: usize) -> std::ops::Range<usize> {
+        let h = ChunkHeader::parse(b[chunk_at..chunk_at + 12].try_into().unwrap());
+        chunk_at + 12..chunk_at + 12 + h.len as usize
+    }
+
+    fn fix_crc(b: &mut [u8], chunk_at: usize) {
+        let r = payload_range(b, chunk_at);
+        let crc = crc32fast::hash(&b[r]);
+        b[chunk_at + 8..chunk_at + 12].copy_from_slice(&crc.to_be_bytes());
+    }
+
+    /// What an attacker without the key can do after editing: recompute every unkeyed
+    /// check (block SHA-256s in the index, all CRCs, the structure root, VERI).
+    fn reseal(b: &mut [u8]) {
+        let l = layout(b);
+        for (i, e) in l.entries.iter().enumerate() {
+            let at = e.chunk_offset as usize;
+            fix_crc(b, at);
+            let sha = integrity::sha256(&b[payload_range(b, at)]);
+            let entry_at = l.index_at + 12 + hf::INDEX_HEADER_LEN + i * hf::ENTRY_LEN;
+            b[entry_at + 40..entry_at + 72].copy_from_slice(&sha);
+        }
+        let f = l.footer;
+        for at in [
+            f.seek_offset,
+            f.meta_offset,
+            f.safe_offset,
+            f.henc_offset,
+            f.index_offset,
+        ] {
+            if at != 0 {
+                fix_crc(b, at as usize);
+            }
+        }
+        let part = |at: u64| -> Vec<u8> {
+            if at == 0 {
+                Vec::new()
+            } else {
+                b[payload_range(b, at as usize)].to_vec()
+            }
+        };
+        let index = part(f.index_offset);
+        let root = integrity::root_hash(
+            &f.prefix(),
+            &part(f.seek_offset),
+            &part(f.meta_offset),
+            &part(f.safe_offset),
+            &part(f.henc_offset),
+            &integrity::index_digest(&index),
+        );
+        let footer = Footer { root, ..f };
+        b[l.footer_at + 12..l.footer_at + 12 + 96].copy_from_slice(&footer.encode());
+        fix_crc(b, l.footer_at);
+        let veri_at = b.len() - 44;
+        let veri = integrity::sha256(&b[8..veri_at]);
+        b[veri_at + 12..].copy_from_slice(&veri);
+        fix_crc(b, veri_at);
+    }
+
+    fn block_payload(b: &[u8], l: &Layout, i: usize) -> std::ops::Range<usize> {
+        payload_range(b, l.entries[i].chunk_offset as usize)
+    }
+
+    /// Write `bytes` as a new container next to the setup's and return its path.
+    fn variant(st: &Setup, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = st.dir.path().join(format!("{name}.h4mk"));
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    /// verify with the key exits 1 and names `block`; cat of that block fails with
+    /// nothing on stdout; the other blocks still decrypt to the right bytes.
+    #[track_caller]
+    fn assert_block_rejected(st: &Setup, file: &Path, block: usize) {
+        let k = s(&st.key);
+        let o = h4fs(&["verify", "--key-file", k, s(file)]);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(1), "{out}{}", stderr(&o));
+        assert!(
+            out.contains(&format!("block {block} ")),
+            "verify must name block {block}: {out}"
+        );
+        let b = block.to_string();
+        let o = h4fs(&["cat", "--key-file", k, s(file), "--block", &b]);
+        assert_ne!(o.status.code(), Some(0));
+        assert!(o.stdout.is_empty(), "no bytes of a rejected block");
+        let other = if block == 0 { 4 } else { 0 };
+        let o = ok(&[
+            "cat",
+            "--key-file",
+            k,
+            s(file),
+            "--block",
+            &other.to_string(),
+        ]);
+        assert_eq!(o.stdout, st.input[other * BLOCK..(other + 1) * BLOCK]);
+    }
+
+    #[test]
+    fn round_trip_determinism_and_key_handling() {
+        let st = setup();
+        let k = s(&st.key);
+        // Deterministic: the same input, options and key give the same bytes.
+        let again = st.dir.path().join("again.h4mk");
+        pack_file(&st.dir.path().join("a.bin"), &again, &st.key);
+        assert_eq!(
+            std::fs::read(&again).unwrap(),
+            std::fs::read(&st.enc).unwrap()
+        );
+        // The plaintext appears nowhere in the container.
+        let c = std::fs::read(&st.enc).unwrap();
+        assert!(!c.windows(32).any(|w| w == &st.input[100..132]));
+        // Integrity without the key; authentication with it.
+        let o = ok(&["verify", "--full", s(&st.enc)]);
+        assert!(!String::from_utf8_lossy(&o.stdout).contains("authenticated"));
+        let o = ok(&["verify", "--full", "--key-file", k, s(&st.enc)]);
+        assert!(String::from_utf8_lossy(&o.stdout).contains("authenticated with the key"));
+        // Extract with --key-file and with H4FS_KEY_FILE.
+        let out = st.dir.path().join("out.bin");
+        ok(&["extract", "--key-file", k, s(&st.enc), "-o", s(&out), "-q"]);
+        assert_eq!(std::fs::read(&out).unwrap(), st.input);
+        let o = run(&["cat", s(&st.enc), "--range", "4000-4199"], Some(&st.key));
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(o.stdout, st.input[4000..4200]);
+        // Without the key: metadata yes, data no.
+        let o = h4fs(&["inspect", "--json", s(&st.enc)]);
+        let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(doc["encryption"]["cipher"], "h4fs-aes-256-gcm-v1");
+        assert!(
+            doc["meta"]["source"].get("sha256").is_none(),
+            "no plaintext hash in META"
+        );
+        let o = h4fs(&["cat", s(&st.enc), "--block", "0"]);
+        assert_eq!(o.status.code(), Some(3));
+        assert!(o.stdout.is_empty() && stderr(&o).contains("needs the key"));
+        // The key never shows up in output.
+        let key_hex = std::fs::read_to_string(&st.key).unwrap();
+        for args in [
+            vec!["inspect", "--key-file", k, s(&st.enc)],
+            vec!["verify", "--key-file", k, s(&st.enc)],
+        ] {
+            let o = ok(&args);
+            for text in [
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr),
+            ] {
+                assert!(!text.contains(key_hex.trim()), "{text}");
+                assert!(!text.contains(&key_hex[..16]), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn keygen_and_key_file_errors() {
+        let st = setup();
+        let o = h4fs(&["keygen", "-o", s(&st.key)]);
+        assert_eq!(o.status.code(), Some(3));
+        assert!(stderr(&o).contains("refusing to overwrite"));
+        let bad = st.dir.path().join("bad.key");
+        std::fs::write(&bad, "not a key\n").unwrap();
+        let o = h4fs(&["cat", "--key-file", s(&bad), s(&st.enc), "--block", "0"]);
+        assert_eq!(o.status.code(), Some(3));
+        assert!(stderr(&o).contains("bad.key") && stderr(&o).contains("10 bytes is not a key"));
+        // Loose permissions: a warning, and it still works.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&st.key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let o = ok(&["cat", "--key-file", s(&st.key), s(&st.enc), "--block", "0"]);
+        assert!(stderr(&o).contains("accessible by group or others"));
+        // --encrypt without a key.
+        let input = st.dir.path().join("x.bin");
+        std::fs::write(&input, b"abc").unwrap();
+        let out = st.dir.path().join("x.h4mk");
+        let o = h4fs(&[
+            "pack",
+            s(&input),
+            "--block-size",
+            "4096",
+            "--encrypt",
+            "-o",
+            s(&out),
+        ]);
+        assert_eq!(o.status.code(), Some(3));
+        assert!(stderr(&o).contains("--encrypt needs --key-file"));
+        assert!(!out.exists());
+    }
+
+    #[test]
+    fn wrong_key_is_refused_up_front() {
+        let st = setup();
+        let other = st.dir.path().join("other.key");
+        ok(&["keygen", "-o", s(&other)]);
+        for cmd in [
+            vec!["cat", "--block", "0"],
+            vec!["extract", "-o", "/dev/null"],
+            vec!["verify"],
+            vec!["inspect"],
+        ] {
+            let mut args = cmd.clone();
+            args.extend(["--key-file", s(&other), s(&st.enc)]);
+            let o = h4fs(&args);
+            assert_eq!(o.status.code(), Some(3), "{cmd:?}");
+            assert!(o.stdout.is_empty(), "{cmd:?}");
+            assert!(
+                stderr(&o).contains("the key does not match this container"),
+                "{cmd:?}: {}",
+                stderr(&o)
+            );
+        }
+    }
+
+    #[test]
+    fn transplanted_block_from_another_container_is_rejected() {
+        let st = setup();
+        let b_input = bytes(st.input.len(), 7);
+        let other = pack(&st.dir, "b", &b_input, &st.key);
+        let mut a = std::fs::read(&st.enc).unwrap();
+        let b = std::fs::read(&other).unwrap();
+        let (la, lb) = (layout(&a), layout(&b));
+        let (ra, rb) = (block_payload(&a, &la, 2), block_payload(&b, &lb, 2));
+        a[ra].copy_from_slice(&b[rb]);
+        reseal(&mut a);
+        let f = variant(&st, "transplant", &a);
+        ok(&["verify", "--full", s(&f)]); // passes without the key: hashes were redone
+        assert_block_rejected(&st, &f, 2);
+    }
+
+    #[test]
+    fn swapped_and_copied_blocks_are_rejected() {
+        let st = setup();
+        let orig = std::fs::read(&st.enc).unwrap();
+        let l = layout(&orig);
+        let (r1, r2, r3) = (
+            block_payload(&orig, &l, 1),
+            block_payload(&orig, &l, 2),
+            block_payload(&orig, &l, 3),
+        );
+        let mut swapped = orig.clone();
+        swapped[r1.clone()].copy_from_slice(&orig[r2.clone()]);
+        swapped[r2.clone()].copy_from_slice(&orig[r1.clone()]);
+        reseal(&mut swapped);
+        let f = variant(&st, "swapped", &swapped);
+        assert_block_rejected(&st, &f, 1);
+        let o = h4fs(&["verify", "--key-file", s(&st.key), s(&f)]);
+        assert!(String::from_utf8_lossy(&o.stdout).contains("block 2 "));
+
+        let mut copied = orig.clone();
+        copied[r3].copy_from_slice(&orig[r1]);
+        reseal(&mut copied);
+        assert_block_rejected(&st, &variant(&st, "copied", &copied), 3);
+    }
+
+    #[test]
+    fn flipped_bits_in_ciphertext_and_tag_are_rejected() {
+        let st = setup();
+        let orig = std::fs::read(&st.enc).unwrap();
+        let l = layout(&orig);
+        let r = block_payload(&orig, &l, 2);
+        for (what, at) in [("ciphertext", r.start + 10), ("tag", r.end - 1)] {
+            let mut b = orig.clone();
+            b[at] ^= 0x04;
+            // As is: the block hash catches it, even without the key.
+            let f = variant(&st, what, &b);
+            let o = h4fs(&["verify", s(&f)]);
+            assert_eq!(o.status.code(), Some(1), "{what}");
+            assert!(
+                String::from_utf8_lossy(&o.stdout).contains("block 2 "),
+                "{what}"
+            );
+            // Hashes recomputed: only the key catches it.
+            reseal(&mut b);
+            let f = variant(&st, &format!("{what}-resealed"), &b);
+            ok(&["verify", s(&f)]);
+            assert_block_rejected(&st, &f, 2);
+        }
+    }
+
+    #[test]
+    fn edited_index_entries_are_rejected() {
+        let st = setup();
+        let orig = std::fs::read(&st.enc).unwrap();
+        let l = layout(&orig);
+        let entry_at = |i: usize| l.index_at + 12 + hf::INDEX_HEADER_LEN + i * hf::ENTRY_LEN;
+        // Keyframe flag of block 3 (flags at entry bytes 36..40).
+        let mut b = orig.clone();
+        b[entry_at(3) + 39] ^= 1;
+        let f = variant(&st, "flag-raw", &b);
+        assert_eq!(
+            h4fs(&["verify", s(&f)]).status.code(),
+            Some(1),
+            "root catches it"
+        );
+        reseal(&mut b);
+        let f = variant(&st, "flag", &b);
+        let o = h4fs(&["verify", "--key-file", s(&st.key), s(&f)]);
+        assert_eq!(o.status.code(), Some(1));
+        // pts of block 2 (entry bytes 24..32) moved by one microsecond.
+        let mut b = orig.clone();
+        let pts_at = entry_at(2) + 24;
+        let pts = u64::from_be_bytes(b[pts_at..pts_at + 8].try_into().unwrap()) + 1;
+        b[pts_at..pts_at + 8].copy_from_slice(&pts.to_be_bytes());
+        reseal(&mut b);
+        let f = variant(&st, "pts", &b);
+        ok(&["verify", s(&f)]);
+        let o = h4fs(&["verify", "--key-file", s(&st.key), s(&f)]);
+        assert_eq!(o.status.code(), Some(1));
+    }
+
+    #[test]
+    fn meta_and_footer_edits_are_rejected() {
+        let st = setup();
+        let orig = std::fs::read(&st.enc).unwrap();
+        let l = layout(&orig);
+        let meta = payload_range(&orig, l.footer.meta_offset as usize);
+        let text = String::from_utf8(orig[meta.clone()].to_vec()).unwrap();
+        let at = meta.start + text.find("\"encryption\"").expect("META names encryption");
+        // META claims "not encrypted" (key renamed, same length).
+        let mut b = orig.clone();
+        b[at + 1] = b'x';
+        let f = variant(&st, "meta-raw", &b);
+        let o = h4fs(&["verify", s(&f)]);
+        assert_eq!(o.status.code(), Some(1), "the CRC and root cover META");
+        assert!(String::from_utf8_lossy(&o.stdout).contains("META"));
+        reseal(&mut b);
+        let f = variant(&st, "meta", &b);
+        // Still encrypted (HENC is authoritative), and the key holder sees the edit.
+        let o = h4fs(&["cat", s(&f), "--block", "0"]);
+        assert!(o.stdout.is_empty() && stderr(&o).contains("needs the key"));
+        let o = h4fs(&["verify", "--key-file", s(&st.key), s(&f)]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&o.stdout).contains("structure authentication failed"));
+
+        // Footer: the encrypted flag cleared (bytes 4..8 of its payload), root redone.
+        let mut b = orig.clone();
+        b[l.footer_at + 12 + 7] &= !1;
+        let f = variant(&st, "flag-raw2", &b);
+        assert_eq!(h4fs(&["verify", s(&f)]).status.code(), Some(1));
+        reseal(&mut b);
+        let f = variant(&st, "footer", &b);
+        let o = h4fs(&["cat", s(&f), "--block", "0"]);
+        assert!(o.stdout.is_empty(), "ciphertext is never served as data");
+        let o = h4fs(&["verify", "--key-file", s(&st.key), s(&f)]);
+        assert_eq!(o.status.code(), Some(1));
+    }
+
+    #[test]
+    fn truncated_container_is_rejected() {
+        let st = setup();
+        let orig = std::fs::read(&st.enc).unwrap();
+        for cut in [1usize, 44, 200, orig.len() / 2] {
+            let f = variant(&st, &format!("cut{cut}"), &orig[..orig.len() - cut]);
+            let o = h4fs(&["verify", "--key-file", s(&st.key), s(&f)]);
+            assert_eq!(o.status.code(), Some(1), "cut {cut}: {}", stderr(&o));
+            let o = h4fs(&["extract", "--key-file", s(&st.key), s(&f), "-o", "-"]);
+            assert_ne!(o.status.code(), Some(0));
+            assert!(o.stdout.len() < st.input.len());
+        }
+    }
+
+    #[test]
+    fn reference_encrypted_file_with_its_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = fixture("e_encrypted5.h4mk");
+        let payload = std::fs::read(fixture("e_encrypted5.payload")).unwrap();
+        // The public default secret, as a hex file.
+        let ss = dir.path().join("ss");
+        std::fs::write(
+            &ss,
+            "1154c312078cf50cee166c9b2479c949dc4ebbc7e3668ce549aa45bb34cf629c\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&ss, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let o = ok(&["extract", "--shared-secret-file", s(&ss), s(&f), "-o", "-"]);
+        assert_eq!(o.stdout, payload);
+        assert!(
+            stderr(&o).contains("public default secret"),
+            "{}",
+            stderr(&o)
+        );
+        let o = ok(&["verify", "--full", "--shared-secret-file", s(&ss), s(&f)]);
+        assert!(String::from_utf8_lossy(&o.stdout).contains("authenticated"));
+        let o = ok(&["cat", "--shared-secret-file", s(&ss), s(&f), "--block", "4"]);
+        assert!(o.stdout.starts_with(b"enc-block-4"));
+        assert_eq!(o.stdout, payload[payload.len() - o.stdout.len()..]);
+        // Without the secret: refused, with a note that the secret is public.
+        let o = h4fs(&["cat", s(&f), "--block", "0"]);
+        assert_eq!(o.status.code(), Some(3));
+        assert!(stderr(&o).contains("public default secret"));
+        // A wrong secret (raw 32 bytes).
+        let bad = dir.path().join("bad");
+        std::fs::write(&bad, [9u8; 32]).unwrap();
+        std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let o = h4fs(&[
+            "cat",
+            "--shared-secret-file",
+            s(&bad),
+            s(&f),
+            "--block",
+            "0",
+        ]);
+        assert_eq!(o.status.code(), Some(3));
+        assert!(stderr(&o).contains("the key does not match this container"));
+        // A damaged block under the right secret (CRC redone): verify names it.
+        let mut b = std::fs::read(&f).unwrap();
+        let a = h4fs::Archive::open(&f).unwrap();
+        let e = a.entry(0, 3).unwrap();
+        let at = (e.data_offset + e.stored_len - 3) as usize;
+        b[at] ^= 1;
+        let r = e.data_offset as usize..(e.data_offset + e.stored_len) as usize;
+        let crc = crc32fast::hash(&b[r]);
+        let c = e.chunk_offset as usize;
+        b[c + 8..c + 12].copy_from_slice(&crc.to_be_bytes());
+        let g = dir.path().join("damaged.h4mk");
+        std::fs::write(&g, &b).unwrap();
+        let o = h4fs(&["verify", "--shared-secret-file", s(&ss), s(&g)]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&o.stdout).contains("block 3 "));
+    }
 }

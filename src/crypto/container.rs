@@ -17,7 +17,8 @@
 //! block_key    = HKDF-Expand(prk_d, "h4fs/v1/block-key" 00 | container_id, 32)
 //! mac_key      = HKDF-Expand(prk_d, "h4fs/v1/structure-mac" 00 | container_id, 32)
 //! structure    = SHA-256("h4fs/v1/structure" 00 | u32be footer flags | u64be block_count
-//!                        | u64be stream_len | H(SEEK) | H(META) | H(SAFE) | index_digest)
+//!                        | u64be stream_len | H(SEEK) | H(META) | H(SAFE)
+//!                        | H(index header | entries without their sha256))
 //! structure_mac = HMAC-SHA256(mac_key, structure | 01)        (= HKDF-Expand, 32 bytes)
 //! nonce(b)     = u32be track | u64be index                              12 bytes
 //! aad(b)       = "h4fs/v1/block" | container_id | u32be track | u64be index
@@ -48,6 +49,7 @@
 
 use super::key::MasterKey;
 use crate::error::{Error, Result, Tag};
+use crate::format::h4fs as hf;
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
 use hkdf::Hkdf;
@@ -410,11 +412,15 @@ impl Henc {
 /// ```text
 /// SHA-256("h4fs/v1/structure" 00 | u32be footer flags | u64be block_count
 ///         | u64be stream_len | SHA-256(SEEK) | SHA-256(META) | SHA-256(SAFE)
-///         | index_digest)
+///         | SHA-256(index header | each entry without its sha256, i.e. bytes 0..40))
 /// ```
 ///
-/// `index_digest` is `integrity::index_digest` of the HIDX payload. Payloads are the
-/// chunk payloads as stored.
+/// Payloads are the chunk payloads as stored. The entries' SHA-256 column is left out
+/// on purpose: each block's content is authenticated by its own GCM tag, so a damaged
+/// block is reported as that block (and the others stay readable) instead of making the
+/// whole structure fail. Everything else of the index (where blocks are, their lengths,
+/// pts, flags) is covered, as are the block count and stream length, so dropping or
+/// reordering blocks is caught too.
 pub fn structure_digest(
     flags: u32,
     block_count: u64,
@@ -422,7 +428,7 @@ pub fn structure_digest(
     seek: &[u8],
     meta: &[u8],
     safe: &[u8],
-    index_digest: &[u8; 32],
+    index: &[u8],
 ) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(STRUCTURE_LABEL);
@@ -432,9 +438,18 @@ pub fn structure_digest(
     for part in [seek, meta, safe] {
         h.update(Sha256::digest(part));
     }
-    h.update(index_digest);
+    let split = hf::INDEX_HEADER_LEN.min(index.len());
+    let mut ih = Sha256::new();
+    ih.update(&index[..split]);
+    for e in index[split..].chunks(hf::ENTRY_LEN) {
+        ih.update(&e[..e.len().min(ENTRY_SHA_AT)]);
+    }
+    h.update(ih.finalize());
     h.finalize().into()
 }
+
+/// Offset of the SHA-256 within an index entry.
+const ENTRY_SHA_AT: usize = 40;
 
 /// Seals and opens the blocks of one container. Holds only the block cipher (whose key
 /// schedule is zeroized on drop), the structure MAC key and the public container id.
