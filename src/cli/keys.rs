@@ -128,6 +128,46 @@ fn opens_with_default(a: &Archive) -> bool {
         .is_ok()
 }
 
+impl KeyArgs {
+    /// Load the keys given (once) and return a hook that attaches them to every
+    /// container opened later (a mount of a directory of containers): the master key to
+    /// h4fs-encrypted ones, the shared secret to reference ones; others are untouched.
+    /// A wrong key is an error for that container.
+    pub fn attacher(&self) -> anyhow::Result<impl Fn(&mut Archive) -> crate::Result<()> + use<>> {
+        let key = self.key_file.as_deref().map(load_key).transpose()?;
+        let secret = match &self.shared_secret_file {
+            Some(p) => {
+                let ss = SharedSecret::load(p, &mut warn)?;
+                crypto::disable_core_dumps();
+                Some(ss)
+            }
+            None => None,
+        };
+        Ok(move |a: &mut Archive| -> crate::Result<()> {
+            let Some(enc) = &a.encryption else {
+                return Ok(());
+            };
+            match a.layout {
+                Layout::H4fs => {
+                    if let Some(k) = &key {
+                        a.attach_key(k)?;
+                    }
+                }
+                Layout::ReferenceA if enc.cipher == crypto::living::CIPHER => {
+                    if let Some(ss) = &secret {
+                        a.attach_shared_secret(ss)?;
+                        if ss.is_reference_default() {
+                            warn_default(&a.name());
+                        }
+                    }
+                }
+                _ => {}
+            }
+            Ok(())
+        })
+    }
+}
+
 fn warn_default(name: &str) {
     warn(format!(
         "warning: {name} is encrypted with the reference's public default secret \

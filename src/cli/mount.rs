@@ -96,6 +96,9 @@ pub struct MountArgs {
     /// Append the daemon's log (block failures, signals) to this file.
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
+    /// Keys for encrypted containers (without one, their data files give EACCES).
+    #[command(flatten)]
+    pub keys: super::keys::KeyArgs,
     /// Internal: descriptor on which to report readiness to the parent.
     #[arg(long, hide = true)]
     pub ready_fd: Option<RawFd>,
@@ -202,6 +205,10 @@ fn apply_options(mut args: MountArgs) -> anyhow::Result<Settings> {
                         .map_err(|_| anyhow!("verify= must be structure, full or none"))?
             }
             "log_file" => args.log_file = Some(PathBuf::from(need("FILE")?)),
+            "key_file" => args.keys.key_file = Some(PathBuf::from(need("FILE")?)),
+            "shared_secret_file" => {
+                args.keys.shared_secret_file = Some(PathBuf::from(need("FILE")?))
+            }
             "fsname" => s.fsname = Some(need("NAME")?.to_string()),
             "subtype" => {}
             "max_read" => s.extra.push(MountOption::CUSTOM(o.clone())),
@@ -218,7 +225,7 @@ fn apply_options(mut args: MountArgs) -> anyhow::Result<Settings> {
             | "nofail" | "_netdev" | "comment" | "loop" => {}
             k if k.starts_with("x-") => {}
             _ => bail!(
-                "unknown mount option \"{o}\" (h4fs takes ro, allow_other, allow_root, cache_size=, threads=, verify=, uid=, gid=, log_file=, fsname=, max_read=, nosuid, nodev, noexec, noatime)"
+                "unknown mount option \"{o}\" (h4fs takes ro, allow_other, allow_root, cache_size=, threads=, verify=, uid=, gid=, log_file=, key_file=, shared_secret_file=, fsname=, max_read=, nosuid, nodev, noexec, noatime)"
             ),
         }
     }
@@ -434,6 +441,12 @@ fn spawn_daemon(s: &Settings) -> anyhow::Result<u8> {
     if let Some(l) = &a.log_file {
         cmd.arg("--log-file").arg(absolute(l)?);
     }
+    if let Some(k) = &a.keys.key_file {
+        cmd.arg("--key-file").arg(absolute(k)?);
+    }
+    if let Some(k) = &a.keys.shared_secret_file {
+        cmd.arg("--shared-secret-file").arg(absolute(k)?);
+    }
     // Options already applied above are passed as flags; pass the rest through.
     let mut passthrough: Vec<String> = Vec::new();
     if let Some(n) = &s.fsname {
@@ -575,7 +588,8 @@ fn mount_session(s: &Settings) -> anyhow::Result<Mounted> {
             None => Sink::Stderr,
         },
     });
-    let (sources, multi) = fs::open_sources(&source, a.verify.into(), &|_| Ok(()))
+    let attach = a.keys.attacher()?;
+    let (sources, multi) = fs::open_sources(&source, a.verify.into(), &attach)
         .with_context(|| format!("cannot mount {}", source.display()))?;
     let root_mtime = std::fs::metadata(&source)
         .and_then(|m| m.modified())
@@ -827,6 +841,11 @@ fn helper_args(rest: &[String]) -> anyhow::Result<MountArgs> {
         verify: VerifyArg::Structure,
         options,
         log_file: None,
+        // Keys come from -o key_file=/shared_secret_file= or the environment.
+        keys: super::keys::KeyArgs {
+            key_file: std::env::var_os("H4FS_KEY_FILE").map(PathBuf::from),
+            shared_secret_file: None,
+        },
         ready_fd: None,
     })
 }
