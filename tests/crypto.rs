@@ -1048,4 +1048,90 @@ mod cli {
         assert_eq!(o.status.code(), Some(1));
         assert!(String::from_utf8_lossy(&o.stdout).contains("block 3 "));
     }
+
+    // ------------------------------------------------------------ through the mount
+
+    mod mount {
+        use super::*;
+        use std::path::{Path, PathBuf};
+
+        /// A mount that is unmounted when dropped.
+        struct Mounted(PathBuf);
+
+        impl Drop for Mounted {
+            fn drop(&mut self) {
+                let _ = h4fs(&["umount", "--lazy", s(&self.0)]);
+            }
+        }
+
+        fn mount(args: &[&str], mp: &Path) -> Result<Mounted, String> {
+            let mut all = vec!["mount"];
+            all.extend_from_slice(args);
+            all.push(s(mp));
+            let o = h4fs(&all);
+            if o.status.success() {
+                Ok(Mounted(mp.to_path_buf()))
+            } else {
+                Err(stderr(&o))
+            }
+        }
+
+        fn errno(r: std::io::Result<Vec<u8>>) -> Option<i32> {
+            r.err().and_then(|e| e.raw_os_error())
+        }
+
+        #[test]
+        fn encrypted_mount_with_and_without_key() {
+            if !Path::new("/dev/fuse").exists() {
+                eprintln!("skipped: no /dev/fuse");
+                return;
+            }
+            let st = setup();
+            let mp = st.dir.path().join("mnt");
+            std::fs::create_dir(&mp).unwrap();
+            {
+                let _m = mount(&["--key-file", s(&st.key), s(&st.enc)], &mp).unwrap();
+                assert_eq!(std::fs::read(mp.join("stream")).unwrap(), st.input);
+                let b1 = std::fs::read(mp.join("blocks/000001")).unwrap();
+                assert_eq!(b1, st.input[BLOCK..2 * BLOCK]);
+            }
+            {
+                // No key: metadata yes, data EACCES.
+                let _m = mount(&[s(&st.enc)], &mp).unwrap();
+                let meta: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(mp.join("meta.json")).unwrap()).unwrap();
+                assert_eq!(meta["encryption"]["cipher"], "h4fs-aes-256-gcm-v1");
+                assert_eq!(errno(std::fs::read(mp.join("stream"))), Some(libc::EACCES));
+                assert_eq!(
+                    errno(std::fs::read(mp.join("blocks/000000"))),
+                    Some(libc::EACCES)
+                );
+            }
+            // A wrong key: the mount is refused up front.
+            let other = st.dir.path().join("other.key");
+            ok(&["keygen", "-o", s(&other)]);
+            let e = mount(&["--key-file", s(&other), s(&st.enc)], &mp)
+                .err()
+                .unwrap();
+            assert!(e.contains("the key does not match this container"), "{e}");
+            // A block transplanted from another container: EIO for it, the rest served.
+            let mut a = std::fs::read(&st.enc).unwrap();
+            let b = std::fs::read(pack(&st.dir, "b", &bytes(st.input.len(), 9), &st.key)).unwrap();
+            let (la, lb) = (layout(&a), layout(&b));
+            let (ra, rb) = (block_payload(&a, &la, 2), block_payload(&b, &lb, 2));
+            a[ra].copy_from_slice(&b[rb]);
+            reseal(&mut a);
+            let f = variant(&st, "transplant-mount", &a);
+            let _m = mount(&["--key-file", s(&st.key), s(&f)], &mp).unwrap();
+            assert_eq!(
+                errno(std::fs::read(mp.join("blocks/000002"))),
+                Some(libc::EIO)
+            );
+            assert_eq!(
+                std::fs::read(mp.join("blocks/000003")).unwrap(),
+                st.input[3 * BLOCK..4 * BLOCK]
+            );
+            assert_eq!(errno(std::fs::read(mp.join("stream"))), Some(libc::EIO));
+        }
+    }
 }
