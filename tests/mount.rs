@@ -636,6 +636,9 @@ fn sequential_read_prefetches() {
     let s = m.json("stats.json");
     assert!(s["cache"]["prefetches"].as_u64().unwrap() > 0, "{s}");
     assert!(s["blocks_verified"].as_u64().unwrap() >= 32, "{s}");
+    // Kernel readahead is raised to 1 MiB at mount, so sequential reads arrive whole.
+    assert_eq!(s["largest_read_request"], 1 << 20, "{s}");
+    assert!(s["read_requests"].as_u64().unwrap() <= 32, "{s}");
 }
 
 #[test]

@@ -252,6 +252,8 @@ fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
 /// A line of /proc/self/mountinfo: mount point and filesystem type.
 #[derive(Debug)]
 struct MountInfo {
+    /// `major:minor` of the mounted filesystem (its backing-device-info name).
+    dev: String,
     point: PathBuf,
     fstype: String,
     source: String,
@@ -292,6 +294,7 @@ fn find_mount(point: &Path) -> Option<MountInfo> {
         if p == point {
             // The last match is the top of a stack of mounts.
             found = Some(MountInfo {
+                dev: f[2].to_string(),
                 point: p,
                 fstype: f[dash + 1].to_string(),
                 source: f[dash + 2].to_string(),
@@ -623,6 +626,11 @@ fn mount_session(s: &Settings) -> anyhow::Result<Mounted> {
     let config = FuseFs::config(a.threads, options, a.allow_other);
     let session = fuser::Session::new(FuseFs::new(core.clone()), &mp, &config)
         .with_context(|| format!("cannot mount at {}", mp.display()))?;
+    if let Err(e) = raise_readahead(&mp) {
+        logger.log(&format!(
+            "h4fs: note: kernel readahead stays at its default ({e}); reads arrive in smaller requests"
+        ));
+    }
     logger.log(&format!(
         "h4fs: mounted {} at {} ({} threads, cache {} bytes, verify {})",
         source.display(),
@@ -632,6 +640,20 @@ fn mount_session(s: &Settings) -> anyhow::Result<Mounted> {
         VerifyLevel::from(a.verify).name()
     ));
     Ok((session, logger, core))
+}
+
+/// Let the kernel read ahead up to [`crate::fuse::MAX_READ`] on this mount, so
+/// sequential readers get 1 MiB requests. The kernel starts a FUSE mount at 128 KiB and
+/// the FUSE handshake can only lower that, so it is raised through sysfs (root only).
+/// Uses mountinfo, not stat: a stat of the mount point would wait on this very daemon.
+fn raise_readahead(mp: &Path) -> anyhow::Result<()> {
+    let m = find_mount(mp).ok_or_else(|| anyhow!("{} not found in mountinfo", mp.display()))?;
+    let knob = Path::new("/sys/class/bdi")
+        .join(&m.dev)
+        .join("read_ahead_kb");
+    let kb = crate::fuse::MAX_READ / 1024;
+    std::fs::write(&knob, format!("{kb}\n"))
+        .with_context(|| format!("cannot write {}", knob.display()))
 }
 
 fn detach_stdio(log_file: Option<&Path>) {

@@ -404,6 +404,8 @@ pub struct Fs {
     streams: Mutex<HashMap<(usize, usize), u64>>,
     prefetch_tx: Mutex<Option<SyncSender<BlockKey>>>,
     bytes_served: AtomicU64,
+    read_requests: AtomicU64,
+    largest_read: AtomicU64,
     started: SystemTime,
 }
 
@@ -536,6 +538,8 @@ impl Fs {
             streams: Mutex::new(HashMap::new()),
             prefetch_tx: Mutex::new(None),
             bytes_served: AtomicU64::new(0),
+            read_requests: AtomicU64::new(0),
+            largest_read: AtomicU64::new(0),
             started: SystemTime::now(),
         }
     }
@@ -1113,6 +1117,8 @@ impl Fs {
         size: u32,
     ) -> std::result::Result<ReadData, FsError> {
         let node = self.node(ino)?;
+        self.read_requests.fetch_add(1, Ordering::Relaxed);
+        self.largest_read.fetch_max(size as u64, Ordering::Relaxed);
         let size = size as usize;
         let data = match node {
             Node::Top | Node::Dir(..) | Node::BlocksDir(..) | Node::ByPtsDir(..) => {
@@ -1631,6 +1637,8 @@ impl Fs {
                 "capacity": s.capacity,
             },
             "bytes_served": self.bytes_served.load(Ordering::Relaxed),
+            "read_requests": self.read_requests.load(Ordering::Relaxed),
+            "largest_read_request": self.largest_read.load(Ordering::Relaxed),
             "blocks_verified": verified,
             "verification_failures": failures,
             "containers": self.containers.len(),
