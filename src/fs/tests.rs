@@ -482,14 +482,24 @@ fn prefetch_loads_ahead_of_a_sequential_reader() {
     ));
     fs.start_prefetch(1);
     let ino = path_ino(&fs, "stream").unwrap();
-    let mut got = Vec::new();
-    for off in (0..40_000u64).step_by(1000) {
-        got.extend_from_slice(fs.read(ino, 0, off, 1000).unwrap().as_slice());
-        std::thread::sleep(Duration::from_millis(2));
+    // A read at offset 0 starts a sequential reader: blocks 1..=8 are queued.
+    assert_eq!(fs.read(ino, 0, 0, 1000).unwrap().as_slice(), &data[0][..]);
+    let t = std::time::Instant::now();
+    while fs.cache_stats().prefetches < 8 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            fs.cache_stats()
+        );
+        std::thread::sleep(Duration::from_millis(5));
     }
-    assert_eq!(got, data.concat());
-    let s = fs.cache_stats();
-    assert!(s.prefetches > 0, "{s:?}");
-    assert!(s.hits > 0, "{s:?}");
+    let before = fs.cache_stats();
+    assert_eq!(
+        fs.read(ino, 0, 1000, 8000).unwrap().as_slice(),
+        &data[1..9].concat()[..]
+    );
+    let after = fs.cache_stats();
+    assert_eq!(after.hits - before.hits, 8, "{after:?}");
+    assert_eq!(after.misses, before.misses);
     fs.stop_prefetch();
 }
