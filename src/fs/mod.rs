@@ -563,7 +563,7 @@ impl Fs {
                             Err(_) => return,
                         };
                         let Some(fs) = fs.upgrade() else { return };
-                        if !fs.cache.contains(&key) && fs.load(key, true).is_ok() {
+                        if !fs.cache.contains(&key) && matches!(fs.load(key, true), Ok((_, true))) {
                             fs.cache.record_prefetch();
                         }
                     }
@@ -1262,15 +1262,17 @@ impl Fs {
         if let Some(b) = self.cache.get(&key) {
             return Ok(b);
         }
-        self.load(key, false)
+        self.load(key, false).map(|(b, _)| b)
     }
 
     /// Read and verify a block, once even when several readers miss at the same time.
+    /// The flag says whether this call did the reading (rather than waiting for another
+    /// reader or finding it cached).
     fn load(
         &self,
         key: BlockKey,
         prefetch: bool,
-    ) -> std::result::Result<Arc<VerifiedBlock>, FsError> {
+    ) -> std::result::Result<(Arc<VerifiedBlock>, bool), FsError> {
         let (flight, leader) = {
             let mut m = self.loading.lock().unwrap_or_else(|p| p.into_inner());
             match m.get(&key) {
@@ -1291,16 +1293,25 @@ impl Fs {
                 g = flight.cv.wait(g).unwrap_or_else(|p| p.into_inner());
             }
             if let Some(Some(b)) = g.as_ref() {
-                return Ok(b.clone());
+                return Ok((b.clone(), false));
             }
             drop(g);
             // The leader failed: read it ourselves, so this reader gets the error too.
-            return self.load_uncoordinated(key, prefetch);
+            return self.load_uncoordinated(key, prefetch).map(|b| (b, true));
         }
-        let r = self.load_uncoordinated(key, prefetch);
+        // A previous leader may have filled the cache just before we took the flight.
+        let r = match self
+            .cache
+            .contains(&key)
+            .then(|| self.cache.get(&key))
+            .flatten()
+        {
+            Some(b) => Ok((b, false)),
+            None => self.load_uncoordinated(key, prefetch).map(|b| (b, true)),
+        };
         {
             let mut g = flight.done.lock().unwrap_or_else(|p| p.into_inner());
-            *g = Some(r.as_ref().ok().cloned());
+            *g = Some(r.as_ref().ok().map(|(b, _)| b.clone()));
             flight.cv.notify_all();
         }
         self.loading
