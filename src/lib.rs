@@ -24,6 +24,7 @@ pub mod fs;
 pub mod fuse;
 pub mod integrity;
 pub mod reader;
+pub mod rekey;
 pub mod source;
 pub mod verify;
 pub mod writer;

@@ -51,6 +51,7 @@ pub enum Command {
     Cat(cat::CatArgs),
     Extract(cat::ExtractArgs),
     Keygen(keys::KeygenArgs),
+    Rekey(keys::RekeyArgs),
     Mount(mount::MountArgs),
     Umount(mount::UmountArgs),
 }
@@ -82,6 +83,7 @@ pub fn main() -> ExitCode {
         Command::Cat(a) => cat::run_cat(a),
         Command::Extract(a) => cat::run_extract(a),
         Command::Keygen(a) => keys::run_keygen(a),
+        Command::Rekey(a) => keys::run_rekey(a),
         Command::Mount(a) => mount::run_mount(a),
         Command::Umount(a) => mount::run_umount(a),
     };
