@@ -514,13 +514,23 @@ impl Fs {
                     ),
                     (None, EngineChoice::Known(_)) => None,
                 };
+                // `--verify=full` already checked the whole-file VERI at open.
+                let veri = OnceLock::new();
+                if let (VerifyLevel::Full, Some(v)) = (src.level, a.veri) {
+                    let _ = veri.set(VeriCheck {
+                        ok: true,
+                        computed: Some(hex::encode(v.expected)),
+                        detail: "match (checked at mount, --verify=full)".into(),
+                        at: unix(src.checked_at),
+                    });
+                }
                 Container {
                     src,
                     tracks,
                     multitrack,
                     generated: Mutex::new(HashMap::new()),
                     unreadable,
-                    veri: OnceLock::new(),
+                    veri,
                     failures: Mutex::new(BTreeMap::new()),
                     blocks_verified: AtomicU64::new(0),
                 }

@@ -503,3 +503,18 @@ fn prefetch_loads_ahead_of_a_sequential_reader() {
     assert_eq!(after.misses, before.misses);
     fs.stop_prefetch();
 }
+
+#[test]
+fn full_verification_at_mount_is_reported() {
+    let bytes = std::fs::read(fixture("a_small10.h4mk")).unwrap();
+    let src = Source {
+        level: VerifyLevel::Full,
+        full_blocks: Some(10),
+        ..source(bytes, "demo")
+    };
+    let fs = Fs::new(vec![src], false, UNIX_EPOCH, quiet());
+    let veri: Value = serde_json::from_slice(&read_all(&fs, "veri.json").unwrap()).unwrap();
+    assert_eq!(veri["verify"], "full");
+    assert_eq!(veri["veri"]["status"], "ok");
+    assert_eq!(veri["blocks"]["verified_full_at_mount"], 10);
+}
