@@ -782,6 +782,8 @@ impl Archive {
         let mut pos = la::HEADER_LEN as u64;
         // (chunk offset, payload len, crc)
         let mut cores: Vec<(u64, u32, u32)> = Vec::new();
+        // The first chunk only h4fs writes (HIDX, HFTR, HENC), if any.
+        let mut h4fs_chunk: Option<(Tag, u64)> = None;
         // The reference ignores 1-11 trailing bytes after the last whole chunk.
         while len - pos >= la::CHUNK_HEADER_LEN as u64 {
             let h = ChunkHeader::parse(&read_array(src, pos, "chunk header")?);
@@ -811,7 +813,10 @@ impl Archive {
                 Tag::CORE => cores.push((pos, h.len, h.crc)),
                 // Only h4fs writes these, and always with the fixed tail; without it the
                 // file was cut or appended to, and must not pass as a reference file.
-                Tag::HIDX | Tag::HFTR | Tag::HENC => return Err(broken_h4fs_tail(h.tag, pos, len)),
+                // Reported after the scan, so a cut inside a later chunk is named exactly.
+                Tag::HIDX | Tag::HFTR | Tag::HENC => {
+                    h4fs_chunk.get_or_insert((h.tag, pos));
+                }
                 Tag::SEEK => {
                     if let Some((first, _)) = a.seek_raw {
                         return Err(dup(first));
@@ -856,21 +861,39 @@ impl Archive {
             }
             pos = end;
         }
-        if cores.is_empty() && a.chunks.is_empty() {
-            return Err(Error::Invalid(format!(
-                "empty container: {} has an H4MK header but no chunks",
-                src.name()
-            )));
+        // 1-11 bytes after the last whole chunk are a cut chunk header unless the file
+        // is complete (the reference writes VERI last); say so before anything is missed.
+        let cut = pos < len && a.chunks.last().is_none_or(|c| c.tag != Tag::VERI);
+        if cut || (cores.is_empty() && a.chunks.is_empty()) {
+            return Err(Error::Truncated {
+                what: match cut {
+                    true => "chunk header".into(),
+                    false => "empty container (an H4MK header and no chunk): chunk header".into(),
+                },
+                offset: pos,
+                need: la::CHUNK_HEADER_LEN as u64,
+                file_len: len,
+            });
         }
+        if let Some((tag, at)) = h4fs_chunk {
+            return Err(broken_h4fs_tail(tag, at, len));
+        }
+        let missing = |tag: Tag, why: &str| Error::Chunk {
+            tag,
+            offset: pos,
+            msg: format!("not found: the chunks end at this offset without one; {why}"),
+        };
         let Some((seek_offset, seek_payload)) = &a.seek_raw else {
-            return Err(Error::Invalid(
-                "no SEEK chunk: a layout A container needs its seek table".into(),
+            return Err(missing(
+                Tag::SEEK,
+                "a layout A container needs its seek table",
             ));
         };
         let seek = la::parse_seek(seek_payload, *seek_offset)?;
         if a.meta.is_none() {
-            return Err(Error::Invalid(
-                "no META chunk: cannot tell which compression engine wrote the blocks".into(),
+            return Err(missing(
+                Tag::META,
+                "without it the engine that wrote the blocks is unknown",
             ));
         }
         if let Some(m) = a.meta.as_ref().filter(|m| m.value.get("h4fs").is_some()) {
@@ -1060,8 +1083,12 @@ impl Archive {
         }
         a.finish_meta(None)?;
         a.sizes_exact = matches!(a.engine, EngineChoice::Known(_));
-        let trak = a.trak.as_ref().ok_or_else(|| {
-            Error::Invalid("layout C file has no TRAK chunk listing its tracks".into())
+        let trak = a.trak.as_ref().ok_or_else(|| Error::Chunk {
+            tag: Tag::TRAK,
+            offset: lc::HEADER_LEN as u64,
+            msg:
+                "not found: a layout C file lists its tracks in a TRAK chunk, and this one has none"
+                    .into(),
         })?;
         let list = trak
             .value
@@ -1253,8 +1280,12 @@ impl Archive {
     /// Check the reference VERI over the whole file (every chunk before VERI).
     /// `progress` is called with byte counts as they are hashed.
     pub fn check_veri(&self, progress: &(dyn Fn(u64) + Sync)) -> Result<()> {
-        let v = self.veri.ok_or_else(|| {
-            Error::Invalid("no VERI chunk: the file carries no whole-file hash".into())
+        let v = self.veri.ok_or_else(|| Error::Chunk {
+            tag: Tag::VERI,
+            offset: self.file_len,
+            msg: "not found: the file ends here without the whole-file hash the reference \
+                  writes as its last chunk"
+                .into(),
         })?;
         let computed = self.hash_range(la::HEADER_LEN as u64, v.offset, progress)?;
         if computed != v.expected {

@@ -665,10 +665,11 @@ impl Input {
             Input::Indexed { rows, .. } => {
                 let end = rows
                     .iter()
-                    .map(|r| r.pts_us + r.duration_us.unwrap_or(0))
+                    .map(|r| r.pts_us.saturating_add(r.duration_us.unwrap_or(0)))
                     .max()
                     .unwrap_or(0);
-                end.max(last.unwrap_or(0)) - first.unwrap_or(0)
+                end.max(last.unwrap_or(0))
+                    .saturating_sub(first.unwrap_or(0))
             }
         }
     }

@@ -31,6 +31,14 @@ pub enum HeaderKind {
 pub fn classify(head: &[u8], file_len: u64) -> crate::Result<HeaderKind> {
     use crate::Error;
     if head.len() < 4 || head[..4] != MAGIC {
+        if !head.is_empty() && MAGIC.starts_with(head) {
+            return Err(Error::Truncated {
+                what: "H4MK header".into(),
+                offset: 0,
+                need: 8,
+                file_len,
+            });
+        }
         if file_len == 0 {
             return Err(Error::Invalid(
                 "empty file: not an H4MK container (0 bytes)".into(),
