@@ -911,6 +911,19 @@ fn bad_mount_points_and_sources_fail_clearly() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!mountinfo_has(&empty));
+    // In a directory of containers, a damaged one stops the mount and is named.
+    let lib = tmp.path().join("lib");
+    std::fs::create_dir(&lib).unwrap();
+    std::fs::copy(&p.container, lib.join("good.h4mk")).unwrap();
+    std::fs::copy(&bad, lib.join("bad.h4mk")).unwrap();
+    let out = run(h4fs().arg("mount").arg(&lib).arg(&empty));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.h4mk") && err.contains("CRC-32 mismatch"),
+        "{err}"
+    );
+    assert!(!mountinfo_has(&empty));
     let out = run(h4fs().arg("umount").arg(&empty));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a mount point"));
 }

@@ -592,8 +592,8 @@ fn mount_session(s: &Settings) -> anyhow::Result<Mounted> {
         },
     });
     let attach = a.keys.attacher()?;
-    let (sources, multi) = fs::open_sources(&source, a.verify.into(), &attach)
-        .with_context(|| format!("cannot mount {}", source.display()))?;
+    let (sources, multi) =
+        fs::open_sources(&source, a.verify.into(), &attach).context("cannot mount")?;
     let root_mtime = std::fs::metadata(&source)
         .and_then(|m| m.modified())
         .unwrap_or(std::time::UNIX_EPOCH);

@@ -146,23 +146,43 @@ pub fn open_container(
 /// A hook run on each archive right after it is opened (e.g. to attach a key).
 pub type Attach = dyn Fn(&mut Archive) -> Result<()>;
 
+/// A container (or the source directory) that could not be opened; the library error
+/// is its source, so callers can still tell damage from other failures.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", path.display())]
+pub struct SourceError {
+    pub path: PathBuf,
+    #[source]
+    pub error: Error,
+}
+
 /// Open SOURCE: one container file, or a directory whose `*.h4mk` files (sorted by name)
 /// each become a subdirectory. Returns the containers and whether it was a directory.
 pub fn open_sources(
     source: &Path,
     level: VerifyLevel,
     attach: &Attach,
-) -> Result<(Vec<Source>, bool)> {
-    let md = std::fs::metadata(source).map_err(|e| Error::io_path("cannot open", source, e))?;
+) -> std::result::Result<(Vec<Source>, bool), SourceError> {
+    let at = |p: &Path| {
+        let path = p.to_path_buf();
+        move |error| SourceError { path, error }
+    };
+    let md = std::fs::metadata(source)
+        .map_err(|e| Error::io("cannot open it", e))
+        .map_err(at(source))?;
     if !md.is_dir() {
         let name = container_name(source);
-        return Ok((vec![open_container(source, name, level, attach)?], false));
+        let c = open_container(source, name, level, attach).map_err(at(source))?;
+        return Ok((vec![c], false));
     }
     let rd = std::fs::read_dir(source)
-        .map_err(|e| Error::io_path("cannot read directory", source, e))?;
+        .map_err(|e| Error::io("cannot read the directory", e))
+        .map_err(at(source))?;
     let mut files = Vec::new();
     for ent in rd {
-        let ent = ent.map_err(|e| Error::io_path("cannot read directory", source, e))?;
+        let ent = ent
+            .map_err(|e| Error::io("cannot read the directory", e))
+            .map_err(at(source))?;
         let p = ent.path();
         if p.extension().is_some_and(|x| x == "h4mk") && p.is_file() {
             files.push(p);
@@ -170,17 +190,15 @@ pub fn open_sources(
     }
     files.sort();
     if files.is_empty() {
-        return Err(Error::Invalid(format!(
-            "{} contains no *.h4mk containers",
-            source.display()
+        return Err(at(source)(Error::Invalid(
+            "the directory contains no *.h4mk containers".into(),
         )));
     }
     if files.len() > MAX_CONTAINERS {
-        return Err(Error::Invalid(format!(
-            "{} holds {} containers; one mount serves at most {MAX_CONTAINERS}",
-            source.display(),
+        return Err(at(source)(Error::Invalid(format!(
+            "the directory holds {} containers; one mount serves at most {MAX_CONTAINERS}",
             files.len()
-        )));
+        ))));
     }
     let mut out = Vec::with_capacity(files.len());
     for p in files {
@@ -189,11 +207,7 @@ pub fn open_sources(
             // Keep the root's stats.json; this container shows under its file name.
             name = format!("{name}.h4mk");
         }
-        let s = open_container(&p, name, level, attach).map_err(|e| match e {
-            Error::Invalid(msg) => Error::Invalid(format!("{}: {msg}", p.display())),
-            other => Error::Invalid(format!("{}: {other}", p.display())),
-        })?;
-        out.push(s);
+        out.push(open_container(&p, name, level, attach).map_err(at(&p))?);
     }
     Ok((out, true))
 }
