@@ -357,6 +357,19 @@ daemon_mem() {
     awk -v r="$rss" -v h="$hwm" 'BEGIN { printf "%.1f %.1f", r / 1024, h / 1024 }'
 }
 
+# CPU seconds (user + system, all threads) used so far by the daemon(s) serving T; 0 for native.
+CLK_TCK=$(getconf CLK_TCK)
+daemon_cpu() {
+    local mnt pid ticks=0 v
+    mnt=$(target_mnt "$1")
+    for pid in ${DAEMON_PIDS[$mnt]:-}; do
+        # Fields after the parenthesised command name: utime and stime are 12th and 13th.
+        v=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{ print $12 + $13 }') || v=0
+        ticks=$((ticks + ${v:-0}))
+    done
+    awk -v t="$ticks" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t / hz }'
+}
+
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 minmax() { sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%s %s", lo, hi }'; }
 mibs() { awk -v b="$SIZE_BYTES" -v s="$1" 'BEGIN { printf "%.0f", b / 1048576 / s }'; }
@@ -423,7 +436,7 @@ done
 declare -A SEQ=() # "target tool first|warm" -> newline-separated seconds
 declare -A MEM=() # target -> "rss hwm" of the daemon after the reads
 RAW_SEQ=$WORK_DIR/sequential.tsv # every run's seconds, for a look at the spread
-printf 'run\ttarget\ttool\tfirst_s\treread_s\n' >"$RAW_SEQ"
+printf 'run\ttarget\ttool\tfirst_s\treread_s\tdaemon_cpu_first_s\n' >"$RAW_SEQ"
 
 read_with() {
     case "$1" in
@@ -440,15 +453,18 @@ for ((run = 1; run <= RUNS; run++)); do
             drop_caches
             mount_target "$t"
             p=$(target_path "$t")
+            c0=$(daemon_cpu "$t")
             t0=$(now)
             read_with "$tool" "$p"
             t1=$(now)
+            c1=$(daemon_cpu "$t")
             read_with "$tool" "$p"
             t2=$(now)
             SEQ["$t $tool first"]+="$(elapsed "$t0" "$t1")"$'\n'
             SEQ["$t $tool warm"]+="$(elapsed "$t1" "$t2")"$'\n'
-            printf '%s\t%s\t%s\t%s\t%s\n' "$run" "$t" "$tool" "$(elapsed "$t0" "$t1")" \
-                "$(elapsed "$t1" "$t2")" >>"$RAW_SEQ"
+            SEQ["$t $tool cpu"]+="$(elapsed "$c0" "$c1")"$'\n'
+            printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$run" "$t" "$tool" "$(elapsed "$t0" "$t1")" \
+                "$(elapsed "$t1" "$t2")" "$(elapsed "$c0" "$c1")" >>"$RAW_SEQ"
             [[ $t == native ]] || MEM[$t]=$(daemon_mem "$t")
             umount_target "$t"
         done
@@ -613,13 +629,14 @@ report() {
     echo
     echo "### Sequential reads (MiB/s: best of $RUNS (median))"
     echo
-    echo "First read: unmount, \`sync; echo 3 > /proc/sys/vm/drop_caches\`, mount, read the whole file. Re-read: the same read again right after."
+    echo "First read: unmount, \`sync; echo 3 > /proc/sys/vm/drop_caches\`, mount, read the whole file. Re-read: the same read again right after. Daemon CPU: user + system seconds the serving process used during the first read (median over the \`cat\` and \`dd\` runs; less sensitive than wall time to other load on the machine)."
     echo
-    echo "| target | first \`cat\` | first \`dd bs=1M\` | re-read \`cat\` | re-read \`dd bs=1M\` | daemon VmHWM MiB |"
-    echo "|---|---:|---:|---:|---:|---:|"
+    echo "| target | first \`cat\` | first \`dd bs=1M\` | re-read \`cat\` | re-read \`dd bs=1M\` | daemon CPU s per first read | daemon VmHWM MiB |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
     for t in $TARGETS; do
-        printf '| %s | %s | %s | %s | %s | %s |\n' "$t" "$(seq_cell "$t" cat first)" "$(seq_cell "$t" dd first)" \
+        printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$t" "$(seq_cell "$t" cat first)" "$(seq_cell "$t" dd first)" \
             "$(seq_cell "$t" cat warm)" "$(seq_cell "$t" dd warm)" \
+            "$(if [[ $t == native ]]; then echo -; else printf '%s' "${SEQ["$t cat cpu"]}${SEQ["$t dd cpu"]}" | median; fi)" \
             "$(if [[ $t == native ]]; then echo -; else awk '{ print $2 }' <<<"${MEM[$t]:-nan nan}"; fi)"
     done
     echo
