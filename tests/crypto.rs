@@ -502,6 +502,54 @@ fn shared_secret_is_refused_for_unencrypted_files() {
     assert!(a.attach_key(&key(1)).is_err());
 }
 
+#[test]
+fn writer_api_seals_blocks_and_structure() {
+    use h4fs::reader::OpenCheck;
+    use h4fs::writer::{BlockMeta, Writer};
+    let blocks: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 1000 + i as usize]).collect();
+    let source: Vec<u8> = blocks.concat();
+    let mut h = ContentHasher::new(
+        &h4fs::integrity::sha256(&source),
+        &Engine::GeometricReference.engine_id(),
+    );
+    let metas: Vec<BlockMeta> = (0..4u64)
+        .map(|i| BlockMeta {
+            pts_us: i * 40_000,
+            keyframe: i % 2 == 0,
+        })
+        .collect();
+    for (b, m) in blocks.iter().zip(&metas) {
+        h.block(0, b.len() as u64, m.pts_us, m.keyframe);
+    }
+    let digest = h.finish();
+    let mut w =
+        Writer::new_encrypted(Vec::new(), Engine::GeometricReference, &key(4), &digest).unwrap();
+    for (b, m) in blocks.iter().zip(&metas) {
+        w.add_block(b, *m).unwrap();
+    }
+    let (bytes, summary) = w
+        .finish(serde_json::Map::new(), &serde_json::json!({}))
+        .unwrap();
+    assert_eq!(summary.blocks, 4);
+    let mut a = h4fs::Archive::from_source(Box::new(bytes.clone()), OpenCheck::Structure).unwrap();
+    assert_eq!(a.encryption.as_ref().unwrap().cipher, container::CIPHER);
+    assert!(a.footer.unwrap().1.encrypted());
+    assert!(matches!(a.read_block(0, 1), Err(Error::Encrypted { .. })));
+    assert!(matches!(a.attach_key(&key(5)), Err(Error::WrongKey { .. })));
+    a.attach_key(&key(4)).unwrap();
+    for (i, b) in blocks.iter().enumerate() {
+        assert_eq!(a.read_block(0, i as u64).unwrap().bytes(), &b[..]);
+    }
+    // Compressed runs are not visible: the stored bytes are ciphertext.
+    let stored = a.read_stored(0, 0).unwrap();
+    assert_eq!(
+        stored.len(),
+        2 * 4 + TAG_LEN,
+        "1000 zero bytes: 4 runs, then the tag"
+    );
+    assert_ne!(&stored[..8], &[0, 255, 0, 255, 0, 255, 0, 235]);
+}
+
 proptest::proptest! {
     /// Hostile bytes never panic a parser or a decryption: they give errors.
     #[test]
