@@ -486,11 +486,17 @@ fn spawn_daemon(s: &Settings) -> anyhow::Result<u8> {
     }
     let mut child = cmd.spawn().context("cannot start the h4fs daemon")?;
     drop(wr);
-    let mut msg = String::new();
-    let _ = rd.read_to_string(&mut msg);
-    if msg.starts_with("OK") {
+    // "OK\n" as soon as the mount is ready; "ERR <code>\n<message>" then EOF on failure.
+    let mut msg = Vec::new();
+    let mut byte = [0u8; 1];
+    while msg.len() < 3 && rd.read(&mut byte).unwrap_or(0) == 1 {
+        msg.push(byte[0]);
+    }
+    if msg == b"OK\n" {
         return Ok(0);
     }
+    let _ = rd.read_to_end(&mut msg);
+    let msg = String::from_utf8_lossy(&msg).into_owned();
     if let Some(rest) = msg.strip_prefix("ERR ") {
         let (code, text) = rest.split_once('\n').unwrap_or((rest, ""));
         let _ = child.wait();
@@ -534,6 +540,12 @@ fn block_signals() -> libc::sigset_t {
 fn serve(s: Settings) -> anyhow::Result<u8> {
     // Before any thread exists, so every thread inherits the mask.
     let sigset = block_signals();
+    if let Some(fd) = s.args.ready_fd {
+        // Keep the pipe out of any helper we start (fusermount3), so the parent sees
+        // EOF when we are done with it.
+        // SAFETY: setting a flag on a descriptor we were given.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
     // SAFETY: the parent put a pipe on this descriptor for us alone.
     let mut ready = Ready(
         s.args
@@ -624,6 +636,11 @@ fn mount_session(s: &Settings) -> anyhow::Result<Mounted> {
         }
     }
     let config = FuseFs::config(a.threads, options, a.allow_other);
+    if !Path::new("/dev/fuse").exists() {
+        bail!(
+            "FUSE is not available: /dev/fuse is missing (load the module with `modprobe fuse`, install fuse3)"
+        );
+    }
     let session = fuser::Session::new(FuseFs::new(core.clone()), &mp, &config)
         .with_context(|| format!("cannot mount at {}", mp.display()))?;
     if let Err(e) = raise_readahead(&mp) {
