@@ -807,6 +807,16 @@ fn mount_options_uid_gid_and_foreground() {
     );
 }
 
+/// Whether a process is still running (a zombie waiting to be reaped is not).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => false,
+    }
+}
+
 #[test]
 fn sigterm_and_sigint_unmount_cleanly() {
     let p = standard();
@@ -816,7 +826,7 @@ fn sigterm_and_sigint_unmount_cleanly() {
         // SAFETY: signalling a process this test started.
         assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0);
         let t = Instant::now();
-        while mountinfo_has(&m.dir) || std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        while mountinfo_has(&m.dir) || alive(pid) {
             assert!(
                 t.elapsed() < Duration::from_secs(10),
                 "signal {sig} did not unmount"
