@@ -194,13 +194,20 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     bar.finish_and_clear();
     if !args.quiet {
         eprintln!(
-            "packed {} blocks ({} keyframes, {} bytes) into {} ({} bytes), root {}",
+            "packed {} blocks ({} keyframes, {} bytes) into {} ({} bytes), root {}{}",
             summary.blocks,
             summary.keyframes,
             summary.stream_len,
             args.output.display(),
             summary.file_len,
-            hex::encode(summary.root)
+            hex::encode(summary.root),
+            match &opts.key {
+                Some(k) => format!(
+                    ", encrypted (AES-256-GCM) with key id {}",
+                    crate::crypto::container::key_id_hex(k)
+                ),
+                None => String::new(),
+            }
         );
     }
     Ok(0)
