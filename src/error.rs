@@ -188,6 +188,7 @@ impl Error {
                 | Error::BlockCrc { .. }
                 | Error::Block { .. }
                 | Error::Chunk { .. }
+                | Error::Json { .. }
                 | Error::Truncated { .. }
                 | Error::Index { .. }
                 | Error::BlockAuth { .. }

@@ -896,7 +896,15 @@ impl Archive {
                 "without it the engine that wrote the blocks is unknown",
             ));
         }
-        if let Some(m) = a.meta.as_ref().filter(|m| m.value.get("h4fs").is_some()) {
+        // h4fs's writer marks META (`pack` adds an "h4fs" record; every h4fs engine id
+        // starts "h4fs-") and always ends the file with its tail.
+        let h4fs_meta = |v: &Value| {
+            v.get("h4fs").is_some()
+                || v.pointer("/compression/engine_id")
+                    .and_then(Value::as_str)
+                    .is_some_and(|id| id.starts_with("h4fs-"))
+        };
+        if let Some(m) = a.meta.as_ref().filter(|m| h4fs_meta(&m.value)) {
             return Err(broken_h4fs_tail(Tag::META, m.offset, len));
         }
         a.finish_meta(None)?;
