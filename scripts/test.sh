@@ -6,3 +6,5 @@ cd "$(dirname "$0")/.."
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 cargo test --all-targets
+cargo fmt --check --manifest-path fuzz/Cargo.toml
+scripts/fuzz.sh  # builds every fuzz target (stable toolchain, no sanitizer)
