@@ -5,13 +5,24 @@
 //! no thread-count dependence (blocks are prepared in parallel but written in order),
 //! no host names or absolute paths (only the source's file name is recorded).
 //!
-//! Pipeline, three stages over bounded channels:
+//! Pipeline: a reader thread, a writer thread and (with more than two threads) helpers,
+//! around one bounded queue of batches of blocks:
 //!
 //! ```text
-//! reader thread            rayon pool                 writer thread
-//! read blocks, hash the -> encode, SHA-256, CRC-32 -> write chunks in order,
-//! source stream            each block                 hash VERI, build the index
+//! reader: read blocks, hash the source stream, queue the batch ──┐
+//!                                                                ▼
+//!   queue of batches (oldest first): Raw → Claimed → Ready(encoded, SHA-256, CRC-32)
+//!                                                                │
+//! writer: take the oldest batch (preparing it itself if nobody ◀┘
+//!         has), write its chunks in order, hash VERI, build the index
 //! ```
+//!
+//! A batch is prepared (encoded, sealed, hashed) by whichever thread gets to it: the
+//! writer takes the oldest, while the reader (when the queue is full, and after the end
+//! of the input) and any helper threads take the newest. On two cores that keeps both
+//! busy without more runnable threads than cores: the two serial hashes (source, VERI)
+//! each own a thread and the per-block hashes fill the gaps. Output does not depend on
+//! which thread prepared what.
 //!
 //! [`pack`] writes to a temporary file beside the destination and renames it into place
 //! only after `finish` succeeded, so a failed or interrupted pack leaves nothing behind.
@@ -24,12 +35,13 @@ use crate::error::{Error, Result, Tag};
 use crate::format::h4fs::{self as hf, Footer, IndexEntry};
 use crate::format::layout_a::{self as la, ChunkHeader, SeekEntry};
 use crate::integrity::{self, VeriHasher};
-use rayon::prelude::*;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, MutexGuard};
 
 /// Largest decoded block h4fs writes (see [`crate::engine::MAX_BLOCK`]).
 pub const MAX_BLOCK: u64 = crate::engine::MAX_BLOCK;
@@ -675,6 +687,94 @@ impl Input {
     }
 }
 
+/// Input bytes per batch of the pack pipeline: small enough that the two threads of a
+/// two-core machine trade work finely, large enough that the queue is not the cost.
+const BATCH_BYTES: u64 = 4 << 20;
+const BATCH_BLOCKS: usize = 1024;
+/// Batches queued at most (read and not yet written).
+const MAX_PENDING: usize = 16;
+
+/// Blocks as read: data and timing.
+type RawBlocks = Vec<(Vec<u8>, BlockMeta)>;
+/// What prepares a batch: (number of its first block, blocks) -> prepared blocks.
+type PrepFn<'a> = dyn Fn(u64, RawBlocks) -> Result<Vec<Prepared>> + Sync + 'a;
+
+/// One batch of blocks in the pack queue.
+enum Slot {
+    /// Read, not yet prepared; `base` is the number of its first block.
+    Raw { base: u64, blocks: RawBlocks },
+    /// Being prepared by a thread other than the writer.
+    Claimed,
+    /// Prepared (or failed to).
+    Ready(Result<Vec<Prepared>>),
+}
+
+/// The pack queue; see the module docs.
+#[derive(Default)]
+struct Queue {
+    slots: VecDeque<Slot>,
+    /// Sequence number of `slots[0]`.
+    front_seq: u64,
+    /// Set by the reader: `Ok` at the end of the input, `Err` on a read error.
+    end: Option<Result<()>>,
+    /// Set by the writer when it fails: everyone stops.
+    abort: bool,
+}
+
+impl Queue {
+    /// Take the newest raw batch, leaving the oldest for the writer.
+    fn claim_newest(&mut self) -> Option<(u64, u64, RawBlocks)> {
+        let i = (1..self.slots.len())
+            .rev()
+            .find(|&i| matches!(self.slots[i], Slot::Raw { .. }))?;
+        match std::mem::replace(&mut self.slots[i], Slot::Claimed) {
+            Slot::Raw { base, blocks } => Some((self.front_seq + i as u64, base, blocks)),
+            _ => unreachable!("slot {i} was raw"),
+        }
+    }
+
+    /// Record the result for a claimed batch (the writer waits for claimed batches, so
+    /// it is still queued).
+    fn store(&mut self, seq: u64, r: Result<Vec<Prepared>>) {
+        let i = (seq - self.front_seq) as usize;
+        self.slots[i] = Slot::Ready(r);
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    q: Mutex<Queue>,
+    cv: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.q.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wait<'a>(&self, g: MutexGuard<'a, Queue>) -> MutexGuard<'a, Queue> {
+        self.cv.wait(g).unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Prepare queued batches until the input has ended and none is left to claim.
+    fn help(&self, prep: &PrepFn<'_>) {
+        let mut q = self.lock();
+        while !q.abort {
+            match q.claim_newest() {
+                Some((seq, base, raw)) => {
+                    drop(q);
+                    let r = prep(base, raw);
+                    q = self.lock();
+                    q.store(seq, r);
+                    self.cv.notify_all();
+                }
+                None if q.end.is_some() => break,
+                None => q = self.wait(q),
+            }
+        }
+    }
+}
+
 /// Pack `input` into an h4fs container written to `out` (any `Write`). `progress` is
 /// called with the number of input bytes consumed so far, as they are.
 pub fn pack_to<W: Write + Send>(
@@ -702,21 +802,27 @@ pub fn pack_to<W: Write + Send>(
     };
     let writer_crypto = sealing.clone();
     let mut blocks = input.blocks()?;
-    const BATCH_BYTES: u64 = 32 << 20;
-    const BATCH_BLOCKS: usize = 8192;
-    type Batch = Vec<(Vec<u8>, BlockMeta)>;
-
-    let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<Result<Batch>>(2);
-    let (prep_tx, prep_rx) = std::sync::mpsc::sync_channel::<Vec<Prepared>>(2);
     let engine = opts.engine;
+    let prep = |base: u64, blocks: RawBlocks| -> Result<Vec<Prepared>> {
+        blocks
+            .into_iter()
+            .enumerate()
+            .map(|(k, (data, meta))| {
+                let seal = sealing.as_ref().map(|(c, _)| (c, base + k as u64));
+                prepare(engine, data, meta, seal)
+            })
+            .collect()
+    };
+    let shared = Shared::default();
+    let helpers = rayon::current_num_threads().saturating_sub(2);
 
     std::thread::scope(|s| -> Result<(W, PackSummary)> {
-        // Stage 1: read blocks in order and hash the source stream.
+        let (shared, prep) = (&shared, &prep);
         let reader = s.spawn(move || -> [u8; 32] {
             let mut source = Sha256::new();
-            let mut done = 0u64;
+            let (mut done, mut next_block) = (0u64, 0u64);
             loop {
-                let mut batch: Batch = Vec::new();
+                let mut batch = Vec::new();
                 let mut bytes = 0u64;
                 let mut err = None;
                 while bytes < BATCH_BYTES && batch.len() < BATCH_BLOCKS {
@@ -734,68 +840,88 @@ pub fn pack_to<W: Write + Send>(
                     }
                 }
                 done += bytes;
-                let last = batch.is_empty() || err.is_some();
-                let msg = match err {
-                    Some(e) => Err(e),
-                    None => Ok(batch),
-                };
-                if raw_tx.send(msg).is_err() || last {
+                let at_end = batch.is_empty() || err.is_some();
+                let mut q = shared.lock();
+                if q.abort {
                     break;
                 }
+                if !batch.is_empty() {
+                    let n = batch.len() as u64;
+                    q.slots.push_back(Slot::Raw {
+                        base: next_block,
+                        blocks: batch,
+                    });
+                    next_block += n;
+                }
+                if at_end {
+                    q.end = Some(err.map_or(Ok(()), Err));
+                    shared.cv.notify_all();
+                    drop(q);
+                    // Help prepare what is still queued.
+                    shared.help(prep);
+                    break;
+                }
+                shared.cv.notify_all();
+                // At most MAX_PENDING batches in flight; while full, prepare the newest.
+                while q.slots.len() >= MAX_PENDING && !q.abort {
+                    match q.claim_newest() {
+                        Some((seq, base, raw)) => {
+                            drop(q);
+                            let r = prep(base, raw);
+                            q = shared.lock();
+                            q.store(seq, r);
+                            shared.cv.notify_all();
+                        }
+                        None => q = shared.wait(q),
+                    }
+                }
+                drop(q);
                 progress(done);
             }
             source.finalize().into()
         });
-        // Stage 3: write in order.
+        for _ in 0..helpers {
+            s.spawn(move || shared.help(prep));
+        }
         let writer = s.spawn(move || -> Result<Writer<W>> {
-            let mut w = Writer::new(out, engine)?;
-            w.crypto = writer_crypto;
-            for batch in prep_rx {
-                for p in batch {
-                    w.add_prepared(p)?;
-                }
-            }
-            Ok(w)
-        });
-        // Stage 2: encode and hash blocks in parallel.
-        let mut failure = None;
-        let mut next_index = 0u64;
-        for batch in raw_rx {
-            match batch {
-                Ok(b) if b.is_empty() => break,
-                Ok(b) => {
-                    let base = next_index;
-                    next_index += b.len() as u64;
-                    let prepared: Result<Vec<Prepared>> = b
-                        .into_par_iter()
-                        .enumerate()
-                        .map(|(k, (data, meta))| {
-                            let seal = sealing.as_ref().map(|(c, _)| (c, base + k as u64));
-                            prepare(engine, data, meta, seal)
-                        })
-                        .collect();
-                    match prepared {
-                        Ok(p) => {
-                            if prep_tx.send(p).is_err() {
-                                break;
+            let run = || -> Result<Writer<W>> {
+                let mut w = Writer::new(out, engine)?;
+                w.crypto = writer_crypto;
+                loop {
+                    let mut q = shared.lock();
+                    let slot = loop {
+                        match q.slots.front() {
+                            None if q.end.is_some() => return Ok(w),
+                            None | Some(Slot::Claimed) => q = shared.wait(q),
+                            Some(_) => {
+                                q.front_seq += 1;
+                                let slot = q.slots.pop_front().expect("front exists");
+                                shared.cv.notify_all();
+                                break slot;
                             }
                         }
-                        Err(e) => {
-                            failure = Some(e);
-                            break;
-                        }
+                    };
+                    drop(q);
+                    let prepared = match slot {
+                        Slot::Ready(r) => r?,
+                        Slot::Raw { base, blocks } => prep(base, blocks)?,
+                        Slot::Claimed => unreachable!("claimed slots are waited for"),
+                    };
+                    for p in prepared {
+                        w.add_prepared(p)?;
                     }
                 }
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
+            };
+            let r = run();
+            if r.is_err() {
+                shared.lock().abort = true;
+                shared.cv.notify_all();
             }
-        }
-        drop(prep_tx);
+            r
+        });
         let source_sha = reader.join().expect("reader thread does not panic");
         let w = writer.join().expect("writer thread does not panic")?;
-        if let Some(e) = failure {
+        if let Some(Err(e)) = shared.lock().end.take() {
             return Err(e);
         }
         if planned_sha.is_some_and(|p| p != source_sha) {

@@ -16,10 +16,8 @@ fn script() -> PathBuf {
 }
 
 fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (are ffmpeg and ffprobe installed?)"));
-    out
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (are ffmpeg and ffprobe installed?)"))
 }
 
 fn ok(cmd: &mut Command) -> Output {
