@@ -518,3 +518,62 @@ fn full_verification_at_mount_is_reported() {
     assert_eq!(veri["veri"]["status"], "ok");
     assert_eq!(veri["blocks"]["verified_full_at_mount"], 10);
 }
+
+mod model {
+    //! The core against a simple model: the stream is the concatenation of the blocks,
+    //! every block file is its block, every CSV read is a slice of the whole table.
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn reads_match_the_model(
+            sizes in proptest::collection::vec(0usize..300, 1..24),
+            gop in 1usize..5,
+            engine in prop_oneof![Just(Engine::Identity), Just(Engine::GeometricReference)],
+            reads in proptest::collection::vec((0u64..8000, 0u32..1500), 1..24),
+            cache in 0u64..2000,
+        ) {
+            let data = blocks(&sizes);
+            let whole = data.concat();
+            let fs = Fs::new(
+                vec![source(pack(&data, gop, 0, engine, Map::new()), "m")],
+                false,
+                UNIX_EPOCH,
+                FsConfig { cache_bytes: cache, ..quiet() },
+            );
+            let stream = path_ino(&fs, "stream").unwrap();
+            prop_assert_eq!(fs.getattr(stream).unwrap().size, whole.len() as u64);
+            for &(off, size) in &reads {
+                let got = fs.read(stream, 0, off, size).unwrap();
+                let lo = (off as usize).min(whole.len());
+                let hi = (off as usize + size as usize).min(whole.len());
+                prop_assert_eq!(got.as_slice(), &whole[lo..hi]);
+            }
+            let names = list(&fs, "blocks");
+            prop_assert_eq!(names.len(), sizes.len() + 2);
+            for (i, b) in data.iter().enumerate() {
+                let p = format!("blocks/{i:06}");
+                prop_assert_eq!(fs.getattr(path_ino(&fs, &p).unwrap()).unwrap().size, b.len() as u64);
+                prop_assert_eq!(&read_all(&fs, &p).unwrap(), b);
+            }
+            let index = read_all(&fs, "index.csv").unwrap();
+            let ino = path_ino(&fs, "index.csv").unwrap();
+            for &(off, size) in &reads {
+                let got = fs.read(ino, 0, off % (index.len() as u64 + 10), size).unwrap();
+                let off = (off % (index.len() as u64 + 10)) as usize;
+                let lo = off.min(index.len());
+                let hi = (off + size as usize).min(index.len());
+                prop_assert_eq!(got.as_slice(), &index[lo..hi]);
+            }
+            // by-pts: every keyframe's pts names itself, a time just before the next
+            // keyframe names the previous one.
+            let by = path_ino(&fs, "by-pts").unwrap();
+            for k in (0..sizes.len()).step_by(gop) {
+                let l = fs.lookup(by, &(k as u64 * 1000 + 999).to_string()).unwrap();
+                prop_assert_eq!(fs.readlink(l.ino).unwrap(), format!("../blocks/{k:06}"));
+            }
+        }
+    }
+}
