@@ -68,6 +68,8 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             if report.veri_checked { ", VERI ok" } else { "" },
             if a.key_attached() {
                 ", every block authenticated with the key"
+            } else if a.encryption.is_some() {
+                " (encrypted: integrity only; with --key-file every block is also authenticated)"
             } else {
                 ""
             }
