@@ -1020,7 +1020,8 @@ impl Archive {
         let mut pos = lc::HEADER_LEN as u64;
         // (chunk offset, header, crc) of CORE chunks
         let mut cores: Vec<(u64, lc::ChunkHeader, u32, u16)> = Vec::new();
-        let mut tseks: Vec<lc::TrackSeek> = Vec::new();
+        // (chunk offset, parsed TSEK)
+        let mut tseks: Vec<(u64, lc::TrackSeek)> = Vec::new();
         while pos < body_end {
             let hb: [u8; 12] = read_array(src, pos, "layout C chunk header")?;
             let h = lc::ChunkHeader::parse(&hb);
@@ -1063,7 +1064,7 @@ impl Archive {
                     }
                     cores.push((pos, h, stored, track));
                 }
-                Tag::TSEK => tseks.push(lc::parse_tsek(&payload, pos)?),
+                Tag::TSEK => tseks.push((pos, lc::parse_tsek(&payload, pos)?)),
                 Tag::TRAK => a.trak = Some(json_chunk(h.tag, pos, payload)?),
                 Tag::META => a.meta = Some(json_chunk(h.tag, pos, payload)?),
                 Tag::SAFE => a.safe = Some(json_chunk(h.tag, pos, payload)?),
@@ -1149,19 +1150,37 @@ impl Archive {
                 });
                 stream += stored_len;
             }
-            let seek = tseks
-                .iter()
-                .find(|s| s.track as u32 == id)
-                .map(|s| {
-                    s.entries
-                        .iter()
-                        .map(|&(pts, off)| SeekPoint {
+            // Each seek entry must name the payload of one of this track's blocks.
+            let seek = match tseks.iter().find(|(_, s)| s.track as u32 == id) {
+                None => Vec::new(),
+                Some((at, s)) => s
+                    .entries
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &(pts, off))| {
+                        let off = off as u64;
+                        let prefix_at = |b: &BlockEntry| b.data_offset - lc::BLOCK_PREFIX_LEN as u64;
+                        if blocks.binary_search_by_key(&off, prefix_at).is_err() {
+                            return Err(Error::Chunk {
+                                tag: Tag::TSEK,
+                                offset: *at,
+                                msg: match off >= len {
+                                    true => format!(
+                                        "entry {i} (pts {pts} ms) points at file offset {off}, past the end of the file ({len} bytes)"
+                                    ),
+                                    false => format!(
+                                        "entry {i} (pts {pts} ms) points at file offset {off}, which is not the payload of a CORE chunk of track {id}"
+                                    ),
+                                },
+                            });
+                        }
+                        Ok(SeekPoint {
                             pts_us: pts as u64 * 1000,
-                            offset: off as u64,
+                            offset: off,
                         })
-                        .collect()
-                })
-                .unwrap_or_default();
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+            };
             tracks.push(Track {
                 id,
                 name,

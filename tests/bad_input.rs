@@ -1148,6 +1148,31 @@ fn index_entry_pointing_outside_the_file() {
         let err = Archive::from_source(Box::new(b.clone()), OpenCheck::None).expect_err(name);
         assert!(matches!(err, Error::Index { block: 2, .. }), "{err}");
     }
+    // Layout C's seek tables hold file offsets of I-block payloads.
+    let c = seed_c();
+    let (tsek, _) = chunk_c(&c, "TSEK");
+    for (name, off, want) in [
+        ("c-past-end", u32::MAX - 255, "past the end of the file"),
+        (
+            "c-into-trak",
+            20,
+            "which is not the payload of a CORE chunk of track 1",
+        ),
+    ] {
+        let mut b = c.clone();
+        let e = tsek + 12 + 16 + 8 + 4; // entry 1's offset
+        b[e..e + 4].copy_from_slice(&off.to_le_bytes());
+        reseal_c(&mut b);
+        rejected(
+            &sc,
+            &format!("{name}.h4mk"),
+            &b,
+            DAMAGED,
+            &[&format!(
+                "chunk TSEK at offset {tsek}: entry 1 (pts 333 ms) points at file offset {off}, {want}"
+            )],
+        );
+    }
     // The footer's own offsets: the index placed past the end.
     let mut b = g.clone();
     let hftr = g.len() - 152;
