@@ -898,9 +898,7 @@ impl Fs {
             }
             Node::BlocksDir(..) | Node::ByPtsDir(..) => (Kind::Dir, 0, false, 2),
             Node::Stats => (Kind::File, self.stats_json().len() as u64, true, 1),
-            Node::Gen(c, t, Local::Veri) => {
-                (Kind::File, self.veri_json(c, t).len() as u64, true, 1)
-            }
+            Node::Gen(c, _, Local::Veri) => (Kind::File, self.veri_json(c).len() as u64, true, 1),
             Node::Gen(c, t, l) => (Kind::File, self.gen_len(c, t, l), false, 1),
             Node::Stream(c, t) => (Kind::File, self.track(c, t).stream_len(), false, 1),
             Node::Block(c, t, n) => {
@@ -1040,7 +1038,7 @@ impl Fs {
             }
             Node::Link(..) => return Err(FsError::NotFound),
             Node::Stats => self.stats_json(),
-            Node::Gen(c, t, Local::Veri) => self.veri_json(c, t),
+            Node::Gen(c, _, Local::Veri) => self.veri_json(c),
             Node::Gen(..) => {
                 return Ok(Opened {
                     fh: 0,
@@ -1527,7 +1525,7 @@ impl Fs {
                 }
             },
             Local::Tracks => content::tracks_json(a, t.map(|t| self.track(c, t))),
-            Local::Veri => self.veri_json(c, t),
+            Local::Veri => self.veri_json(c),
             Local::Dir
             | Local::SeekCsv
             | Local::IndexCsv
@@ -1633,7 +1631,7 @@ impl Fs {
         })
     }
 
-    fn veri_json(&self, c: usize, _t: Option<usize>) -> Vec<u8> {
+    fn veri_json(&self, c: usize) -> Vec<u8> {
         content::pretty(&self.veri_value(c))
     }
 
