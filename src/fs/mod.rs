@@ -1525,8 +1525,9 @@ impl Fs {
                 }
             },
             Local::Tracks => content::tracks_json(a, t.map(|t| self.track(c, t))),
-            Local::Veri => self.veri_json(c),
-            Local::Dir
+            // veri.json changes while mounted: snapshot per open, never kept here.
+            Local::Veri
+            | Local::Dir
             | Local::SeekCsv
             | Local::IndexCsv
             | Local::Stream
