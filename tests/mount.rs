@@ -118,18 +118,32 @@ impl Mount {
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        if !mountinfo_has(&self.dir) {
-            return;
-        }
-        let r = h4fs().arg("umount").arg(&self.dir).output();
-        if !matches!(&r, Ok(o) if o.status.success()) {
-            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        }
-        // Wait until the daemon has let go, so the temporary directory can go too.
-        let t = Instant::now();
-        while mountinfo_has(&self.dir) && t.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        unmount_dir(&self.dir);
+    }
+}
+
+/// Unmounts a directory mounted some other way (helper forms, `-f`) on drop, so a
+/// failing test leaves no mount behind.
+struct Guard(PathBuf);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        unmount_dir(&self.0);
+    }
+}
+
+fn unmount_dir(dir: &Path) {
+    if !mountinfo_has(dir) {
+        return;
+    }
+    let r = h4fs().arg("umount").arg(dir).output();
+    if !matches!(&r, Ok(o) if o.status.success()) {
+        let _ = Command::new("umount").arg("-l").arg(dir).status();
+    }
+    // Wait until the daemon has let go, so the temporary directory can go too.
+    let t = Instant::now();
+    while mountinfo_has(dir) && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -772,6 +786,7 @@ fn mount_options_uid_gid_and_foreground() {
     require_fuse();
     let tmp = tempfile::tempdir().unwrap();
     let mp = tmp.path().join("fg");
+    let _guard = Guard(mp.clone());
     std::fs::create_dir(&mp).unwrap();
     let log = tmp.path().join("fg.log");
     let mut child = h4fs()
@@ -1100,6 +1115,7 @@ fn mount_helper_forms() {
     // What mount(8) runs for `-t fuse.h4fs` when no mount.fuse.h4fs is installed:
     // mount.fuse3, which runs `h4fs SRC DIR -o OPTS` from PATH.
     let mp1 = tmp.path().join("m1");
+    let _g1 = Guard(mp1.clone());
     std::fs::create_dir(&mp1).unwrap();
     ok(Command::new("/sbin/mount.fuse3")
         .env("PATH", &path)
@@ -1118,6 +1134,7 @@ fn mount_helper_forms() {
 
     // What mount(8) runs when /sbin/mount.fuse.h4fs is installed: argv[0] is the helper.
     let mp2 = tmp.path().join("m2");
+    let _g2 = Guard(mp2.clone());
     std::fs::create_dir(&mp2).unwrap();
     ok(Command::new(bin.join("mount.fuse.h4fs"))
         .arg(&p.container)
