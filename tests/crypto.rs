@@ -1252,5 +1252,27 @@ mod cli {
             );
             assert_eq!(errno(std::fs::read(mp.join("stream"))), Some(libc::EIO));
         }
+
+        #[test]
+        fn reference_encrypted_mount_with_its_secret() {
+            if !Path::new("/dev/fuse").exists() {
+                eprintln!("skipped: no /dev/fuse");
+                return;
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let f = fixture("e_encrypted5.h4mk");
+            let payload = std::fs::read(fixture("e_encrypted5.payload")).unwrap();
+            let ss = dir.path().join("ss");
+            let secret = h4fs::crypto::SharedSecret::reference_default();
+            std::fs::write(&ss, hex::encode(secret.expose())).unwrap();
+            let mp = dir.path().join("mnt");
+            std::fs::create_dir(&mp).unwrap();
+            {
+                let _m = mount(&["--shared-secret-file", s(&ss), s(&f)], &mp).unwrap();
+                assert_eq!(std::fs::read(mp.join("stream")).unwrap(), payload);
+            }
+            let _m = mount(&[s(&f)], &mp).unwrap();
+            assert_eq!(errno(std::fs::read(mp.join("stream"))), Some(libc::EACCES));
+        }
     }
 }
