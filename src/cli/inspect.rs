@@ -133,7 +133,14 @@ fn print_human(
     writeln!(out, "engine    {}{engine_note}", a.engine.name())?;
     match &a.encryption {
         Some(e) if a.key_attached() => writeln!(out, "encrypted yes ({}); key ok", e.cipher)?,
-        Some(e) => writeln!(out, "encrypted yes ({}); decoding needs the key", e.cipher)?,
+        Some(e) => match e.record.get("key_id").and_then(Value::as_str) {
+            Some(id) => writeln!(
+                out,
+                "encrypted yes ({}); decoding needs the key with id {id}",
+                e.cipher
+            )?,
+            None => writeln!(out, "encrypted yes ({}); decoding needs the key", e.cipher)?,
+        },
         None => writeln!(out, "encrypted no")?,
     }
     writeln!(out, "blocks    {}", a.block_count())?;

@@ -101,7 +101,10 @@ impl KeyArgs {
     /// its key stays locked (metadata readable, blocks refused). A wrong key is an error.
     pub fn apply(&self, a: &mut Archive) -> anyhow::Result<()> {
         let Some(enc) = &a.encryption else {
-            if self.key_file.is_some() || self.shared_secret_file.is_some() {
+            // Not for a key that comes from H4FS_KEY_FILE, which may well stay set.
+            let from_env = self.key_file.as_deref().map(|p| p.as_os_str())
+                == std::env::var_os("H4FS_KEY_FILE").as_deref();
+            if (self.key_file.is_some() && !from_env) || self.shared_secret_file.is_some() {
                 warn(format!(
                     "note: {} is not encrypted; the key given is not used and does not \
                      authenticate its contents",
