@@ -469,7 +469,9 @@ impl std::fmt::Debug for ContainerCrypto {
 }
 
 impl ContainerCrypto {
-    /// Keys for a new container with `content`, and the HENC record to store in it.
+    /// Keys for a new container with `content`, and its HENC record; once the container's
+    /// structure is final, [`seal_structure`](Self::seal_structure) fills in the
+    /// record's `structure_mac` before it is written.
     pub fn new(master: &MasterKey, content: &ContentDigest) -> (ContainerCrypto, Henc) {
         let prk = master_prk(master);
         let container_id = *expand::<32>(&prk, &[CONTAINER_ID_LABEL, &[0], content.bytes()]);
