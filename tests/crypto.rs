@@ -813,6 +813,29 @@ mod cli {
             std::fs::read(&again).unwrap(),
             std::fs::read(&st.enc).unwrap()
         );
+        // ... whatever the number of threads.
+        let one = st.dir.path().join("one-thread.h4mk");
+        let a_bin = st.dir.path().join("a.bin");
+        ok(&[
+            "pack",
+            s(&a_bin),
+            "--block-size",
+            "4096",
+            "--gop",
+            "2",
+            "--encrypt",
+            "--key-file",
+            s(&st.key),
+            "--threads",
+            "1",
+            "-q",
+            "-o",
+            s(&one),
+        ]);
+        assert_eq!(
+            std::fs::read(&one).unwrap(),
+            std::fs::read(&st.enc).unwrap()
+        );
         // The plaintext appears nowhere in the container.
         let c = std::fs::read(&st.enc).unwrap();
         assert!(!c.windows(32).any(|w| w == &st.input[100..132]));
