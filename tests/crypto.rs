@@ -502,6 +502,51 @@ fn shared_secret_is_refused_for_unencrypted_files() {
     assert!(a.attach_key(&key(1)).is_err());
 }
 
+/// Known answers for h4fs's own construction, computed by an independent
+/// implementation of docs/FORMAT-encryption.md (Python `hashlib`, `hmac` and
+/// `cryptography`'s AESGCM), so the code and the specification cannot drift apart.
+#[test]
+fn h4fs_construction_known_answers() {
+    let master = MasterKey::from_bytes(std::array::from_fn(|i| i as u8));
+    let source = h4fs::integrity::sha256(b"h4fs test source");
+    let mut h = ContentHasher::new(&source, "h4fs-identity-1");
+    h.block(0, 5, 0, true);
+    h.block(0, 3, 40_000, false);
+    let content = h.finish();
+    assert_eq!(
+        hex::encode(content.bytes()),
+        "6fe36c27a80ba95b6aa0f12593bc54350afa942912410ad849375ff9271b2c26"
+    );
+    let (c, henc) = ContainerCrypto::new(&master, &content);
+    assert_eq!(hex::encode(henc.key_id), "459130cb879f9124");
+    assert_eq!(
+        hex::encode(henc.container_id),
+        "df8668ae095c64d99e799afc1995fcaf9c4f05dcc70343a1eada371230a2204c"
+    );
+    assert_eq!(hex::encode(henc.wrap_nonce), "8437bdae297f64c3f1c34833");
+    assert_eq!(
+        hex::encode(henc.wrapped_key),
+        "c91902a3ceb689a323f1cb03d9f326608665981eed29946daf1bc73c11f932a0\
+         8283653afcc5bd3077533a47f84dd3c4"
+    );
+    let ctx = BlockContext {
+        index: 1,
+        track: 0,
+        pts_us: 40_000,
+        keyframe: false,
+        decoded_len: 3,
+        chunk_offset: 0,
+    };
+    assert_eq!(
+        hex::encode(c.seal(&ctx, b"abc").unwrap()),
+        "2cd42f34b5b0b4249e5f4644d5aa0f64fd13b7"
+    );
+    assert_eq!(
+        hex::encode(c.structure_mac(&h4fs::integrity::sha256(b"structure"))),
+        "01ea6175e21b72c49e993295900795d99acd56146e6eb7accea202bf6e56f2ac"
+    );
+}
+
 #[test]
 fn writer_api_seals_blocks_and_structure() {
     use h4fs::reader::OpenCheck;
