@@ -3,14 +3,17 @@
 //! Layers, each importing only from those before it:
 //!
 //! ```text
-//! format -> integrity, engine -> source, reader, writer -> cache -> fs -> fuse -> cli
+//! format -> integrity, engine, crypto -> source, reader, writer, rekey -> cache -> fs -> fuse -> cli
 //! ```
 //!
 //! * [`mod@format`]: bytes <-> structs for the three layouts; no I/O.
 //! * [`integrity`]: VERI, the structure root, block hashes, [`integrity::VerifiedBlock`].
 //! * [`engine`]: compression engines (identity, geometric-reference).
+//! * [`crypto`]: keys, per-block AES-256-GCM under per-container keys, and reading the
+//!   reference's Living Cipher v3.
 //! * [`reader`]: [`reader::Archive`], a lazy view of any container.
 //! * [`writer`]: the deterministic packer.
+//! * [`rekey`]: key rotation of encrypted containers.
 //! * [`cli`]: the `h4fs` command.
 
 pub mod cache;
