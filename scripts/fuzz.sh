@@ -8,8 +8,8 @@
 #
 # Targets build on the stable toolchain: `cargo fuzz build --sanitizer none` gives
 # libFuzzer's coverage instrumentation without a sanitizer (which would need nightly);
-# Rust's own bounds and overflow checks (debug assertions are on) catch what a sanitizer
-# would. cargo-fuzz is installed with `cargo install --locked cargo-fuzz` when missing.
+# in safe Rust, bounds checks and overflow checks (debug assertions are on) catch most
+# of what a sanitizer would. cargo-fuzz is installed with `cargo install --locked cargo-fuzz` when missing.
 #
 # A run starts from a corpus seeded with the reference samples, containers packed by
 # h4fs, and the chunks cut out of them (fuzz/corpus/TARGET, not committed). A crash
@@ -45,8 +45,9 @@ if [ "$what" = all ]; then
   secs=$(( secs / ${#run[@]} ))
   [ "$secs" -ge 1 ] || secs=1
 else
-  if ! targets | grep -qx -- "$what"; then
-    echo "fuzz: no target \"$what\"; targets: $(targets | tr '\n' ' ')" >&2
+  list=$(targets)
+  if ! grep -qx -- "$what" <<<"$list"; then
+    echo "fuzz: no target \"$what\"; targets: $(tr '\n' ' ' <<<"$list")" >&2
     exit 2
   fi
   run=("$what")
@@ -62,6 +63,10 @@ printf 'h4fs fuzz seed %s\n' {1..20} >> "$work/in.bin"
 target/debug/h4fs pack "$work/in.bin" --block-size 100 --gop 2 -q -o "$work/identity.h4mk"
 target/debug/h4fs pack "$work/in.bin" --block-size 128 --gop 3 --engine geometric-reference \
   -q -o "$work/geometric.h4mk"
+# Encrypted with the key the archive target tries (FUZZ_KEY: 32 bytes of 07).
+(umask 077; printf '07%.0s' {1..32} > "$work/fuzz.key"; echo >> "$work/fuzz.key")
+target/debug/h4fs pack "$work/in.bin" --block-size 150 --gop 2 --encrypt \
+  --key-file "$work/fuzz.key" -q -o "$work/encrypted.h4mk"
 python3 - "$work" tests/fixtures/seed/*.h4mk "$work"/*.h4mk <<'EOF'
 import os, struct, sys
 out, files = sys.argv[1], sys.argv[2:]
@@ -98,6 +103,8 @@ for path in files:
             put("json", name, payload)
         elif tag in (b"HIDX", b"HFTR"):
             put("h4fs_tail", name, payload)
+        elif tag == b"HENC" or (tag == b"CORE" and b"living-cipher" in data):
+            put("crypto_headers", name, payload)
         elif tag == b"CORE" and pos < 400:
             # engine_decode reads the expected decoded length from 8 leading bytes.
             runs = sum(payload[1::2]) if b"geometric" in data else len(payload)

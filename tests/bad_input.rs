@@ -1589,7 +1589,8 @@ fn exercise(a: &Archive) {
 }
 
 /// `pack --index` with a row at the largest pts and a duration: the duration is clipped,
-/// not overflowed (found while fuzzing the CSV path; it used to panic).
+/// not overflowed (it used to panic with an arithmetic overflow in debug builds), and
+/// seeking and reading at that pts work.
 #[test]
 fn index_csv_at_the_pts_limit() {
     let sc = Scratch::new();

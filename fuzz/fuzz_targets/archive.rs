@@ -1,19 +1,32 @@
 //! Open arbitrary bytes as a container, with and without the structure check, then use
-//! every read path on what opened: block reads (stored and decoded), seek lookups,
-//! decode chains, stream segments and a full verify. Nothing may panic, hang or read
+//! every read path on what opened: block reads (stored and decoded, and decrypted when a
+//! key opens it), seek lookups, decode chains, stream segments and a full verify. Nothing may panic, hang or read
 //! outside the bytes, and the reader's documented invariants must hold.
 #![no_main]
 
+use h4fs::crypto::{MasterKey, SharedSecret};
 use h4fs::reader::{Archive, OpenCheck, Track};
 use libfuzzer_sys::fuzz_target;
 
 /// Blocks read per track: enough to reach every path, few enough to keep runs fast.
 const MAX_BLOCKS: u64 = 64;
 
+/// The master key `scripts/fuzz.sh` encrypts its seed container with.
+const FUZZ_KEY: [u8; 32] = [7; 32];
+
 fuzz_target!(|data: &[u8]| {
     for check in [OpenCheck::None, OpenCheck::Structure] {
-        if let Ok(a) = Archive::from_source(Box::new(data.to_vec()), check) {
+        if let Ok(mut a) = Archive::from_source(Box::new(data.to_vec()), check) {
             exercise(&a);
+            // Encrypted: with the seed's key (h4fs) or the reference's default secret
+            // (Living Cipher v3), the decryption paths parse the cipher headers too.
+            if a.encryption.is_some()
+                && (a.attach_key(&MasterKey::from_bytes(FUZZ_KEY)).is_ok()
+                    || a.attach_shared_secret(&SharedSecret::reference_default())
+                        .is_ok())
+            {
+                exercise(&a);
+            }
         }
     }
 });
