@@ -1566,6 +1566,17 @@ impl Archive {
         };
         let henc_offset = match (self.layout, self.footer) {
             (Layout::H4fs, Some((_, f))) if f.henc_offset != 0 => f.henc_offset,
+            (Layout::H4fs, Some((at, _))) => {
+                return Err(Error::Chunk {
+                    tag: Tag::HFTR,
+                    offset: at,
+                    msg: format!(
+                        "META says the blocks are encrypted ({}), but the footer names no \
+                         HENC chunk holding their key: the container was altered",
+                        enc.cipher
+                    ),
+                });
+            }
             _ => {
                 return Err(Error::Invalid(format!(
                     "the container is encrypted with {}, not with an h4fs key; a reference \

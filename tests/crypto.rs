@@ -1114,6 +1114,20 @@ mod cli {
         assert!(o.stdout.is_empty(), "ciphertext is never served as data");
         let o = h4fs(&["verify", "--key-file", s(&st.key), s(&f)]);
         assert_eq!(o.status.code(), Some(1));
+
+        // Footer: flag cleared and HENC unlinked (henc_offset, bytes 40..48), root redone.
+        // META still says "encrypted": nothing is served as data, and the key holder is
+        // told the container was altered.
+        let mut b = orig.clone();
+        b[l.footer_at + 12 + 7] &= !1;
+        b[l.footer_at + 12 + 40..l.footer_at + 12 + 48].fill(0);
+        reseal(&mut b);
+        let f = variant(&st, "unlinked", &b);
+        let o = h4fs(&["cat", s(&f), "--block", "0"]);
+        assert!(o.stdout.is_empty() && stderr(&o).contains("needs the key"));
+        let o = h4fs(&["verify", "--key-file", s(&st.key), s(&f)]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&o.stdout).contains("the container was altered"));
     }
 
     #[test]
