@@ -20,6 +20,8 @@
 //! to the index. A block is verified against its own entry when read, without hashing
 //! anything else.
 
+pub mod lanes;
+
 use crate::format::h4fs::{ENTRY_LEN, FOOTER_PREFIX_LEN, INDEX_HEADER_LEN, PAGE_ENTRIES};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
@@ -72,7 +74,7 @@ pub fn root_hash(
 
 /// Streaming computation of the reference's VERI: SHA-256 of every chunk before VERI.
 #[derive(Default, Clone)]
-pub struct VeriHasher(Sha256);
+pub struct VeriHasher(lanes::Sha256);
 
 impl VeriHasher {
     /// A hasher with nothing hashed yet.
@@ -83,9 +85,14 @@ impl VeriHasher {
     pub fn update(&mut self, bytes: &[u8]) {
         self.0.update(bytes);
     }
+    /// Hash the next bytes of the file and, in lockstep, `other_bytes` into `other`
+    /// (see [`lanes`]): the packer hashes each block this way as it adds it to VERI.
+    pub fn update2(&mut self, bytes: &[u8], other: &mut lanes::Sha256, other_bytes: &[u8]) {
+        lanes::update2(&mut self.0, bytes, other, other_bytes);
+    }
     /// The VERI value of everything hashed.
     pub fn finish(self) -> [u8; 32] {
-        self.0.finalize().into()
+        self.0.finalize()
     }
 }
 

@@ -77,21 +77,24 @@ pub struct BlockMeta {
     pub keyframe: bool,
 }
 
-/// A block ready to be written: encoded, hashed.
+/// A block ready to be written: encoded and (unless `sha256` is `None`, which leaves
+/// it to the writer to hash alongside VERI) hashed.
 struct Prepared {
     stored: Vec<u8>,
-    sha256: [u8; 32],
+    sha256: Option<[u8; 32]>,
     crc: u32,
     decoded_len: u64,
     meta: BlockMeta,
 }
 
-/// Encode `data` and, in an encrypted container, seal it as block number `seal.1`.
+/// Encode `data` and, in an encrypted container, seal it as block number `seal.1`;
+/// with `hash`, also take the SHA-256 of the stored bytes.
 fn prepare(
     engine: Engine,
     data: Vec<u8>,
     meta: BlockMeta,
     seal: Option<(&ContainerCrypto, u64)>,
+    hash: bool,
 ) -> Result<Prepared> {
     let decoded_len = data.len() as u64;
     let mut stored = match engine {
@@ -114,7 +117,7 @@ fn prepare(
         c.seal_in_place(&ctx, &mut stored)?;
     }
     Ok(Prepared {
-        sha256: integrity::sha256(&stored),
+        sha256: hash.then(|| integrity::sha256(&stored)),
         crc: crc32fast::hash(&stored),
         stored,
         decoded_len,
@@ -186,6 +189,11 @@ impl<W: Write> Writer<W> {
     fn write_chunk_parts(&mut self, header: &[u8; 12], payload: &[u8]) -> Result<()> {
         self.veri.update(header);
         self.veri.update(payload);
+        self.write_unhashed(header, payload)
+    }
+
+    /// Write a chunk whose bytes the caller has already added to VERI.
+    fn write_unhashed(&mut self, header: &[u8; 12], payload: &[u8]) -> Result<()> {
         self.out
             .write_all(header)
             .and_then(|_| self.out.write_all(payload))
@@ -210,7 +218,7 @@ impl<W: Write> Writer<W> {
     /// Encode and append one block.
     pub fn add_block(&mut self, data: &[u8], meta: BlockMeta) -> Result<()> {
         let seal = self.crypto.as_ref().map(|(c, _)| (c, self.count));
-        let p = prepare(self.engine, data.to_vec(), meta, seal)?;
+        let p = prepare(self.engine, data.to_vec(), meta, seal, false)?;
         self.add_prepared(p)
     }
 
@@ -239,7 +247,20 @@ impl<W: Write> Writer<W> {
             .map_err(|_| Error::Invalid(format!("block {n} encodes to more than 4 GiB")))?;
         let chunk_offset = self.pos;
         let h = ChunkHeader::encode_with_crc(Tag::CORE, stored_len, p.crc);
-        self.write_chunk_parts(&h, &p.stored)?;
+        let sha256 = match p.sha256 {
+            Some(sha) => {
+                self.write_chunk_parts(&h, &p.stored)?;
+                sha
+            }
+            None => {
+                // The block's own hash and VERI over it, in lockstep (integrity::lanes).
+                let mut block = integrity::lanes::Sha256::new();
+                self.veri.update(&h);
+                self.veri.update2(&p.stored, &mut block, &p.stored);
+                self.write_unhashed(&h, &p.stored)?;
+                block.finalize()
+            }
+        };
         IndexEntry {
             chunk_offset,
             stored_len,
@@ -252,7 +273,7 @@ impl<W: Write> Writer<W> {
             } else {
                 0
             },
-            sha256: p.sha256,
+            sha256,
         }
         .encode(&mut self.index);
         if p.meta.keyframe {
@@ -697,7 +718,8 @@ const MAX_PENDING: usize = 16;
 /// Blocks as read: data and timing.
 type RawBlocks = Vec<(Vec<u8>, BlockMeta)>;
 /// What prepares a batch: (number of its first block, blocks) -> prepared blocks.
-type PrepFn<'a> = dyn Fn(u64, RawBlocks) -> Result<Vec<Prepared>> + Sync + 'a;
+/// The flag says whether to hash the blocks too (the writer hashes its own alongside VERI).
+type PrepFn<'a> = dyn Fn(u64, RawBlocks, bool) -> Result<Vec<Prepared>> + Sync + 'a;
 
 /// One batch of blocks in the pack queue.
 enum Slot {
@@ -763,7 +785,7 @@ impl Shared {
             match q.claim_newest() {
                 Some((seq, base, raw)) => {
                     drop(q);
-                    let r = prep(base, raw);
+                    let r = prep(base, raw, true);
                     q = self.lock();
                     q.store(seq, r);
                     self.cv.notify_all();
@@ -803,31 +825,50 @@ pub fn pack_to<W: Write + Send>(
     let writer_crypto = sealing.clone();
     let mut blocks = input.blocks()?;
     let engine = opts.engine;
-    let prep = |base: u64, blocks: RawBlocks| -> Result<Vec<Prepared>> {
+    let prep = |base: u64, blocks: RawBlocks, hash: bool| -> Result<Vec<Prepared>> {
         blocks
             .into_iter()
             .enumerate()
             .map(|(k, (data, meta))| {
                 let seal = sealing.as_ref().map(|(c, _)| (c, base + k as u64));
-                prepare(engine, data, meta, seal)
+                prepare(engine, data, meta, seal, hash)
             })
             .collect()
     };
+    // Stored bytes are the input bytes: the reader can hash blocks as it reads them.
+    let stored_is_input = engine == Engine::Identity && sealing.is_none();
     let shared = Shared::default();
     let helpers = rayon::current_num_threads().saturating_sub(2);
 
     std::thread::scope(|s| -> Result<(W, PackSummary)> {
         let (shared, prep) = (&shared, &prep);
         let reader = s.spawn(move || -> [u8; 32] {
-            let mut source = Sha256::new();
+            let mut source = integrity::lanes::Sha256::new();
             let (mut done, mut next_block) = (0u64, 0u64);
+            // Whether the writer was behind when the last batch was queued: then this
+            // one is hashed here, in lockstep with the source hash, and queued ready.
+            let mut writer_behind = false;
             loop {
                 let mut batch = Vec::new();
+                let mut ready = Vec::new();
+                let hash_here = stored_is_input && writer_behind;
                 let mut bytes = 0u64;
                 let mut err = None;
-                while bytes < BATCH_BYTES && batch.len() < BATCH_BLOCKS {
+                while bytes < BATCH_BYTES && batch.len() + ready.len() < BATCH_BLOCKS {
                     match blocks.next() {
                         None => break,
+                        Some(Ok((data, meta))) if hash_here => {
+                            let mut block = integrity::lanes::Sha256::new();
+                            integrity::lanes::update2(&mut source, &data, &mut block, &data);
+                            bytes += data.len() as u64;
+                            ready.push(Prepared {
+                                sha256: Some(block.finalize()),
+                                crc: crc32fast::hash(&data),
+                                decoded_len: data.len() as u64,
+                                stored: data,
+                                meta,
+                            });
+                        }
                         Some(Ok((data, meta))) => {
                             source.update(&data);
                             bytes += data.len() as u64;
@@ -840,7 +881,7 @@ pub fn pack_to<W: Write + Send>(
                     }
                 }
                 done += bytes;
-                let at_end = batch.is_empty() || err.is_some();
+                let at_end = (batch.is_empty() && ready.is_empty()) || err.is_some();
                 let mut q = shared.lock();
                 if q.abort {
                     break;
@@ -852,7 +893,11 @@ pub fn pack_to<W: Write + Send>(
                         blocks: batch,
                     });
                     next_block += n;
+                } else if !ready.is_empty() {
+                    next_block += ready.len() as u64;
+                    q.slots.push_back(Slot::Ready(Ok(ready)));
                 }
+                writer_behind = q.slots.len() >= MAX_PENDING / 2;
                 if at_end {
                     q.end = Some(err.map_or(Ok(()), Err));
                     shared.cv.notify_all();
@@ -867,7 +912,7 @@ pub fn pack_to<W: Write + Send>(
                     match q.claim_newest() {
                         Some((seq, base, raw)) => {
                             drop(q);
-                            let r = prep(base, raw);
+                            let r = prep(base, raw, true);
                             q = shared.lock();
                             q.store(seq, r);
                             shared.cv.notify_all();
@@ -878,7 +923,7 @@ pub fn pack_to<W: Write + Send>(
                 drop(q);
                 progress(done);
             }
-            source.finalize().into()
+            source.finalize()
         });
         for _ in 0..helpers {
             s.spawn(move || shared.help(prep));
@@ -904,7 +949,7 @@ pub fn pack_to<W: Write + Send>(
                     drop(q);
                     let prepared = match slot {
                         Slot::Ready(r) => r?,
-                        Slot::Raw { base, blocks } => prep(base, blocks)?,
+                        Slot::Raw { base, blocks } => prep(base, blocks, false)?,
                         Slot::Claimed => unreachable!("claimed slots are waited for"),
                     };
                     for p in prepared {
