@@ -106,8 +106,9 @@ impl KeyArgs {
                 == std::env::var_os("H4FS_KEY_FILE").as_deref();
             if (self.key_file.is_some() && !from_env) || self.shared_secret_file.is_some() {
                 warn(format!(
-                    "note: {} is not encrypted; the key given is not used and does not \
-                     authenticate its contents",
+                    "warning: {} is not encrypted, although a key was given: the key is \
+                     not used and does not vouch for its contents (if you expected it to be \
+                     encrypted, it may have been replaced)",
                     a.name()
                 ));
             }
