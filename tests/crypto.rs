@@ -503,7 +503,7 @@ fn shared_secret_is_refused_for_unencrypted_files() {
 }
 
 /// Known answers for h4fs's own construction, computed by an independent
-/// implementation of docs/FORMAT-encryption.md (Python `hashlib`, `hmac` and
+/// implementation of docs/FORMAT.md (section 9) (Python `hashlib`, `hmac` and
 /// `cryptography`'s AESGCM), so the code and the specification cannot drift apart.
 #[test]
 fn h4fs_construction_known_answers() {

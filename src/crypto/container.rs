@@ -1,6 +1,6 @@
 //! h4fs's own encryption: AES-256-GCM per block under a per-container key.
 //!
-//! Every value below is fixed by this file; docs/FORMAT-encryption.md gives the same
+//! Every value below is fixed by this file; docs/FORMAT.md (section 9) gives the same
 //! at byte level and docs/SECURITY.md the reasoning.
 //!
 //! ```text
