@@ -519,3 +519,34 @@ fn broken_pipe_is_not_an_error() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+#[test]
+fn explicit_key_for_a_plain_container_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("p.bin");
+    std::fs::write(&src, bytes(5000, 2)).unwrap();
+    let out = dir.path().join("p.h4mk");
+    ok(&["pack", p(&src), "--block-size", "1000", "-o", p(&out)]);
+    let key = dir.path().join("k.key");
+    ok(&["keygen", "-o", p(&key)]);
+    // A container stripped of its encryption must not have its bytes served as plaintext
+    // to a user who expects decryption.
+    let o = Command::new(BIN)
+        .args(["cat", p(&out), "--key-file", p(&key)])
+        .env_remove("H4FS_KEY_FILE")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3));
+    assert!(o.stdout.is_empty());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("is not encrypted, although a key was given")
+    );
+    // The same key from the environment only earns a note.
+    let o = Command::new(BIN)
+        .args(["cat", p(&out)])
+        .env("H4FS_KEY_FILE", &key)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert_eq!(o.stdout, bytes(5000, 2));
+}

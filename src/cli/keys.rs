@@ -101,14 +101,24 @@ impl KeyArgs {
     /// its key stays locked (metadata readable, blocks refused). A wrong key is an error.
     pub fn apply(&self, a: &mut Archive) -> anyhow::Result<()> {
         let Some(enc) = &a.encryption else {
-            // Not for a key that comes from H4FS_KEY_FILE, which may well stay set.
+            // A key named on the command line for a plain container is refused: an
+            // attacker who strips the encryption records and recomputes every unkeyed
+            // hash would otherwise have ciphertext served as plaintext. A key from
+            // H4FS_KEY_FILE, which may well stay set, only earns a note.
             let from_env = self.key_file.as_deref().map(|p| p.as_os_str())
                 == std::env::var_os("H4FS_KEY_FILE").as_deref();
             if (self.key_file.is_some() && !from_env) || self.shared_secret_file.is_some() {
+                anyhow::bail!(
+                    "{} is not encrypted, although a key was given: refusing to read it as \
+                     plain data (if you expected it to be encrypted, it may have been \
+                     replaced or stripped of its encryption); run without the key to read \
+                     it as an unencrypted container",
+                    a.name()
+                );
+            }
+            if self.key_file.is_some() {
                 warn(format!(
-                    "warning: {} is not encrypted, although a key was given: the key is \
-                     not used and does not vouch for its contents (if you expected it to be \
-                     encrypted, it may have been replaced)",
+                    "note: {} is not encrypted; the key from H4FS_KEY_FILE is not used",
                     a.name()
                 ));
             }
