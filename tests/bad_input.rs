@@ -1318,6 +1318,14 @@ fn missing_input_file() {
         OTHER,
         &["cannot open", s(&missing), "No such file or directory"],
     );
+    // A directory where a container file is expected.
+    let dir = sc.out_dir("a-dir.h4mk");
+    every_reader_fails(
+        &sc,
+        &dir,
+        OTHER,
+        &[&format!("{} is a directory, not a container file", s(&dir))],
+    );
     let err = Archive::open(&missing).expect_err("missing file");
     assert!(
         matches!(&err, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound),
