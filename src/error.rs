@@ -152,7 +152,11 @@ pub enum Error {
     /// AES-GCM authentication of a block failed: its bytes were altered, it was moved
     /// from another position or container, or its index entry was edited.
     #[error("block {block} (chunk at offset {offset}): authentication failed ({why})")]
-    BlockAuth { block: u64, offset: u64, why: String },
+    BlockAuth {
+        block: u64,
+        offset: u64,
+        why: String,
+    },
 
     /// A key or shared-secret file that cannot be used. Never carries key bytes.
     #[error("key file {path}: {msg}")]
