@@ -4,7 +4,8 @@
 //! * `pts_lookup/*`: `BlockTable::find_pts` over a 10,000,000-entry index and
 //!   `layout_a::seek_lookup` over 10,000,000 SEEK entries (target < 1 µs per lookup);
 //! * `pack_to_sink` and `hash/*`: the packer's CPU cost without file I/O, and the
-//!   primitives it spends it on (SHA-256, CRC-32), per byte of payload.
+//!   primitives it spends it on (SHA-256, CRC-32, two SHA-256 streams in lockstep),
+//!   per byte of payload.
 //!
 //! Run: `cargo bench --bench core` (or `cargo bench --bench core -- open` for one group).
 //! Whole-command numbers (pack, verify, sha256sum side by side) come from
@@ -14,6 +15,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use h4fs::engine::Engine;
 use h4fs::format::h4fs::{self as hf, IndexEntry};
 use h4fs::format::layout_a::{SeekEntry, seek_lookup};
+use h4fs::integrity::lanes::{Sha256, update2};
 use h4fs::reader::{Archive, BlockTable};
 use h4fs::writer::{self, BlockMeta, Input, PackOptions, Writer};
 use std::hint::black_box;
@@ -174,6 +176,24 @@ fn hash(c: &mut Criterion) {
     });
     g.bench_function("crc32_1MiB", |b| {
         b.iter(|| crc32fast::hash(black_box(&data)))
+    });
+    // Two 1 MiB messages: one after the other, then in lockstep (integrity::lanes).
+    let other: Vec<u8> = data.iter().map(|b| b ^ 0x5a).collect();
+    g.throughput(Throughput::Bytes(2 * data.len() as u64));
+    g.bench_function("sha256_2x1MiB_sequential", |b| {
+        b.iter(|| {
+            let (mut x, mut y) = (Sha256::new(), Sha256::new());
+            x.update(black_box(&data));
+            y.update(black_box(&other));
+            (x.finalize(), y.finalize())
+        })
+    });
+    g.bench_function("sha256_2x1MiB_lockstep", |b| {
+        b.iter(|| {
+            let (mut x, mut y) = (Sha256::new(), Sha256::new());
+            update2(&mut x, black_box(&data), &mut y, black_box(&other));
+            (x.finalize(), y.finalize())
+        })
     });
     g.finish();
 }
