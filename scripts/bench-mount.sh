@@ -26,6 +26,7 @@
 # mounted on exit, also after a failure or Ctrl-C.
 #
 # Needs root (to drop the page cache and mount FUSE). Run `scripts/bench-mount.sh --help`.
+# Results, the machine they were measured on and what they mean: docs/PERFORMANCE.md, "Mount".
 
 set -euo pipefail
 export LC_ALL=C
@@ -213,6 +214,14 @@ mkdir -p "$WORK_DIR"
 WORK_DIR=$(cd "$WORK_DIR" && pwd -P)
 MNT_ROOT=$WORK_DIR/mnt
 mkdir -p "$MNT_ROOT"
+# Mounts left under our own mount root by a run that was killed with SIGKILL.
+for d in "$MNT_ROOT"/*; do
+    if grep -qF " $d " /proc/self/mounts; then
+        log "removing a mount left by an earlier run: $d"
+        fusermount3 -u "$d" 2>/dev/null || fusermount3 -uz "$d" 2>/dev/null || umount -l "$d" ||
+            die "cannot unmount $d, left by an earlier run"
+    fi
+done
 
 # ---------------------------------------------------------------- mounts and cleanup
 declare -A MOUNTED=()    # mount point -> target name, for every mount this script made
