@@ -23,6 +23,12 @@ use std::io::BufWriter;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Full sizes under `cargo bench` (which passes `--bench`); small ones when `cargo test
+/// --all-targets` runs each benchmark once as a smoke test, so the suite stays quick.
+fn full_size() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
 /// Deterministic pseudo-random numbers (xorshift64*), so runs look up the same targets.
 struct Rng(u64);
 
@@ -57,10 +63,11 @@ fn build_container(path: &std::path::Path, blocks: u64) {
 fn open_1m(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("1m.h4mk");
-    build_container(&path, 1_000_000);
+    let blocks = if full_size() { 1_000_000 } else { 10_000 };
+    build_container(&path, blocks);
     // Warm the page cache the way a second open would find it.
     let a = Archive::open(&path).unwrap();
-    assert_eq!(a.tracks[0].blocks.len(), 1_000_000);
+    assert_eq!(a.tracks[0].blocks.len(), blocks);
     drop(a);
     let mut g = c.benchmark_group("open");
     g.sample_size(30).measurement_time(Duration::from_secs(10));
@@ -73,15 +80,19 @@ fn open_1m(c: &mut Criterion) {
     g.finish();
 }
 
-const LOOKUP_ENTRIES: u64 = 10_000_000;
+/// Entries of the lookup tables (10,000,000 under `cargo bench`).
+fn lookup_entries() -> u64 {
+    if full_size() { 10_000_000 } else { 100_000 }
+}
 /// Lookups per iteration, so the per-lookup time is the iteration time / this.
 const LOOKUPS: u64 = 1024;
 
 fn pts_lookup(c: &mut Criterion) {
     // A 10,000,000-entry HIDX payload (720 MB), pts 40 ms apart.
-    let mut payload = hf::index_header(LOOKUP_ENTRIES).to_vec();
-    payload.reserve(LOOKUP_ENTRIES as usize * hf::ENTRY_LEN);
-    for i in 0..LOOKUP_ENTRIES {
+    let entries = lookup_entries();
+    let mut payload = hf::index_header(entries).to_vec();
+    payload.reserve(entries as usize * hf::ENTRY_LEN);
+    for i in 0..entries {
         IndexEntry {
             chunk_offset: 8 + i * 268,
             stored_len: 256,
@@ -96,15 +107,15 @@ fn pts_lookup(c: &mut Criterion) {
     }
     let table = BlockTable::Index {
         payload: Arc::new(payload),
-        count: LOOKUP_ENTRIES,
+        count: entries,
     };
-    let seek: Vec<SeekEntry> = (0..LOOKUP_ENTRIES)
+    let seek: Vec<SeekEntry> = (0..entries)
         .map(|i| SeekEntry {
             pts_us: i * 40_000,
             offset: i * 256,
         })
         .collect();
-    let end = LOOKUP_ENTRIES * 40_000;
+    let end = entries * 40_000;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let targets: Vec<u64> = (0..LOOKUPS).map(|_| rng.next() % end).collect();
     // The answers are right before they are timed.
@@ -137,11 +148,11 @@ fn pts_lookup(c: &mut Criterion) {
 }
 
 fn pack_to_sink(c: &mut Criterion) {
-    const LEN: u64 = 256 << 20;
+    let len: u64 = if full_size() { 256 << 20 } else { 4 << 20 };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("input.bin");
     let mut rng = Rng(1);
-    let data: Vec<u8> = (0..LEN / 8)
+    let data: Vec<u8> = (0..len / 8)
         .flat_map(|_| rng.next().to_le_bytes())
         .collect();
     std::fs::write(&path, &data).unwrap();
@@ -153,7 +164,7 @@ fn pack_to_sink(c: &mut Criterion) {
     };
     let opts = PackOptions::default();
     let mut g = c.benchmark_group("pack_to_sink");
-    g.sample_size(10).throughput(Throughput::Bytes(LEN));
+    g.sample_size(10).throughput(Throughput::Bytes(len));
     g.bench_function("256MiB_1MiB_blocks", |b| {
         b.iter(|| {
             writer::pack_to(&input, std::io::sink(), &opts, &|_| {})

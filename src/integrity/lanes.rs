@@ -116,28 +116,17 @@ pub fn update2(a: &mut Sha256, da: &[u8], b: &mut Sha256, db: &[u8]) {
     b.absorb_aligned(&rb[n..]);
 }
 
-/// Compress whole 64-byte blocks.
+/// Compress whole 64-byte blocks, one stream: the `sha2` crate's own kernel (SHA-NI
+/// where the CPU has it), which is as fast as one stream gets.
 fn compress(state: &mut [u32; 8], blocks: &[u8]) {
     debug_assert_eq!(blocks.len() % 64, 0);
-    #[cfg(target_arch = "x86_64")]
-    if x86::available() {
-        // SAFETY: the CPU has the SHA, SSE2, SSSE3 and SSE4.1 extensions (checked above).
-        unsafe { x86::compress1(state, blocks) };
-        return;
-    }
-    compress_portable(state, blocks);
-}
-
-/// `compress` without the SHA extensions (the `sha2` crate's own dispatch).
-fn compress_portable(state: &mut [u32; 8], blocks: &[u8]) {
-    for block in blocks.chunks_exact(64) {
-        sha2::compress256(
-            state,
-            &[*sha2::digest::generic_array::GenericArray::from_slice(
-                block,
-            )],
-        );
-    }
+    type Block = sha2::digest::generic_array::GenericArray<u8, sha2::digest::consts::U64>;
+    // SAFETY: `GenericArray<u8, U64>` is `repr(transparent)` over a `repr(C)` nest of
+    // 64 `u8`s: size 64, alignment 1, any bit pattern valid. `blocks` holds
+    // `len / 64` such blocks back to back and outlives the borrow.
+    let blocks: &[Block] =
+        unsafe { std::slice::from_raw_parts(blocks.as_ptr().cast::<Block>(), blocks.len() / 64) };
+    sha2::compress256(state, blocks);
 }
 
 /// Compress equally many whole blocks into two states, interleaved where possible.
@@ -145,7 +134,8 @@ fn compress2(s1: &mut [u32; 8], b1: &[u8], s2: &mut [u32; 8], b2: &[u8]) {
     debug_assert_eq!(b1.len(), b2.len());
     #[cfg(target_arch = "x86_64")]
     if x86::available() {
-        // SAFETY: as in `compress`.
+        // SAFETY: the CPU has the SHA, SSE2, SSSE3 and SSE4.1 extensions (checked above)
+        // and both inputs are equally many whole blocks.
         unsafe { x86::compress2(s1, b1, s2, b2) };
         return;
     }
@@ -155,9 +145,9 @@ fn compress2(s1: &mut [u32; 8], b1: &[u8], s2: &mut [u32; 8], b2: &[u8]) {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    //! SHA-NI kernels. The single-stream one follows the Intel reference sequence (as
-    //! the `sha2` crate does); the two-stream one runs the same rounds for two messages
-    //! with their instructions interleaved.
+    //! The two-stream SHA-NI kernel: the Intel reference round sequence (as in the
+    //! `sha2` crate's one-stream kernel), run for two messages with their instructions
+    //! interleaved.
     use std::arch::x86_64::*;
     use std::sync::OnceLock;
 
@@ -262,36 +252,12 @@ mod x86 {
     }
 
     /// # Safety
-    /// The CPU must have SHA, SSE2, SSSE3 and SSE4.1; `blocks.len()` a multiple of 64.
-    #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
-    pub unsafe fn compress1(state: &mut [u32; 8], blocks: &[u8]) {
-        // SAFETY: the features are enabled by the caller's contract; every slice passed
-        // below is one whole 64-byte block.
-        unsafe {
-            let (mut abef, mut cdgh) = load(state);
-            for block in blocks.chunks_exact(64) {
-                let (save_abef, save_cdgh) = (abef, cdgh);
-                let mut w = words(block);
-                for r in 0..16 {
-                    if r >= 4 {
-                        schedule(&mut w, r);
-                    }
-                    let t = _mm_add_epi32(w[r % 4], k4(r));
-                    cdgh = _mm_sha256rnds2_epu32(cdgh, abef, t);
-                    abef = _mm_sha256rnds2_epu32(abef, cdgh, _mm_shuffle_epi32(t, 0x0E));
-                }
-                abef = _mm_add_epi32(abef, save_abef);
-                cdgh = _mm_add_epi32(cdgh, save_cdgh);
-            }
-            store(state, abef, cdgh);
-        }
-    }
-
-    /// # Safety
-    /// As [`compress1`]; `b1.len() == b2.len()`.
+    /// The CPU must have SHA, SSE2, SSSE3 and SSE4.1; `b1.len() == b2.len()`, a
+    /// multiple of 64.
     #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
     pub unsafe fn compress2(s1: &mut [u32; 8], b1: &[u8], s2: &mut [u32; 8], b2: &[u8]) {
-        // SAFETY: as in `compress1`.
+        // SAFETY: the features are enabled by the caller's contract; every slice passed
+        // below is one whole 64-byte block.
         unsafe {
             let (mut a1, mut c1) = load(s1);
             let (mut a2, mut c2) = load(s2);
@@ -353,6 +319,14 @@ mod tests {
             h(b"abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    /// One block at a time through `sha2`, without the slice cast of `compress`.
+    fn compress_portable(state: &mut [u32; 8], blocks: &[u8]) {
+        for block in blocks.chunks_exact(64) {
+            let b = sha2::digest::generic_array::GenericArray::from_slice(block);
+            sha2::compress256(state, &[*b]);
+        }
     }
 
     #[test]
