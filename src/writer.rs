@@ -1078,3 +1078,53 @@ fn content_digest(input: &Input, engine: Engine) -> Result<(ContentDigest, [u8; 
     }
     Ok((h.finish(), sha))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pack queue with 0, 1 and 2 helper threads, enough batches to fill it (so the
+    /// reader prepares and hashes batches too), and an engine that encodes: the same
+    /// bytes every time, and a container whose every hash checks.
+    #[test]
+    fn output_does_not_depend_on_the_thread_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("input.bin");
+        // 20,000 blocks of 256 bytes: 20 batches; the last block is short.
+        let data: Vec<u8> = (0..20_000u32 * 256 - 100)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 & 0xf0)
+            .collect();
+        std::fs::write(&path, &data).unwrap();
+        let input = Input::Fixed {
+            path,
+            block_size: 256,
+            fps: 25.0,
+            gop: 25,
+        };
+        for engine in [Engine::Identity, Engine::GeometricReference] {
+            let opts = PackOptions {
+                engine,
+                ..PackOptions::default()
+            };
+            let packs: Vec<Vec<u8>> = [1, 3, 4]
+                .into_iter()
+                .map(|threads| {
+                    rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .unwrap()
+                        .install(|| pack_to(&input, Vec::new(), &opts, &|_| {}).unwrap().0)
+                })
+                .collect();
+            assert!(packs[0] == packs[1] && packs[0] == packs[2], "{engine:?}");
+            let a = crate::reader::Archive::from_source(
+                Box::new(packs[0].clone()),
+                crate::reader::OpenCheck::Structure,
+            )
+            .unwrap();
+            assert_eq!(a.tracks[0].blocks.len(), 20_000);
+            let report = crate::verify::verify(&a, true, &|_| {});
+            assert!(report.ok(), "{engine:?}: {:?}", report.failures);
+        }
+    }
+}
