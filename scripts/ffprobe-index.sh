@@ -116,14 +116,19 @@ awk -F'|' -v size="$size" '
 [ -s "$tmp/sorted" ] || die 1 "$media: stream $index has no packets with byte positions"
 
 awk -v size="$size" -v num="$tb_num" -v den="$tb_den" '
-  # floor(t * num * 1e6 / den) for t >= 0, exact while t * num * 1e6 < 2^53.
-  function to_us(t,    a, q, r) {
-    a = t * num * 1000000
+  # floor(t * num * 1e6 / den) for t >= 0, in exact integer steps while t * num and the
+  # result stay below 2^53: whole time-base units first, then the remainder.
+  function to_us(t,    a, q, r, f, g) {
+    a = t * num
     q = int(a / den)
     r = a - q * den
-    if (r < 0) q -= 1
-    else if (r >= den) q += 1
-    return q
+    if (r < 0) { q -= 1; r += den }
+    else if (r >= den) { q += 1; r -= den }
+    f = int(r * 1000000 / den)
+    g = r * 1000000 - f * den
+    if (g < 0) f -= 1
+    else if (g >= den) f += 1
+    return q * 1000000 + f
   }
   {
     pos = $1 + 0; dts = $3; dur = $4; key = $5 + 0

@@ -343,3 +343,89 @@ fn bad_input_gives_a_clear_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("usage"));
 }
+
+/// A stand-in `ffprobe` that reports a fixed stream and packet list, to drive the
+/// script through cases real encoders rarely produce.
+fn fake_ffprobe(dir: &Path, time_base: &str, packets: &str) -> PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::write(dir.join("packets.txt"), packets).unwrap();
+    let script = format!(
+        "#!/bin/sh\ncase \"$*\" in\n  *V:0*stream=*) echo 'index=0|time_base={time_base}' ;;\n  *stream=*) ;;\n  *packet=*) cat '{}' ;;\nesac\n",
+        dir.join("packets.txt").display()
+    );
+    let path = bin.join("ffprobe");
+    std::fs::write(&path, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+fn run_with_fake(dir: &Path, time_base: &str, packets: &str, media_len: usize) -> String {
+    let bin = fake_ffprobe(dir, time_base, packets);
+    let media = dir.join("media.bin");
+    std::fs::write(&media, vec![0u8; media_len]).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = ok(Command::new(script()).arg(&media).env("PATH", path));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn packets_without_positions_shared_positions_and_odd_timestamps() {
+    let dir = tempfile::tempdir().unwrap();
+    // Out of file order; no position; position past EOF; two packets at one position;
+    // a negative dts; a missing dts; a dts that goes back; the first packet not a
+    // keyframe.
+    let packets = "\
+pos=N/A|dts=0|duration=40|flags=K_
+pos=100|dts=-80|duration=40|flags=__
+pos=300|dts=0|duration=40|flags=K_
+
+pos=500|dts=N/A|duration=N/A|flags=__
+pos=500|dts=40|duration=40|flags=K_
+pos=900|dts=120|duration=40|flags=__
+pos=700|dts=80|duration=40|flags=__
+pos=1100|dts=100|duration=40|flags=__
+pos=5000|dts=200|duration=40|flags=K_
+";
+    let csv = run_with_fake(dir.path(), "1/1000", packets, 2000);
+    assert_eq!(
+        csv,
+        "offset,size,pts_us,keyframe,duration_us\n\
+         0,500,0,1,40000\n\
+         500,200,40000,1,40000\n\
+         700,200,80000,0,40000\n\
+         900,200,120000,0,40000\n\
+         1100,900,120000,0,40000\n"
+    );
+}
+
+#[test]
+fn timestamps_convert_exactly_with_the_stream_time_base() {
+    let dir = tempfile::tempdir().unwrap();
+    // NTSC time base; 2,000,000,010 is a dts where floor(dts * 1001e6 / 30000) in
+    // floating point comes out one too high.
+    let dts = [0i64, 1, 123_456_789, 2_000_000_010, 2_999_999_999];
+    let packets: String = dts
+        .iter()
+        .enumerate()
+        .map(|(i, d)| format!("pos={}|dts={d}|duration=1|flags=K_\n", i * 10))
+        .collect();
+    let csv = run_with_fake(dir.path(), "1001/30000", &packets, 100);
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    for (row, d) in rows.iter().zip(dts) {
+        let want = i128::from(d) * 1001 * 1_000_000 / 30000;
+        let got = row.split(',').nth(2).unwrap();
+        assert_eq!(got, want.to_string(), "dts {d}: {row}");
+        assert_eq!(
+            row.split(',').nth(4).unwrap(),
+            "33366",
+            "duration: one tick of 1001/30000 s"
+        );
+    }
+    assert_eq!(rows.len(), dts.len());
+}
