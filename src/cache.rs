@@ -47,9 +47,20 @@ pub struct CacheStats {
 struct Inner {
     lru: LruCache<BlockKey, Arc<VerifiedBlock>>,
     bytes: u64,
+    /// `bytes` plus [`ENTRY_OVERHEAD`] per block: what the bound applies to.
+    charged: u64,
 }
 
-/// An LRU of verified blocks holding at most `capacity` decoded bytes.
+/// Memory one cached block costs beyond its bytes (the LRU node, the `Arc` and the
+/// buffer's header), so that `--cache-size` bounds memory even for tiny blocks.
+pub const ENTRY_OVERHEAD: u64 = 192;
+
+fn charge(len: u64) -> u64 {
+    len + ENTRY_OVERHEAD
+}
+
+/// An LRU of verified blocks whose bytes plus [`ENTRY_OVERHEAD`] per block stay within
+/// `capacity`.
 pub struct BlockCache {
     inner: Mutex<Inner>,
     capacity: u64,
@@ -68,13 +79,14 @@ impl std::fmt::Debug for BlockCache {
 }
 
 impl BlockCache {
-    /// A cache that holds at most `capacity` bytes of decoded blocks. A block larger
-    /// than the whole capacity is never held (it is served and dropped).
+    /// A cache that holds at most `capacity` bytes (blocks plus their overhead). A block
+    /// larger than the whole capacity is never held (it is served and dropped).
     pub fn new(capacity: u64) -> BlockCache {
         BlockCache {
             inner: Mutex::new(Inner {
                 lru: LruCache::unbounded(),
                 bytes: 0,
+                charged: 0,
             }),
             capacity,
             hits: AtomicU64::new(0),
@@ -108,7 +120,7 @@ impl BlockCache {
     /// Insert a block, evicting least recently used blocks until it fits.
     pub fn insert(&self, key: BlockKey, block: Arc<VerifiedBlock>) {
         let size = block.len() as u64;
-        if size > self.capacity {
+        if charge(size) > self.capacity {
             return;
         }
         let mut evicted = 0;
@@ -116,12 +128,15 @@ impl BlockCache {
             let mut g = self.lock();
             if let Some(old) = g.lru.put(key, block) {
                 g.bytes -= old.len() as u64;
+                g.charged -= charge(old.len() as u64);
             }
             g.bytes += size;
-            while g.bytes > self.capacity {
+            g.charged += charge(size);
+            while g.charged > self.capacity {
                 match g.lru.pop_lru() {
                     Some((_, b)) => {
                         g.bytes -= b.len() as u64;
+                        g.charged -= charge(b.len() as u64);
                         evicted += 1;
                     }
                     None => break,
@@ -179,7 +194,8 @@ mod tests {
 
     #[test]
     fn hit_miss_and_byte_bound() {
-        let c = BlockCache::new(100);
+        // Room for two 40-byte blocks with their overhead, not three.
+        let c = BlockCache::new(2 * charge(40) + 10);
         assert!(c.get(&key(0)).is_none());
         c.insert(key(0), blk(40, 0));
         c.insert(key(1), blk(40, 1));
@@ -190,12 +206,15 @@ mod tests {
         assert!(c.contains(&key(0)) && c.contains(&key(2)));
         let s = c.stats();
         assert_eq!((s.hits, s.misses, s.evictions), (1, 1, 1));
-        assert_eq!((s.blocks, s.bytes, s.capacity), (2, 80, 100));
+        assert_eq!(
+            (s.blocks, s.bytes, s.capacity),
+            (2, 80, 2 * charge(40) + 10)
+        );
     }
 
     #[test]
     fn oversized_block_is_not_held_and_replacement_keeps_count() {
-        let c = BlockCache::new(10);
+        let c = BlockCache::new(charge(10));
         c.insert(key(0), blk(11, 0));
         assert!(!c.contains(&key(0)));
         c.insert(key(1), blk(6, 0));
@@ -207,8 +226,17 @@ mod tests {
     }
 
     #[test]
+    fn overhead_bounds_many_tiny_blocks() {
+        let c = BlockCache::new(10 * charge(1));
+        for i in 0..100 {
+            c.insert(key(i), blk(1, 0));
+        }
+        assert_eq!(c.stats().blocks, 10);
+    }
+
+    #[test]
     fn empty_blocks_are_cached() {
-        let c = BlockCache::new(0);
+        let c = BlockCache::new(ENTRY_OVERHEAD);
         c.insert(key(5), blk(0, 0));
         assert!(c.get(&key(5)).is_some_and(|b| b.is_empty()));
     }

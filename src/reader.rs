@@ -1241,17 +1241,14 @@ impl Archive {
 
     /// Stored bytes of `e`, checked.
     pub fn read_stored_entry(&self, e: &BlockEntry) -> Result<Vec<u8>> {
-        let raw = read_vec(
-            &*self.src,
-            e.chunk_offset,
-            e.data_offset + e.stored_len - e.chunk_offset,
-            &format!("block {}", e.number),
-        )?;
-        let skip = (e.data_offset - e.chunk_offset) as usize;
-        check_block_bytes(e, &raw)?;
-        let mut raw = raw;
-        raw.drain(..skip);
-        Ok(raw)
+        // Header and payload are read separately so the payload lands in a buffer of its
+        // own (no copy to strip the header off a block that may be a megabyte).
+        let what = format!("block {}", e.number);
+        let head_len = e.data_offset - e.chunk_offset;
+        let head = read_vec(&*self.src, e.chunk_offset, head_len, &what)?;
+        let payload = read_vec(&*self.src, e.data_offset, e.stored_len, &what)?;
+        check_block_parts(e, &head, &payload)?;
+        Ok(payload)
     }
 
     /// A block's decoded bytes, verified.
@@ -1383,9 +1380,28 @@ pub fn check_block_bytes(e: &BlockEntry, raw: &[u8]) -> Result<()> {
             ),
         });
     }
+    check_block_parts(e, &raw[..skip], &raw[skip..])
+}
+
+/// Check a block given its chunk header bytes (`data_offset - chunk_offset` of them) and
+/// its stored bytes.
+pub fn check_block_parts(e: &BlockEntry, head: &[u8], payload: &[u8]) -> Result<()> {
+    if head.len() as u64 != e.data_offset - e.chunk_offset || payload.len() as u64 != e.stored_len {
+        return Err(Error::Block {
+            block: e.number,
+            offset: e.chunk_offset,
+            msg: format!(
+                "expected {} header and {} stored bytes, got {} and {}",
+                e.data_offset - e.chunk_offset,
+                e.stored_len,
+                head.len(),
+                payload.len()
+            ),
+        });
+    }
     match e.check {
         BlockCheck::Sha256(expected) => {
-            let h = ChunkHeader::parse(raw[..12].try_into().expect("12"));
+            let h = ChunkHeader::parse(head[..12].try_into().expect("12"));
             if h.tag != Tag::CORE || h.len as u64 != e.stored_len {
                 return Err(Error::Block {
                     block: e.number,
@@ -1396,7 +1412,7 @@ pub fn check_block_bytes(e: &BlockEntry, raw: &[u8]) -> Result<()> {
                     ),
                 });
             }
-            let computed = integrity::sha256(&raw[skip..]);
+            let computed = integrity::sha256(payload);
             if computed != expected {
                 return Err(Error::BlockHash {
                     block: e.number,
@@ -1407,11 +1423,12 @@ pub fn check_block_bytes(e: &BlockEntry, raw: &[u8]) -> Result<()> {
             }
         }
         BlockCheck::CrcPayload(stored) | BlockCheck::CrcChunkC(stored) => {
-            let covered = match e.check {
-                BlockCheck::CrcPayload(_) => &raw[skip..],
-                _ => raw,
-            };
-            let computed = crc32fast::hash(covered);
+            let mut crc = crc32fast::Hasher::new();
+            if matches!(e.check, BlockCheck::CrcChunkC(_)) {
+                crc.update(head);
+            }
+            crc.update(payload);
+            let computed = crc.finalize();
             if computed != stored {
                 return Err(Error::BlockCrc {
                     block: e.number,

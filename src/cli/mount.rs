@@ -536,10 +536,24 @@ fn block_signals() -> libc::sigset_t {
     }
 }
 
+/// Make glibc serve block-sized buffers (up to 64 MiB) from its heap and keep freed
+/// memory there. By default each buffer of a megabyte is a fresh `mmap`: the kernel
+/// zeroes and faults in every page when the block is read into it and unmaps it again
+/// when the cache drops the block. Measured on a first read of a 1 GiB `stream` in
+/// 1 MiB blocks: daemon system time 1.0-1.2 s -> 0.3 s, throughput 0.75 -> 1.3 GB/s.
+fn keep_block_buffers_in_the_heap() {
+    // SAFETY: mallopt only tunes the allocator; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 20);
+    }
+}
+
 /// Open, mount and serve until unmounted or signalled.
 fn serve(s: Settings) -> anyhow::Result<u8> {
     // Before any thread exists, so every thread inherits the mask.
     let sigset = block_signals();
+    keep_block_buffers_in_the_heap();
     if let Some(fd) = s.args.ready_fd {
         // Keep the pipe out of any helper we start (fusermount3), so the parent sees
         // EOF when we are done with it.

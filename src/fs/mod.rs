@@ -415,7 +415,9 @@ pub struct Fs {
     handles: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
     next_fh: AtomicU64,
     /// Per (container, track): end of the last `stream` read, to spot sequential readers.
-    streams: Mutex<HashMap<(usize, usize), u64>>,
+    /// Per stream: where the last read ended and how many reads in a row continued
+    /// the one before.
+    streams: Mutex<HashMap<(usize, usize), (u64, u32)>>,
     prefetch_tx: Mutex<Option<SyncSender<BlockKey>>>,
     bytes_served: AtomicU64,
     read_requests: AtomicU64,
@@ -1227,15 +1229,25 @@ impl Fs {
 
     /// After a `stream` read of `[start, end)` ending in block `last`: when the reader
     /// looks sequential, queue the blocks after `last` up to `prefetch_bytes`.
+    ///
+    /// Sequential means two reads in a row that each start where the previous one ended
+    /// (within the size of the readahead requests the kernel may have in flight on other
+    /// FUSE threads), or a read from the start of the stream. Random readers, whose
+    /// kernel readahead produces an occasional adjacent pair, do not trigger prefetch.
     fn maybe_prefetch(&self, c: usize, t: usize, start: u64, end: u64, last: u64) {
-        const SLACK: u64 = 4 << 20;
+        const SLACK: u64 = 2 << 20;
         let sequential = {
             let mut m = self.streams.lock().unwrap_or_else(|p| p.into_inner());
-            let prev = m.insert((c, t), end);
-            match prev {
-                Some(p) => start <= p.saturating_add(SLACK) && start.saturating_add(SLACK) >= p,
-                None => start == 0,
-            }
+            let streak = match m.get(&(c, t)) {
+                Some(&(p, n))
+                    if start <= p.saturating_add(SLACK) && start.saturating_add(SLACK) >= p =>
+                {
+                    n.saturating_add(1)
+                }
+                _ => 0,
+            };
+            m.insert((c, t), (end, streak));
+            start == 0 || streak >= 2
         };
         if !sequential {
             return;
