@@ -481,26 +481,8 @@ fn read_index_chunk(
 ) -> Result<(Vec<u8>, Option<[u8; 32]>)> {
     const PAGE: usize = hf::PAGE_ENTRIES * hf::ENTRY_LEN;
     const PIECE: usize = 16 * PAGE;
-    let tag = Tag::HIDX;
-    let h = ChunkHeader::parse(&read_array(src, offset, "HIDX chunk header")?);
-    if h.tag != tag {
-        return Err(Error::Chunk {
-            tag,
-            offset,
-            msg: format!("expected a {tag} chunk here, found tag {}", h.tag),
-        });
-    }
-    let payload_at = offset + la::CHUNK_HEADER_LEN as u64;
+    let (h, payload_at) = read_chunk_header_a(src, offset, Tag::HIDX, end.min(src.len()))?;
     let len = h.len as u64;
-    if payload_at + len > end || payload_at + len > src.len() {
-        return Err(Error::Chunk {
-            tag,
-            offset,
-            msg: format!(
-                "payload length {len} runs past {end} (the end of the region it must lie in)"
-            ),
-        });
-    }
     let mut v = huge_page_buffer(len as usize);
     let head_len = hf::INDEX_HEADER_LEN.min(v.len());
     let (head, entries) = v.split_at_mut(head_len);
@@ -526,9 +508,14 @@ fn read_array<const N: usize>(src: &dyn ReadAt, offset: u64, what: &str) -> Resu
     Ok(v.try_into().expect("N bytes"))
 }
 
-/// Read a layout-A chunk at `offset` that must carry `tag`; checks bounds and (when asked)
-/// its CRC. Returns the payload.
-fn read_chunk_a(src: &dyn ReadAt, offset: u64, tag: Tag, end: u64, crc: bool) -> Result<Vec<u8>> {
+/// Read the header of a layout-A chunk at `offset` that must carry `tag` and whose
+/// payload must end by `end`; returns the header and the payload's offset.
+fn read_chunk_header_a(
+    src: &dyn ReadAt,
+    offset: u64,
+    tag: Tag,
+    end: u64,
+) -> Result<(ChunkHeader, u64)> {
     let h = ChunkHeader::parse(&read_array(src, offset, &format!("{tag} chunk header"))?);
     if h.tag != tag {
         return Err(Error::Chunk {
@@ -548,6 +535,13 @@ fn read_chunk_a(src: &dyn ReadAt, offset: u64, tag: Tag, end: u64, crc: bool) ->
             ),
         });
     }
+    Ok((h, payload_at))
+}
+
+/// Read a layout-A chunk at `offset` that must carry `tag`; checks bounds and (when asked)
+/// its CRC. Returns the payload.
+fn read_chunk_a(src: &dyn ReadAt, offset: u64, tag: Tag, end: u64, crc: bool) -> Result<Vec<u8>> {
+    let (h, payload_at) = read_chunk_header_a(src, offset, tag, end)?;
     let payload = read_vec(src, payload_at, h.len as u64, &format!("{tag} payload"))?;
     if crc {
         la::check_crc(&h, offset, &payload)?;
