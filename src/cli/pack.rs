@@ -194,9 +194,9 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     bar.finish_and_clear();
     if !args.quiet {
         eprintln!(
-            "packed {} blocks ({} keyframes, {} bytes) into {} ({} bytes), root {}{}",
-            summary.blocks,
-            summary.keyframes,
+            "packed {} ({}, {} bytes) into {} ({} bytes), root {}{}",
+            plural(summary.blocks, "block"),
+            plural(summary.keyframes, "keyframe"),
             summary.stream_len,
             args.output.display(),
             summary.file_len,
@@ -211,4 +211,13 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         );
     }
     Ok(0)
+}
+
+/// "1 block", "2 blocks".
+fn plural(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
