@@ -1235,14 +1235,25 @@ impl Archive {
 
     /// Stored bytes of `e`, checked.
     pub fn read_stored_entry(&self, e: &BlockEntry) -> Result<Vec<u8>> {
-        // Header and payload are read separately so the payload lands in a buffer of its
-        // own (no copy to strip the header off a block that may be a megabyte).
-        let what = format!("block {}", e.number);
-        let head_len = e.data_offset - e.chunk_offset;
-        let head = read_vec(&*self.src, e.chunk_offset, head_len, &what)?;
-        let payload = read_vec(&*self.src, e.data_offset, e.stored_len, &what)?;
+        let (head, payload) = self.read_block_parts(e)?;
         check_block_parts(e, &head, &payload)?;
         Ok(payload)
+    }
+
+    /// A block's chunk header bytes and stored bytes, unchecked. Small blocks take one
+    /// read and a short move; large ones two reads, so the payload lands in a buffer of
+    /// its own without a megabyte-sized copy.
+    fn read_block_parts(&self, e: &BlockEntry) -> Result<(Vec<u8>, Vec<u8>)> {
+        let what = format!("block {}", e.number);
+        let head_len = e.data_offset - e.chunk_offset;
+        if e.stored_len < 1 << 16 {
+            let mut raw = read_vec(&*self.src, e.chunk_offset, head_len + e.stored_len, &what)?;
+            let head = raw.drain(..head_len as usize).collect();
+            return Ok((head, raw));
+        }
+        let head = read_vec(&*self.src, e.chunk_offset, head_len, &what)?;
+        let payload = read_vec(&*self.src, e.data_offset, e.stored_len, &what)?;
+        Ok((head, payload))
     }
 
     /// A block's decoded bytes, verified.
@@ -1377,6 +1388,23 @@ pub fn check_block_bytes(e: &BlockEntry, raw: &[u8]) -> Result<()> {
     check_block_parts(e, &raw[..skip], &raw[skip..])
 }
 
+/// Check that an h4fs index entry points at a CORE chunk of its recorded length.
+/// `head` is the 12-byte chunk header as read.
+fn check_core_header(e: &BlockEntry, head: &[u8]) -> Result<()> {
+    let h = ChunkHeader::parse(head[..12].try_into().expect("caller read 12 bytes"));
+    if h.tag != Tag::CORE || h.len as u64 != e.stored_len {
+        return Err(Error::Block {
+            block: e.number,
+            offset: e.chunk_offset,
+            msg: format!(
+                "index points at a {} chunk of {} bytes, expected CORE of {}",
+                h.tag, h.len, e.stored_len
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Check a block given its chunk header bytes (`data_offset - chunk_offset` of them) and
 /// its stored bytes.
 pub fn check_block_parts(e: &BlockEntry, head: &[u8], payload: &[u8]) -> Result<()> {
@@ -1395,17 +1423,7 @@ pub fn check_block_parts(e: &BlockEntry, head: &[u8], payload: &[u8]) -> Result<
     }
     match e.check {
         BlockCheck::Sha256(expected) => {
-            let h = ChunkHeader::parse(head[..12].try_into().expect("12"));
-            if h.tag != Tag::CORE || h.len as u64 != e.stored_len {
-                return Err(Error::Block {
-                    block: e.number,
-                    offset: e.chunk_offset,
-                    msg: format!(
-                        "index points at a {} chunk of {} bytes, expected CORE of {}",
-                        h.tag, h.len, e.stored_len
-                    ),
-                });
-            }
+            check_core_header(e, head)?;
             let computed = integrity::sha256(payload);
             if computed != expected {
                 return Err(Error::BlockHash {
@@ -1529,29 +1547,8 @@ impl Archive {
     /// The stored bytes of a sealed h4fs block, for AES-GCM to authenticate: the chunk
     /// header is checked (tag and length), the SHA-256 is not computed.
     fn read_stored_sealed(&self, e: &BlockEntry) -> Result<Vec<u8>> {
-        let what = format!("block {}", e.number);
-        let skip = e.data_offset - e.chunk_offset;
-        // Small blocks: one read and a short move; large ones: two reads, no move.
-        let (head, stored) = if e.stored_len < 1 << 16 {
-            let mut raw = read_vec(&*self.src, e.chunk_offset, skip + e.stored_len, &what)?;
-            let head = ChunkHeader::parse(raw[..12].try_into().expect("12 bytes"));
-            raw.drain(..skip as usize);
-            (head, raw)
-        } else {
-            let head = ChunkHeader::parse(&read_array(&*self.src, e.chunk_offset, &what)?);
-            let stored = read_vec(&*self.src, e.data_offset, e.stored_len, &what)?;
-            (head, stored)
-        };
-        if head.tag != Tag::CORE || head.len as u64 != e.stored_len {
-            return Err(Error::Block {
-                block: e.number,
-                offset: e.chunk_offset,
-                msg: format!(
-                    "index points at a {} chunk of {} bytes, expected CORE of {}",
-                    head.tag, head.len, e.stored_len
-                ),
-            });
-        }
+        let (head, stored) = self.read_block_parts(e)?;
+        check_core_header(e, &head)?;
         Ok(stored)
     }
 
