@@ -1,11 +1,12 @@
 //! End-to-end tests of the `h4fs` binary: the three pack input forms, META, atomic output,
 //! reading every reference layout, seek, cat and extract.
 
+mod common;
+
+use common::{BIN, arg, noise};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-const BIN: &str = env!("CARGO_BIN_EXE_h4fs");
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -29,36 +30,19 @@ fn ok(args: &[&str]) -> Output {
     o
 }
 
-fn p(path: &Path) -> &str {
-    path.to_str().expect("utf-8 temp path")
-}
-
-/// Deterministic pseudo-random bytes (xorshift), so tests need no RNG crate.
-fn bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(data))
 }
 
 fn inspect_json(file: &Path) -> Value {
-    let o = ok(&["inspect", "--json", p(file)]);
+    let o = ok(&["inspect", "--json", arg(file)]);
     serde_json::from_slice(&o.stdout).expect("inspect --json prints JSON")
 }
 
 fn seek_json(file: &Path, pts: u64, extra: &[&str]) -> Value {
     let pts = pts.to_string();
-    let mut args = vec!["seek", "--json", p(file), &pts];
+    let mut args = vec!["seek", "--json", arg(file), &pts];
     args.extend_from_slice(extra);
     serde_json::from_slice(&ok(&args).stdout).expect("seek --json prints JSON")
 }
@@ -66,13 +50,13 @@ fn seek_json(file: &Path, pts: u64, extra: &[&str]) -> Value {
 #[test]
 fn fixed_blocks_round_trip_with_meta() {
     let dir = tempfile::tempdir().unwrap();
-    let data = bytes(1_000_003, 7);
+    let data = noise(1_000_003, 7);
     let src = dir.path().join("clip.raw");
     std::fs::write(&src, &data).unwrap();
     let out = dir.path().join("clip.h4mk");
     let o = ok(&[
         "pack",
-        p(&src),
+        arg(&src),
         "--block-size",
         "64K",
         "--fps",
@@ -80,7 +64,7 @@ fn fixed_blocks_round_trip_with_meta() {
         "--gop",
         "4",
         "-o",
-        p(&out),
+        arg(&out),
     ]);
     // Not a terminal: no progress bar escape sequences, just the summary line.
     let err = String::from_utf8_lossy(&o.stderr);
@@ -91,7 +75,7 @@ fn fixed_blocks_round_trip_with_meta() {
     assert!(err.contains("packed 16 blocks"), "{err}");
 
     let back = dir.path().join("clip.out");
-    ok(&["extract", p(&out), "-o", p(&back)]);
+    ok(&["extract", arg(&out), "-o", arg(&back)]);
     assert_eq!(std::fs::read(&back).unwrap(), data);
 
     let doc = inspect_json(&out);
@@ -126,26 +110,26 @@ fn fixed_blocks_round_trip_with_meta() {
     assert_eq!(s["keyframe"]["pts_us"], 160_000);
     assert_eq!(s["decode_chain"], serde_json::json!([4, 5, 6]));
 
-    ok(&["verify", "--full", p(&out)]);
+    ok(&["verify", "--full", arg(&out)]);
 }
 
 #[test]
 fn packing_is_deterministic_and_records_only_given_time() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("in.bin");
-    std::fs::write(&src, bytes(300_000, 3)).unwrap();
+    std::fs::write(&src, noise(300_000, 3)).unwrap();
     let a = dir.path().join("a.h4mk");
     let b = dir.path().join("sub/b.h4mk");
     std::fs::create_dir(dir.path().join("sub")).unwrap();
-    ok(&["pack", p(&src), "--block-size", "10000", "-o", p(&a)]);
+    ok(&["pack", arg(&src), "--block-size", "10000", "-o", arg(&a)]);
     std::thread::sleep(std::time::Duration::from_millis(1100));
     ok(&[
         "pack",
-        p(&src),
+        arg(&src),
         "--block-size",
         "10000",
         "-o",
-        p(&b),
+        arg(&b),
         "--threads",
         "1",
     ]);
@@ -154,11 +138,11 @@ fn packing_is_deterministic_and_records_only_given_time() {
     let c = dir.path().join("c.h4mk");
     ok(&[
         "pack",
-        p(&src),
+        arg(&src),
         "--block-size",
         "10000",
         "-o",
-        p(&c),
+        arg(&c),
         "--created",
         "2026-01-02T03:04:05Z",
     ]);
@@ -168,7 +152,7 @@ fn packing_is_deterministic_and_records_only_given_time() {
 #[test]
 fn index_csv_input_with_zero_length_and_one_byte_blocks() {
     let dir = tempfile::tempdir().unwrap();
-    let data = bytes(10_000, 11);
+    let data = noise(10_000, 11);
     let src = dir.path().join("media.bin");
     std::fs::write(&src, &data).unwrap();
     let csv = dir.path().join("media.csv");
@@ -183,42 +167,42 @@ fn index_csv_input_with_zero_length_and_one_byte_blocks() {
     )
     .unwrap();
     let out = dir.path().join("media.h4mk");
-    ok(&["pack", p(&src), "--index", p(&csv), "-o", p(&out)]);
+    ok(&["pack", arg(&src), "--index", arg(&csv), "-o", arg(&out)]);
     let doc = inspect_json(&out);
     assert_eq!(doc["blocks"], 5);
     assert_eq!(doc["meta"]["duration_us"], 200_000);
     assert!(doc["meta"].get("block_size").is_none());
 
-    assert_eq!(ok(&["cat", p(&out), "--block", "1"]).stdout, b"");
+    assert_eq!(ok(&["cat", arg(&out), "--block", "1"]).stdout, b"");
     assert_eq!(
-        ok(&["cat", p(&out), "--block", "2"]).stdout,
+        ok(&["cat", arg(&out), "--block", "2"]).stdout,
         &data[4000..4001]
     );
     assert_eq!(
-        ok(&["cat", p(&out), "--block", "3"]).stdout,
+        ok(&["cat", arg(&out), "--block", "3"]).stdout,
         &data[4001..7000]
     );
     // Ranges are inclusive and may straddle blocks, including the empty one.
     assert_eq!(
-        ok(&["cat", p(&out), "--range", "3990-4010"]).stdout,
+        ok(&["cat", arg(&out), "--range", "3990-4010"]).stdout,
         &data[3990..=4010]
     );
     assert_eq!(
-        ok(&["cat", p(&out), "--range", "9000-"]).stdout,
+        ok(&["cat", arg(&out), "--range", "9000-"]).stdout,
         &data[9000..]
     );
-    assert_eq!(ok(&["cat", p(&out)]).stdout, data);
+    assert_eq!(ok(&["cat", arg(&out)]).stdout, data);
     // --pts gives the keyframe block at or before the time, --chain up to the block.
     assert_eq!(
-        ok(&["cat", p(&out), "--pts", "100000"]).stdout,
+        ok(&["cat", arg(&out), "--pts", "100000"]).stdout,
         &data[..4000]
     );
     assert_eq!(
-        ok(&["cat", p(&out), "--pts", "100000", "--chain"]).stdout,
+        ok(&["cat", arg(&out), "--pts", "100000", "--chain"]).stdout,
         &data[..4001]
     );
     assert_eq!(
-        ok(&["cat", p(&out), "--pts", "170000"]).stdout,
+        ok(&["cat", arg(&out), "--pts", "170000"]).stdout,
         &data[4001..7000]
     );
 
@@ -231,7 +215,7 @@ fn index_csv_input_with_zero_length_and_one_byte_blocks() {
 fn index_csv_errors_name_the_line() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("m.bin");
-    std::fs::write(&src, bytes(100, 1)).unwrap();
+    std::fs::write(&src, noise(100, 1)).unwrap();
     let out = dir.path().join("m.h4mk");
     for (csv, needle) in [
         (
@@ -254,7 +238,7 @@ fn index_csv_errors_name_the_line() {
     ] {
         let f = dir.path().join("bad.csv");
         std::fs::write(&f, csv).unwrap();
-        let o = h4fs(&["pack", p(&src), "--index", p(&f), "-o", p(&out)]);
+        let o = h4fs(&["pack", arg(&src), "--index", arg(&f), "-o", arg(&out)]);
         assert_eq!(o.status.code(), Some(3), "{csv}");
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains(needle), "expected {needle:?} in {err}");
@@ -266,7 +250,7 @@ fn index_csv_errors_name_the_line() {
 fn failed_pack_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("m.bin");
-    std::fs::write(&src, bytes(200_000, 5)).unwrap();
+    std::fs::write(&src, noise(200_000, 5)).unwrap();
     // pts decreasing at the last block: the packer fails after writing earlier blocks.
     let mut csv = String::from("offset,size,pts_us,keyframe\n");
     for i in 0..19u64 {
@@ -278,7 +262,7 @@ fn failed_pack_leaves_nothing_behind() {
     let outdir = dir.path().join("out");
     std::fs::create_dir(&outdir).unwrap();
     let out = outdir.join("m.h4mk");
-    let o = h4fs(&["pack", p(&src), "--index", p(&f), "-o", p(&out)]);
+    let o = h4fs(&["pack", arg(&src), "--index", arg(&f), "-o", arg(&out)]);
     assert_eq!(o.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&o.stderr).contains("block 19 has pts 5 us"));
     assert_eq!(
@@ -290,7 +274,7 @@ fn failed_pack_leaves_nothing_behind() {
     // An existing destination is left untouched by a failed pack.
     std::fs::write(&out, b"previous").unwrap();
     assert_eq!(
-        h4fs(&["pack", p(&src), "--index", p(&f), "-o", p(&out)])
+        h4fs(&["pack", arg(&src), "--index", arg(&f), "-o", arg(&out)])
             .status
             .code(),
         Some(3)
@@ -305,7 +289,7 @@ fn directory_input_one_block_per_file_in_name_order() {
     let frames = dir.path().join("frames");
     std::fs::create_dir(&frames).unwrap();
     let names = ["b.bin", "a.bin", "c-empty.bin", "d.bin"];
-    let contents: Vec<Vec<u8>> = vec![bytes(500, 1), bytes(700, 2), vec![], vec![42]];
+    let contents: Vec<Vec<u8>> = vec![noise(500, 1), noise(700, 2), vec![], vec![42]];
     for (n, c) in names.iter().zip(&contents) {
         std::fs::write(frames.join(n), c).unwrap();
     }
@@ -313,13 +297,13 @@ fn directory_input_one_block_per_file_in_name_order() {
     let out = dir.path().join("frames.h4mk");
     ok(&[
         "pack",
-        p(&frames),
+        arg(&frames),
         "--fps",
         "10",
         "--gop",
         "2",
         "-o",
-        p(&out),
+        arg(&out),
     ]);
     let doc = inspect_json(&out);
     assert_eq!(doc["blocks"], 4);
@@ -328,7 +312,7 @@ fn directory_input_one_block_per_file_in_name_order() {
     let sorted = [&contents[1], &contents[0], &contents[2], &contents[3]];
     for (i, c) in sorted.iter().enumerate() {
         assert_eq!(
-            &ok(&["cat", p(&out), "--block", &i.to_string()]).stdout,
+            &ok(&["cat", arg(&out), "--block", &i.to_string()]).stdout,
             *c,
             "block {i}"
         );
@@ -342,17 +326,17 @@ fn directory_input_one_block_per_file_in_name_order() {
 fn user_meta_fields_and_reserved_keys() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("x.bin");
-    std::fs::write(&src, bytes(1000, 9)).unwrap();
+    std::fs::write(&src, noise(1000, 9)).unwrap();
     let out = dir.path().join("x.h4mk");
     let mf = dir.path().join("m.json");
     std::fs::write(&mf, r#"{"rig": {"id": 7}}"#).unwrap();
     ok(&[
         "pack",
-        p(&src),
+        arg(&src),
         "--block-size",
         "100",
         "-o",
-        p(&out),
+        arg(&out),
         "--meta",
         "camera=\"cam-2\"",
         "--meta",
@@ -360,7 +344,7 @@ fn user_meta_fields_and_reserved_keys() {
         "--meta",
         "note=plain text",
         "--meta-file",
-        p(&mf),
+        arg(&mf),
         "--project",
         "proj",
     ]);
@@ -372,11 +356,11 @@ fn user_meta_fields_and_reserved_keys() {
     assert_eq!(meta["project"], "proj");
     let o = h4fs(&[
         "pack",
-        p(&src),
+        arg(&src),
         "--block-size",
         "100",
         "-o",
-        p(&out),
+        arg(&out),
         "--meta",
         "compression=1",
     ]);
@@ -388,39 +372,39 @@ fn user_meta_fields_and_reserved_keys() {
 fn geometric_reference_engine_round_trips() {
     let dir = tempfile::tempdir().unwrap();
     let mut data = vec![0u8; 5000];
-    data.extend(bytes(777, 4));
+    data.extend(noise(777, 4));
     let src = dir.path().join("g.bin");
     std::fs::write(&src, &data).unwrap();
     let out = dir.path().join("g.h4mk");
     ok(&[
         "pack",
-        p(&src),
+        arg(&src),
         "--block-size",
         "1000",
         "--engine",
         "geometric-reference",
         "-o",
-        p(&out),
+        arg(&out),
     ]);
     let doc = inspect_json(&out);
     assert_eq!(doc["engine"], "geometric-reference");
-    assert_eq!(ok(&["cat", p(&out)]).stdout, data);
+    assert_eq!(ok(&["cat", arg(&out)]).stdout, data);
     // The run-length form of 1000 zero bytes: 3 x (00 ff) + (00 f1).
-    let raw = ok(&["cat", "--raw", "--block", "0", p(&out)]).stdout;
+    let raw = ok(&["cat", "--raw", "--block", "0", arg(&out)]).stdout;
     assert_eq!(raw, [0, 255, 0, 255, 0, 255, 0, 235]);
-    ok(&["verify", "--full", p(&out)]);
+    ok(&["verify", "--full", arg(&out)]);
 }
 
 #[test]
 fn reads_reference_layout_a() {
     let f = fixture("a_small10.h4mk");
     let payload = std::fs::read(fixture("a_small10.payload")).unwrap();
-    assert_eq!(ok(&["cat", p(&f)]).stdout, payload);
+    assert_eq!(ok(&["cat", arg(&f)]).stdout, payload);
     assert_eq!(
-        ok(&["cat", p(&f), "--block", "3"]).stdout,
+        ok(&["cat", arg(&f), "--block", "3"]).stdout,
         &payload[768..1024]
     );
-    let o = ok(&["verify", "--full", p(&f)]);
+    let o = ok(&["verify", "--full", arg(&f)]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("VERI ok"));
     let doc = inspect_json(&f);
     assert_eq!(doc["layout"], "reference-a");
@@ -448,15 +432,15 @@ fn reads_reference_layout_c_tracks_and_decode_chain() {
     let s = seek_json(&f, 400_000, &["--track", "1"]);
     assert_eq!(s["decode_chain"], serde_json::json!([4]));
     assert_eq!(
-        ok(&["cat", p(&f), "--track", "1", "--block", "4"]).stdout,
+        ok(&["cat", arg(&f), "--track", "1", "--block", "4"]).stdout,
         b"I10_main_audio_keyframe_ghi"
     );
     assert_eq!(
-        ok(&["cat", p(&f), "--track", "1", "--pts", "70000", "--chain"]).stdout,
+        ok(&["cat", arg(&f), "--track", "1", "--pts", "70000", "--chain"]).stdout,
         b"I0_main_audio_keyframe_12345P1_main_audio_predictive_67890B2_main_audio_bidirectional_abc"
     );
-    ok(&["verify", "--full", p(&f)]);
-    let o = h4fs(&["cat", p(&f), "--track", "9", "--block", "0"]);
+    ok(&["verify", "--full", arg(&f)]);
+    let o = h4fs(&["cat", arg(&f), "--track", "9", "--block", "0"]);
     assert_eq!(o.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no track 9; tracks: 1, 2"));
 }
@@ -466,12 +450,12 @@ fn encrypted_reference_is_recognised_not_decoded() {
     let f = fixture("e_encrypted5.h4mk");
     let doc = inspect_json(&f);
     assert_eq!(doc["encryption"]["cipher"], "living-cipher-v3");
-    let o = h4fs(&["cat", p(&f), "--block", "0"]);
+    let o = h4fs(&["cat", arg(&f), "--block", "0"]);
     assert_eq!(o.status.code(), Some(3));
     assert!(o.stdout.is_empty(), "no garbage on stdout");
     assert!(String::from_utf8_lossy(&o.stderr).contains("encrypted (living-cipher-v3)"));
     // Integrity without the key still works.
-    ok(&["verify", "--full", p(&f)]);
+    ok(&["verify", "--full", arg(&f)]);
 }
 
 #[test]
@@ -494,15 +478,15 @@ fn help_has_examples_and_exit_codes() {
 fn broken_pipe_is_not_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("big.bin");
-    std::fs::write(&src, bytes(4 << 20, 8)).unwrap();
+    std::fs::write(&src, noise(4 << 20, 8)).unwrap();
     let out = dir.path().join("big.h4mk");
-    ok(&["pack", p(&src), "--block-size", "64K", "-o", p(&out)]);
+    ok(&["pack", arg(&src), "--block-size", "64K", "-o", arg(&out)]);
     let o = Command::new("bash")
         .args([
             "-c",
             &format!(
                 "{BIN} cat {} | head -c 10 >/dev/null; echo ${{PIPESTATUS[0]}}",
-                p(&out)
+                arg(&out)
             ),
         ])
         .output()
@@ -524,15 +508,15 @@ fn broken_pipe_is_not_an_error() {
 fn explicit_key_for_a_plain_container_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("p.bin");
-    std::fs::write(&src, bytes(5000, 2)).unwrap();
+    std::fs::write(&src, noise(5000, 2)).unwrap();
     let out = dir.path().join("p.h4mk");
-    ok(&["pack", p(&src), "--block-size", "1000", "-o", p(&out)]);
+    ok(&["pack", arg(&src), "--block-size", "1000", "-o", arg(&out)]);
     let key = dir.path().join("k.key");
-    ok(&["keygen", "-o", p(&key)]);
+    ok(&["keygen", "-o", arg(&key)]);
     // A container stripped of its encryption must not have its bytes served as plaintext
     // to a user who expects decryption.
     let o = Command::new(BIN)
-        .args(["cat", p(&out), "--key-file", p(&key)])
+        .args(["cat", arg(&out), "--key-file", arg(&key)])
         .env_remove("H4FS_KEY_FILE")
         .output()
         .unwrap();
@@ -543,10 +527,10 @@ fn explicit_key_for_a_plain_container_is_refused() {
     );
     // The same key from the environment only earns a note.
     let o = Command::new(BIN)
-        .args(["cat", p(&out)])
+        .args(["cat", arg(&out)])
         .env("H4FS_KEY_FILE", &key)
         .output()
         .unwrap();
     assert!(o.status.success());
-    assert_eq!(o.stdout, bytes(5000, 2));
+    assert_eq!(o.stdout, noise(5000, 2));
 }

@@ -2,6 +2,8 @@
 //! reference's encrypted sample decrypted and decoded, and every block-level attack of
 //! the threat model against h4fs's construction.
 
+mod common;
+
 use h4fs::Error;
 use h4fs::crypto::container::{self, TAG_LEN};
 use h4fs::crypto::living::{self, Transcript};
@@ -624,6 +626,7 @@ proptest::proptest! {
 // ---------------------------------------------------------------- the command, end to end
 
 mod cli {
+    use super::common::noise;
     use super::fixture;
     use h4fs::format::h4fs::{self as hf, Footer, IndexEntry};
     use h4fs::format::layout_a::ChunkHeader;
@@ -631,7 +634,7 @@ mod cli {
     use std::path::{Path, PathBuf};
     use std::process::{Command, Output};
 
-    const BIN: &str = env!("CARGO_BIN_EXE_h4fs");
+    use super::common::BIN;
     const BLOCK: usize = 4096;
 
     fn run(args: &[&str], env_key: Option<&Path>) -> Output {
@@ -662,19 +665,6 @@ mod cli {
         o
     }
 
-    /// Pseudo-random bytes (xorshift).
-    fn bytes(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
-
     struct Setup {
         dir: tempfile::TempDir,
         key: PathBuf,
@@ -687,7 +677,7 @@ mod cli {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("media.key");
         ok(&["keygen", "-o", s(&key)]);
-        let input = bytes(5 * BLOCK + 1000, 42);
+        let input = noise(5 * BLOCK + 1000, 42);
         let enc = pack(&dir, "a", &input, &key);
         Setup {
             dir,
@@ -985,7 +975,7 @@ mod cli {
     #[test]
     fn transplanted_block_from_another_container_is_rejected() {
         let st = setup();
-        let b_input = bytes(st.input.len(), 7);
+        let b_input = noise(st.input.len(), 7);
         let other = pack(&st.dir, "b", &b_input, &st.key);
         let mut a = std::fs::read(&st.enc).unwrap();
         let b = std::fs::read(&other).unwrap();
@@ -1317,7 +1307,7 @@ mod cli {
             assert!(e.contains("the key does not match this container"), "{e}");
             // A block transplanted from another container: EIO for it, the rest served.
             let mut a = std::fs::read(&st.enc).unwrap();
-            let b = std::fs::read(pack(&st.dir, "b", &bytes(st.input.len(), 9), &st.key)).unwrap();
+            let b = std::fs::read(pack(&st.dir, "b", &noise(st.input.len(), 9), &st.key)).unwrap();
             let (la, lb) = (layout(&a), layout(&b));
             let (ra, rb) = (block_payload(&a, &la, 2), block_payload(&b, &lb, 2));
             a[ra].copy_from_slice(&b[rb]);

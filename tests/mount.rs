@@ -6,6 +6,9 @@
 //! fails. When FUSE is not usable these tests fail with a message saying so: they never
 //! skip silently. Needs fuse3, attr, rsync, python3 and ffmpeg (`.ci/run` installs them).
 
+mod common;
+
+use common::noise;
 use std::io::Read;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -36,19 +39,6 @@ fn ok(cmd: &mut Command) -> Output {
 
 fn stdout(cmd: &mut Command) -> String {
     String::from_utf8(ok(cmd).stdout).expect("UTF-8 output")
-}
-
-/// Deterministic pseudo-random bytes.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
 }
 
 fn require_fuse() {

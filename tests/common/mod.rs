@@ -1,0 +1,26 @@
+//! Helpers shared by the integration tests (each test binary uses a subset).
+#![allow(dead_code)]
+
+use std::path::Path;
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_h4fs");
+
+/// Deterministic pseudo-random bytes (xorshift64), so tests need no RNG crate and every
+/// run sees the same data.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// A temporary path as a command-line argument.
+pub fn arg(path: &Path) -> &str {
+    path.to_str().expect("utf-8 temp path")
+}
