@@ -926,18 +926,52 @@ fn bad_mount_points_and_sources_fail_clearly() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!mountinfo_has(&empty));
-    // In a directory of containers, a damaged one stops the mount and is named.
+    // In a directory of containers, a damaged one is left out with a warning naming it
+    // (listed in stats.json); --strict refuses the whole mount instead.
     let lib = tmp.path().join("lib");
     std::fs::create_dir(&lib).unwrap();
     std::fs::copy(&p.container, lib.join("good.h4mk")).unwrap();
     std::fs::copy(&bad, lib.join("bad.h4mk")).unwrap();
+    let names_and_error = |err: &str| err.contains("bad.h4mk") && err.contains("CRC-32 mismatch");
+    for strict in [["--strict"].as_slice(), &["-o", "strict"]] {
+        let _guard = Guard(empty.clone());
+        let out = run(h4fs().arg("mount").arg(&lib).arg(&empty).args(strict));
+        assert_eq!(out.status.code(), Some(1), "{strict:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(names_and_error(&err), "{err}");
+        assert!(!mountinfo_has(&empty));
+    }
+    {
+        let _guard = Guard(empty.clone());
+        let out = run(h4fs().arg("mount").arg(&lib).arg(&empty));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert!(err.contains("warning") && names_and_error(&err), "{err}");
+        let mut names: Vec<String> = std::fs::read_dir(&empty)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["good", "stats.json"]);
+        assert_eq!(std::fs::read(empty.join("good/stream")).unwrap(), p.data);
+        let stats: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(empty.join("stats.json")).unwrap()).unwrap();
+        assert_eq!(stats["containers"], 1);
+        assert_eq!(stats["skipped"][0]["file"], "bad.h4mk");
+        assert!(
+            stats["skipped"][0]["error"]
+                .as_str()
+                .unwrap()
+                .contains("CRC-32 mismatch"),
+            "{stats}"
+        );
+    }
+    assert!(!mountinfo_has(&empty));
+    // When no container of the directory can be mounted, the mount fails.
+    std::fs::remove_file(lib.join("good.h4mk")).unwrap();
     let out = run(h4fs().arg("mount").arg(&lib).arg(&empty));
     assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("bad.h4mk") && err.contains("CRC-32 mismatch"),
-        "{err}"
-    );
+    assert!(names_and_error(&String::from_utf8_lossy(&out.stderr)));
     assert!(!mountinfo_has(&empty));
     let out = run(h4fs().arg("umount").arg(&empty));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a mount point"));

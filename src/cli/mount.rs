@@ -22,7 +22,7 @@ use crate::fuse::FuseFs;
 use anyhow::{Context, anyhow, bail};
 use fuser::MountOption;
 use std::ffi::{CString, OsString};
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
@@ -61,8 +61,8 @@ impl From<VerifyArg> for VerifyLevel {
   h4fs mount -f --log-file /tmp/h4fs.log movie.h4mk /mnt/movie
   h4fs umount /mnt/movie
 
-Options also work as -o key=value (cache_size=, threads=, verify=, uid=, gid=,
-log_file=, allow_other, allow_root), as used by `mount -t fuse.h4fs` and /etc/fstab.")]
+Options also work as -o key=value (cache_size=, threads=, verify=, strict, uid=,
+gid=, log_file=, allow_other, allow_root), as used by `mount -t fuse.h4fs` and /etc/fstab.")]
 pub struct MountArgs {
     /// A container file, or a directory whose *.h4mk files become subdirectories.
     pub source: PathBuf,
@@ -90,6 +90,11 @@ pub struct MountArgs {
     /// What to check before the mount is served.
     #[arg(long, value_enum, default_value = "structure")]
     pub verify: VerifyArg,
+    /// With a directory SOURCE, refuse to mount when any container in it fails to open
+    /// or fails its checks. Without it, such a container is left out with a warning
+    /// and listed under "skipped" in stats.json.
+    #[arg(long)]
+    pub strict: bool,
     /// FUSE and mount options, comma-separated (repeatable).
     #[arg(short = 'o', value_name = "OPTS")]
     pub options: Vec<String>,
@@ -204,6 +209,7 @@ fn apply_options(mut args: MountArgs) -> anyhow::Result<Settings> {
                     <VerifyArg as clap::ValueEnum>::from_str(need("structure|full|none")?, true)
                         .map_err(|_| anyhow!("verify= must be structure, full or none"))?
             }
+            "strict" => args.strict = true,
             "log_file" => args.log_file = Some(PathBuf::from(need("FILE")?)),
             "key_file" => args.keys.key_file = Some(PathBuf::from(need("FILE")?)),
             "shared_secret_file" => {
@@ -225,7 +231,7 @@ fn apply_options(mut args: MountArgs) -> anyhow::Result<Settings> {
             | "nofail" | "_netdev" | "comment" | "loop" => {}
             k if k.starts_with("x-") => {}
             _ => bail!(
-                "unknown mount option \"{o}\" (h4fs takes ro, allow_other, allow_root, cache_size=, threads=, verify=, uid=, gid=, log_file=, key_file=, shared_secret_file=, fsname=, max_read=, nosuid, nodev, noexec, noatime)"
+                "unknown mount option \"{o}\" (h4fs takes ro, allow_other, allow_root, cache_size=, threads=, verify=, strict, uid=, gid=, log_file=, key_file=, shared_secret_file=, fsname=, max_read=, nosuid, nodev, noexec, noatime)"
             ),
         }
     }
@@ -408,7 +414,7 @@ fn spawn_daemon(s: &Settings) -> anyhow::Result<u8> {
         return Err(std::io::Error::last_os_error()).context("cannot create a pipe");
     }
     // SAFETY: both descriptors were just created and are owned here only.
-    let (mut rd, wr) = unsafe {
+    let (rd, wr) = unsafe {
         (
             std::fs::File::from_raw_fd(fds[0]),
             std::os::fd::OwnedFd::from_raw_fd(fds[1]),
@@ -434,6 +440,9 @@ fn spawn_daemon(s: &Settings) -> anyhow::Result<u8> {
         });
     if a.allow_other {
         cmd.arg("--allow-other");
+    }
+    if a.strict {
+        cmd.arg("--strict");
     }
     if let Some(u) = a.uid {
         cmd.arg("--uid").arg(u.to_string());
@@ -486,22 +495,26 @@ fn spawn_daemon(s: &Settings) -> anyhow::Result<u8> {
     }
     let mut child = cmd.spawn().context("cannot start the h4fs daemon")?;
     drop(wr);
-    // "OK\n" as soon as the mount is ready; "ERR <code>\n<message>" then EOF on failure.
-    let mut msg = Vec::new();
-    let mut byte = [0u8; 1];
-    while msg.len() < 3 && rd.read(&mut byte).unwrap_or(0) == 1 {
-        msg.push(byte[0]);
-    }
-    if msg == b"OK\n" {
-        return Ok(0);
-    }
-    let _ = rd.read_to_end(&mut msg);
-    let msg = String::from_utf8_lossy(&msg).into_owned();
-    if let Some(rest) = msg.strip_prefix("ERR ") {
-        let (code, text) = rest.split_once('\n').unwrap_or((rest, ""));
-        let _ = child.wait();
-        eprintln!("h4fs: error: {}", text.trim_end());
-        return Ok(code.trim().parse().unwrap_or(super::EXIT_ERROR));
+    // Lines from the daemon: "WARN <text>" for each warning, then "OK" once the mount is
+    // ready, or "ERR <code>" followed by the message and EOF on failure.
+    let mut lines = std::io::BufReader::new(rd);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if lines.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        if let Some(w) = line.strip_prefix("WARN ") {
+            eprintln!("h4fs: warning: {}", w.trim_end());
+        } else if line == "OK\n" {
+            return Ok(0);
+        } else if let Some(code) = line.strip_prefix("ERR ") {
+            let mut text = String::new();
+            let _ = lines.read_to_string(&mut text);
+            let _ = child.wait();
+            eprintln!("h4fs: error: {}", text.trim_end());
+            return Ok(code.trim().parse().unwrap_or(super::EXIT_ERROR));
+        }
     }
     let status = child.wait().context("waiting for the h4fs daemon")?;
     bail!("the h4fs daemon exited ({status}) before the mount was ready");
@@ -511,6 +524,17 @@ fn spawn_daemon(s: &Settings) -> anyhow::Result<u8> {
 struct Ready(Option<std::fs::File>);
 
 impl Ready {
+    /// A warning for the user who ran `h4fs mount` (stderr in the foreground). Warnings
+    /// are one line each on the pipe.
+    fn warn(&mut self, text: &str) {
+        let text = text.replace('\n', " ");
+        match self.0.as_mut() {
+            Some(f) => {
+                let _ = writeln!(f, "WARN {text}");
+            }
+            None => eprintln!("h4fs: warning: {text}"),
+        }
+    }
     fn ok(&mut self) {
         if let Some(mut f) = self.0.take() {
             let _ = f.write_all(b"OK\n");
@@ -567,7 +591,10 @@ fn serve(s: Settings) -> anyhow::Result<u8> {
             .map(|fd| unsafe { std::fs::File::from_raw_fd(fd) }),
     );
     match mount_session(&s) {
-        Ok((session, logger, core)) => {
+        Ok((session, logger, core, warnings)) => {
+            for w in &warnings {
+                ready.warn(w);
+            }
             ready.ok();
             let daemon = s.args.ready_fd.is_some();
             if daemon {
@@ -594,7 +621,8 @@ fn serve(s: Settings) -> anyhow::Result<u8> {
     }
 }
 
-type Mounted = (fuser::Session<FuseFs>, Arc<Logger>, Arc<Fs>);
+/// The session, its logger and core, and warnings for the user.
+type Mounted = (fuser::Session<FuseFs>, Arc<Logger>, Arc<Fs>, Vec<String>);
 
 fn mount_session(s: &Settings) -> anyhow::Result<Mounted> {
     let a = &s.args;
@@ -618,8 +646,18 @@ fn mount_session(s: &Settings) -> anyhow::Result<Mounted> {
         },
     });
     let attach = a.keys.attacher()?;
-    let (sources, multi) =
-        fs::open_sources(&source, a.verify.into(), &attach).context("cannot mount")?;
+    let opened =
+        fs::open_sources(&source, a.verify.into(), &attach, a.strict).context("cannot mount")?;
+    let mut warnings = Vec::new();
+    for e in &opened.skipped {
+        let w = format!(
+            "{}: {}; left out of the mount (--strict refuses to mount instead)",
+            e.path.display(),
+            e.error
+        );
+        logger.log(&format!("h4fs: warning: {w}"));
+        warnings.push(w);
+    }
     let root_mtime = std::fs::metadata(&source)
         .and_then(|m| m.modified())
         .unwrap_or(std::time::UNIX_EPOCH);
@@ -632,7 +670,9 @@ fn mount_session(s: &Settings) -> anyhow::Result<Mounted> {
         prefetch_bytes: (16u64 << 20).min(a.cache_size / 4),
         log: Arc::new(move |m| l2.log(m)),
     };
-    let core = Arc::new(Fs::new(sources, multi, root_mtime, cfg));
+    let core = Arc::new(
+        Fs::new(opened.sources, opened.multi, root_mtime, cfg).with_skipped(&opened.skipped),
+    );
     core.start_prefetch(2);
     let mut options = vec![
         MountOption::FSName(
@@ -670,7 +710,7 @@ fn mount_session(s: &Settings) -> anyhow::Result<Mounted> {
         a.cache_size,
         VerifyLevel::from(a.verify).name()
     ));
-    Ok((session, logger, core))
+    Ok((session, logger, core, warnings))
 }
 
 /// Let the kernel read ahead up to [`crate::fuse::MAX_READ`] on this mount, so
@@ -892,6 +932,7 @@ fn helper_args(rest: &[String]) -> anyhow::Result<MountArgs> {
         gid: None,
         threads: default_threads(),
         verify: VerifyArg::Structure,
+        strict: false,
         options,
         log_file: None,
         // Keys come from -o key_file=/shared_secret_file= or the environment.

@@ -156,13 +156,30 @@ pub struct SourceError {
     pub error: Error,
 }
 
+/// What [`open_sources`] opened.
+#[derive(Debug)]
+pub struct OpenedSources {
+    pub sources: Vec<Source>,
+    /// SOURCE was a directory.
+    pub multi: bool,
+    /// Containers of a directory source left out because they failed to open or
+    /// failed their checks (only without `strict`).
+    pub skipped: Vec<SourceError>,
+}
+
 /// Open SOURCE: one container file, or a directory whose `*.h4mk` files (sorted by name)
-/// each become a subdirectory. Returns the containers and whether it was a directory.
+/// each become a subdirectory.
+///
+/// In a directory, a container that fails to open or fails the checks of `level` is
+/// left out and listed in [`OpenedSources::skipped`], so one damaged file does not take a whole
+/// library offline; with `strict` it is an error instead. When no container of the
+/// directory can be opened, the first one's error is returned.
 pub fn open_sources(
     source: &Path,
     level: VerifyLevel,
     attach: &Attach,
-) -> std::result::Result<(Vec<Source>, bool), SourceError> {
+    strict: bool,
+) -> std::result::Result<OpenedSources, SourceError> {
     let at = |p: &Path| {
         let path = p.to_path_buf();
         move |error| SourceError { path, error }
@@ -173,7 +190,11 @@ pub fn open_sources(
     if !md.is_dir() {
         let name = container_name(source);
         let c = open_container(source, name, level, attach).map_err(at(source))?;
-        return Ok((vec![c], false));
+        return Ok(OpenedSources {
+            sources: vec![c],
+            multi: false,
+            skipped: Vec::new(),
+        });
     }
     let rd = std::fs::read_dir(source)
         .map_err(|e| Error::io("cannot read the directory", e))
@@ -200,16 +221,28 @@ pub fn open_sources(
             files.len()
         ))));
     }
-    let mut out = Vec::with_capacity(files.len());
+    let mut sources = Vec::with_capacity(files.len());
+    let mut skipped = Vec::new();
     for p in files {
         let mut name = container_name(&p);
         if name == "stats.json" {
             // Keep the root's stats.json; this container shows under its file name.
             name = format!("{name}.h4mk");
         }
-        out.push(open_container(&p, name, level, attach).map_err(at(&p))?);
+        match open_container(&p, name, level, attach).map_err(at(&p)) {
+            Ok(c) => sources.push(c),
+            Err(e) if strict => return Err(e),
+            Err(e) => skipped.push(e),
+        }
     }
-    Ok((out, true))
+    if sources.is_empty() {
+        return Err(skipped.swap_remove(0));
+    }
+    Ok(OpenedSources {
+        sources,
+        multi: true,
+        skipped,
+    })
 }
 
 fn container_name(p: &Path) -> String {
@@ -414,15 +447,16 @@ pub struct Fs {
     loading: Mutex<HashMap<BlockKey, Arc<Flight>>>,
     handles: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
     next_fh: AtomicU64,
-    /// Per (container, track): end of the last `stream` read, to spot sequential readers.
-    /// Per stream: where the last read ended and how many reads in a row continued
-    /// the one before.
+    /// Per (container, track) stream: where the last read ended and how many reads in a
+    /// row continued the one before, to spot sequential readers.
     streams: Mutex<HashMap<(usize, usize), (u64, u32)>>,
     prefetch_tx: Mutex<Option<SyncSender<BlockKey>>>,
     bytes_served: AtomicU64,
     read_requests: AtomicU64,
     largest_read: AtomicU64,
     started: SystemTime,
+    /// Containers of a directory source left out of the mount: file name and why.
+    skipped: Vec<(String, String)>,
 }
 
 /// Where a place lives, resolved against the containers.
@@ -567,7 +601,24 @@ impl Fs {
             read_requests: AtomicU64::new(0),
             largest_read: AtomicU64::new(0),
             started: SystemTime::now(),
+            skipped: Vec::new(),
         }
+    }
+
+    /// Record the containers of a directory source that were left out (shown in
+    /// `stats.json`).
+    pub fn with_skipped(mut self, skipped: &[SourceError]) -> Fs {
+        self.skipped = skipped
+            .iter()
+            .map(|e| {
+                let file = e.path.file_name().map_or_else(
+                    || e.path.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                );
+                (file, e.error.to_string())
+            })
+            .collect();
+        self
     }
 
     /// Start `threads` background threads that load blocks ahead of sequential readers.
@@ -1688,6 +1739,7 @@ impl Fs {
             "blocks_verified": verified,
             "verification_failures": failures,
             "containers": self.containers.len(),
+            "skipped": self.skipped.iter().map(|(file, error)| json!({"file": file, "error": error})).collect::<Vec<_>>(),
             "uptime_s": SystemTime::now().duration_since(self.started).unwrap_or(Duration::ZERO).as_secs(),
         }))
     }
