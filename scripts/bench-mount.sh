@@ -7,6 +7,9 @@
 #   * the re-read right after it (warm page cache / warm daemon);
 #   * random 4 KiB reads with fio (psync, direct=0, same seed and offsets for every target,
 #     fresh mount and dropped caches): IOPS, mean, p50 and p99 latency;
+#   * the bounds no daemon can beat here: the device (cold reads of the source), the FUSE
+#     path (h4fs serving blocks it has already verified from memory), hashing (`h4fs
+#     verify`), and how the page cache holds each file (4 KiB pages or large folios);
 # and for h4fs alone:
 #   * the time to mount a 1,000,000-block container (`h4fs pack --block-size 256` of a
 #     256,000,000-byte file), cold and warm, from `h4fs mount` starting to the mount being
@@ -494,6 +497,95 @@ seq_mibs() {
 }
 seq_cell() { echo "$(seq_mibs "$1" "$2" "$3" best) ($(seq_mibs "$1" "$2" "$3"))"; }
 
+# ---------------------------------------------------------------- bounds
+# What no daemon can beat on this machine, measured on the same data in the same run:
+#   device   the source read cold by one `cat` and by two readers of one half each;
+#   fuse     h4fs `stream` read with every block already verified in the daemon's memory
+#            (page cache dropped, so every byte crosses the FUSE device: no disk, no hash);
+#   hash     `h4fs verify` of the container in the page cache: every block's SHA-256 on
+#            all cores, without FUSE;
+#   folios   how the page cache holds the file: 4 KiB pages or large folios (kpageflags),
+#            which bounds how fast a re-read from the page cache copies;
+#   requests read requests that reach the daemon during a re-read (stats.json).
+declare -A BOUND=() # "what target" -> newline-separated seconds, or a value
+FOLIO_PY=$(mktemp)
+cat >"$FOLIO_PY" <<'PY'
+# Print the share of the first 64 MiB of a file's pages that sit in large folios.
+import ctypes, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+n = min(os.fstat(fd).st_size, 64 << 20) // 4096
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+addr = libc.mmap(None, n * 4096, 1, 1, fd, 0)  # PROT_READ, MAP_SHARED
+if addr in (None, ctypes.c_void_p(-1).value):
+    sys.exit("mmap failed")
+for i in range(n):
+    ctypes.c_ubyte.from_address(addr + i * 4096).value
+large = 0
+with open("/proc/self/pagemap", "rb") as pm, open("/proc/kpageflags", "rb") as kf:
+    for i in range(n):
+        pm.seek((addr // 4096 + i) * 8)
+        pfn = int.from_bytes(pm.read(8), "little") & ((1 << 55) - 1)
+        kf.seek(pfn * 8)
+        flags = int.from_bytes(kf.read(8), "little")
+        large += (flags >> 15) & 1 or (flags >> 16) & 1  # compound head or tail
+print(f"{100.0 * large / n:.0f}")
+PY
+if [[ " $TARGETS " == *" h4fs-"* ]]; then
+    need_apt python3 python3
+    for ((run = 1; run <= RUNS; run++)); do
+        log "bounds run $run/$RUNS: device"
+        drop_caches
+        t0=$(now); cat "$DATA" >/dev/null; t1=$(now)
+        BOUND["device cat"]+="$(elapsed "$t0" "$t1")"$'\n'
+        half=$((SIZE_BYTES / 2 / 1048576))
+        drop_caches
+        t0=$(now)
+        dd if="$DATA" of=/dev/null bs=1M count="$half" status=none &
+        dd if="$DATA" of=/dev/null bs=1M skip="$half" status=none &
+        wait
+        t1=$(now)
+        BOUND["device two"]+="$(elapsed "$t0" "$t1")"$'\n'
+    done
+    cat "$DATA" >/dev/null
+    BOUND["folios native"]=$(python3 "$FOLIO_PY" "$DATA")
+    for t in $TARGETS; do
+        [[ $t == h4fs-* ]] || continue
+        cont=$WORK_DIR/data-${t#h4fs-}.h4mk
+        cat "$cont" >/dev/null
+        for ((run = 1; run <= RUNS; run++)); do
+            log "bounds run $run/$RUNS: $t, hashing and the FUSE path"
+            t0=$(now); "$H4FS_BIN" verify -q "$cont" >/dev/null || die "h4fs verify $cont failed"; t1=$(now)
+            BOUND["hash $t"]+="$(elapsed "$t0" "$t1")"$'\n'
+        done
+        umount_target "$t"
+        saved_opts=("${H4FS_OPT_LIST[@]}")
+        H4FS_OPT_LIST+=(--cache-size "$((SIZE_BYTES + SIZE_BYTES / 8 + (64 << 20)))")
+        mount_target "$t"
+        H4FS_OPT_LIST=("${saved_opts[@]}")
+        p=$(target_path "$t")
+        stats=$(dirname "$p")/stats.json
+        [[ -f $stats ]] || stats=$(target_mnt "$t")/stats.json
+        cat "$p" >/dev/null
+        verified=$(jq .blocks_verified "$stats")
+        for ((run = 1; run <= RUNS; run++)); do
+            echo 1 >/proc/sys/vm/drop_caches
+            t0=$(now); cat "$p" >/dev/null; t1=$(now)
+            BOUND["fuse $t"]+="$(elapsed "$t0" "$t1")"$'\n'
+        done
+        [[ $(jq .blocks_verified "$stats") -eq $verified ]] ||
+            die "$t: blocks were verified again during the FUSE-path runs (cache too small?)"
+        req0=$(jq .read_requests "$stats")
+        cat "$p" >/dev/null
+        BOUND["requests $t"]=$(($(jq .read_requests "$stats") - req0))
+        BOUND["folios $t"]=$(python3 "$FOLIO_PY" "$p")
+        umount_target "$t"
+    done
+fi
+rm -f "$FOLIO_PY"
+best_mibs() { mibs "$(printf '%s' "$1" | minmax | awk '{ print $1 }')"; }
+
 # ---------------------------------------------------------------- random 4 KiB reads
 declare -A RAND=() # target -> "iops mean_us p50_us p99_us"
 FIO_LOG=$WORK_DIR/fio
@@ -664,6 +756,30 @@ report() {
         printf '| %s | %.0f | %.1f | %.1f | %.1f |\n' "$t" "$iops" "$mean" "$p50" "$p99"
     done
     echo
+    if [[ -n ${BOUND["device cat"]:-} ]]; then
+        echo "### Bounds on this machine (MiB/s, best of $RUNS)"
+        echo
+        echo "What limits a first read and a re-read, whatever the daemon does. Device: the source file read cold. FUSE path: h4fs \`stream\` with every block already verified in the daemon's memory and the page cache dropped, so each byte only crosses the FUSE device (no disk read, no hash). Hashing: \`h4fs verify\` of the container in the page cache, every block's SHA-256 on all $(nproc) cores, no FUSE. The first-read goal is 1.5x squashfuse's best \`cat\`."
+        echo
+        echo "| bound | MiB/s |"
+        echo "|---|---:|"
+        echo "| device: one \`cat\`, cold | $(best_mibs "${BOUND["device cat"]}") |"
+        echo "| device: two readers of one half each, cold | $(best_mibs "${BOUND["device two"]}") |"
+        for t in $TARGETS; do
+            [[ $t == h4fs-* ]] || continue
+            echo "| FUSE path, $t: \`cat stream\` from verified blocks in the daemon's memory | $(best_mibs "${BOUND["fuse $t"]}") |"
+            echo "| hashing, $t: \`h4fs verify\` (SHA-256 of every block, container in page cache) | $(best_mibs "${BOUND["hash $t"]}") |"
+        done
+        if want_target squashfuse; then
+            echo "| goal: 1.5x squashfuse's first \`cat\` | $(awk -v m="$(seq_mibs squashfuse cat first best)" 'BEGIN { printf "%.0f", 1.5 * m }') |"
+        fi
+        echo
+        echo "Re-reads are served by the kernel from its page cache: read requests reaching the h4fs daemon during a whole re-read:" \
+            "$(for t in $TARGETS; do [[ $t == h4fs-* ]] && printf '%s %s; ' "$t" "${BOUND["requests $t"]}"; done)" \
+            "share of the first 64 MiB held in large folios (the rest in 4 KiB pages, each copied separately): native $(printf '%s' "${BOUND["folios native"]}")%;" \
+            "$(for t in $TARGETS; do [[ $t == h4fs-* ]] && printf '%s %s%%; ' "$t" "${BOUND["folios $t"]}"; done)"
+        echo
+    fi
     [[ -n $MOUNT_REPORT ]] && printf '%s\n' "$MOUNT_REPORT"
     local have_sq=0 have_native=0
     want_target squashfuse && have_sq=1
