@@ -1264,13 +1264,7 @@ impl Archive {
 
     /// Decoded bytes of `e`, verified.
     pub fn read_block_entry(&self, e: &BlockEntry) -> Result<VerifiedBlock> {
-        if let (Some(enc), None) = (&self.encryption, &self.decryptor) {
-            return Err(Error::Encrypted {
-                cipher: enc.cipher.clone(),
-                what: format!("decoding block {}", e.number),
-            });
-        }
-        self.engine.known()?;
+        self.check_decodable(e)?;
         // AES-GCM authenticates an h4fs block (its bytes, position and index entry) more
         // strongly than its unkeyed SHA-256, so with the key the hash pass is skipped.
         let stored = match &self.decryptor {
@@ -1278,6 +1272,56 @@ impl Archive {
             _ => self.read_stored_entry(e)?,
         };
         self.decode_stored(e, stored)
+    }
+
+    /// Decoded bytes of `a` and of `b`, verified, as two [`read_block_entry`] calls
+    /// would give them. When both are checked by SHA-256 (plain h4fs blocks), the two
+    /// hashes run in lockstep on one core ([`integrity::sha256_pair`]), which is what
+    /// bounds a sequential read.
+    ///
+    /// [`read_block_entry`]: Self::read_block_entry
+    pub fn read_block_entry_pair(
+        &self,
+        a: &BlockEntry,
+        b: &BlockEntry,
+    ) -> [Result<VerifiedBlock>; 2] {
+        let hashed = |e: &BlockEntry| {
+            matches!(e.check, BlockCheck::Sha256(_))
+                && !matches!(self.decryptor, Some(Decryptor::H4fs(_)))
+                && self.check_decodable(e).is_ok()
+        };
+        if !(hashed(a) && hashed(b)) {
+            return [self.read_block_entry(a), self.read_block_entry(b)];
+        }
+        let (pa, pb) = match (self.read_block_parts(a), self.read_block_parts(b)) {
+            (Ok(pa), Ok(pb)) => (pa, pb),
+            (ra, rb) => {
+                let one = |e, r: Result<(Vec<u8>, Vec<u8>)>| {
+                    let (head, stored) = r?;
+                    check_block_parts(e, &head, &stored)?;
+                    self.decode_stored(e, stored)
+                };
+                return [one(a, ra), one(b, rb)];
+            }
+        };
+        let (ha, hb) = integrity::sha256_pair(&pa.1, &pb.1);
+        let one = |e, (head, stored): (Vec<u8>, Vec<u8>), computed| {
+            check_block_parts_hashed(e, &head, &stored, Some(computed))?;
+            self.decode_stored(e, stored)
+        };
+        [one(a, pa, ha), one(b, pb, hb)]
+    }
+
+    /// An error when blocks cannot be decoded at all: encrypted without the key, or an
+    /// unknown engine.
+    fn check_decodable(&self, e: &BlockEntry) -> Result<()> {
+        if let (Some(enc), None) = (&self.encryption, &self.decryptor) {
+            return Err(Error::Encrypted {
+                cipher: enc.cipher.clone(),
+                what: format!("decoding block {}", e.number),
+            });
+        }
+        self.engine.known().map(|_| ())
     }
 
     /// Decrypt (when encrypted) and decode the stored bytes of `e`, already checked
@@ -1408,6 +1452,17 @@ fn check_core_header(e: &BlockEntry, head: &[u8]) -> Result<()> {
 /// Check a block given its chunk header bytes (`data_offset - chunk_offset` of them) and
 /// its stored bytes.
 pub fn check_block_parts(e: &BlockEntry, head: &[u8], payload: &[u8]) -> Result<()> {
+    check_block_parts_hashed(e, head, payload, None)
+}
+
+/// [`check_block_parts`], with the SHA-256 of `payload` already `computed` (or `None`
+/// to compute it here when the entry needs it).
+fn check_block_parts_hashed(
+    e: &BlockEntry,
+    head: &[u8],
+    payload: &[u8],
+    computed: Option<[u8; 32]>,
+) -> Result<()> {
     if head.len() as u64 != e.data_offset - e.chunk_offset || payload.len() as u64 != e.stored_len {
         return Err(Error::Block {
             block: e.number,
@@ -1424,7 +1479,7 @@ pub fn check_block_parts(e: &BlockEntry, head: &[u8], payload: &[u8]) -> Result<
     match e.check {
         BlockCheck::Sha256(expected) => {
             check_core_header(e, head)?;
-            let computed = integrity::sha256(payload);
+            let computed = computed.unwrap_or_else(|| integrity::sha256(payload));
             if computed != expected {
                 return Err(Error::BlockHash {
                     block: e.number,

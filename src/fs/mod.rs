@@ -635,13 +635,19 @@ impl Fs {
                 .name(format!("h4fs-prefetch-{i}"))
                 .spawn(move || {
                     loop {
-                        let key = match rx.lock().unwrap_or_else(|p| p.into_inner()).recv() {
-                            Ok(k) => k,
-                            Err(_) => return,
+                        // Two keys at a time when two are queued: their hashes then share
+                        // a core in lockstep.
+                        let (key, next) = {
+                            let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
+                            match rx.recv() {
+                                Ok(k) => (k, rx.try_recv().ok()),
+                                Err(_) => return,
+                            }
                         };
                         let Some(fs) = fs.upgrade() else { return };
-                        if !fs.cache.contains(&key) && matches!(fs.load(key, true), Ok((_, true))) {
-                            fs.cache.record_prefetch();
+                        match next {
+                            Some(next) => fs.prefetch_pair(key, next),
+                            None => fs.prefetch_one(key),
                         }
                     }
                 });
@@ -1358,33 +1364,23 @@ impl Fs {
         key: BlockKey,
         prefetch: bool,
     ) -> std::result::Result<(Arc<VerifiedBlock>, bool), FsError> {
-        let (flight, leader) = {
-            let mut m = self.loading.lock().unwrap_or_else(|p| p.into_inner());
-            match m.get(&key) {
-                Some(f) => (f.clone(), false),
-                None => {
-                    let f = Arc::new(Flight {
-                        done: Mutex::new(None),
-                        cv: Condvar::new(),
-                    });
-                    m.insert(key, f.clone());
-                    (f, true)
+        let flight = match self.lead(key) {
+            Ok(f) => f,
+            Err(other) => {
+                let mut g = other.done.lock().unwrap_or_else(|p| p.into_inner());
+                while g.is_none() {
+                    g = other.cv.wait(g).unwrap_or_else(|p| p.into_inner());
                 }
+                if let Some(Some(b)) = g.as_ref() {
+                    return Ok((b.clone(), false));
+                }
+                drop(g);
+                // The leader failed: read it ourselves, so this reader gets the error too.
+                return self.load_uncoordinated(key, prefetch).map(|b| (b, true));
             }
         };
-        if !leader {
-            let mut g = flight.done.lock().unwrap_or_else(|p| p.into_inner());
-            while g.is_none() {
-                g = flight.cv.wait(g).unwrap_or_else(|p| p.into_inner());
-            }
-            if let Some(Some(b)) = g.as_ref() {
-                return Ok((b.clone(), false));
-            }
-            drop(g);
-            // The leader failed: read it ourselves, so this reader gets the error too.
-            return self.load_uncoordinated(key, prefetch).map(|b| (b, true));
-        }
-        // A previous leader may have filled the cache just before we took the flight.
+        // A previous leader may have filled the cache just before we took the flight
+        // (checked first so that a miss is not counted twice).
         let r = match self
             .cache
             .contains(&key)
@@ -1394,16 +1390,109 @@ impl Fs {
             Some(b) => Ok((b, false)),
             None => self.load_uncoordinated(key, prefetch).map(|b| (b, true)),
         };
+        self.land(key, &flight, r.as_ref().ok().map(|(b, _)| b.clone()));
+        r
+    }
+
+    /// Take the load of `key`: `Ok` with a new flight for this caller to land, or `Err`
+    /// with the flight of the reader already loading it.
+    fn lead(&self, key: BlockKey) -> std::result::Result<Arc<Flight>, Arc<Flight>> {
+        let mut m = self.loading.lock().unwrap_or_else(|p| p.into_inner());
+        match m.get(&key) {
+            Some(f) => Err(f.clone()),
+            None => {
+                let f = Arc::new(Flight {
+                    done: Mutex::new(None),
+                    cv: Condvar::new(),
+                });
+                m.insert(key, f.clone());
+                Ok(f)
+            }
+        }
+    }
+
+    /// Finish a flight taken with [`lead`](Self::lead), waking its waiters.
+    fn land(&self, key: BlockKey, flight: &Flight, block: Option<Arc<VerifiedBlock>>) {
         {
             let mut g = flight.done.lock().unwrap_or_else(|p| p.into_inner());
-            *g = Some(r.as_ref().ok().map(|(b, _)| b.clone()));
+            *g = Some(block);
             flight.cv.notify_all();
         }
         self.loading
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&key);
-        r
+    }
+
+    /// Prefetch two blocks: when both are uncached, in the same container and not being
+    /// loaded already, read them together so their hashes run in lockstep
+    /// ([`Archive::read_block_entry_pair`]); otherwise one by one.
+    fn prefetch_pair(&self, a: BlockKey, b: BlockKey) {
+        let wanted = |k: &BlockKey| !self.cache.contains(k);
+        let flights = match (wanted(&a), wanted(&b)) {
+            (true, true) if a.container == b.container && a != b => (self.lead(a), self.lead(b)),
+            _ => {
+                for k in [a, b] {
+                    self.prefetch_one(k);
+                }
+                return;
+            }
+        };
+        let (fa, fb) = match flights {
+            (Ok(fa), Ok(fb)) if !self.cache.contains(&a) && !self.cache.contains(&b) => (fa, fb),
+            (fa, fb) => {
+                // Another reader has one of them, or just cached it: load the rest alone.
+                for (k, f) in [(a, fa), (b, fb)] {
+                    let Ok(f) = f else { continue };
+                    let r = match self
+                        .cache
+                        .contains(&k)
+                        .then(|| self.cache.get(&k))
+                        .flatten()
+                    {
+                        Some(b) => Some(b),
+                        None => {
+                            let r = self.load_uncoordinated(k, true).ok();
+                            if r.is_some() {
+                                self.cache.record_prefetch();
+                            }
+                            r
+                        }
+                    };
+                    self.land(k, &f, r);
+                }
+                return;
+            }
+        };
+        let cont = &self.containers[a.container as usize];
+        let archive = &cont.src.archive;
+        let entries = (
+            archive.entry(a.track as usize, a.block),
+            archive.entry(b.track as usize, b.block),
+        );
+        let results = match entries {
+            (Ok(ea), Ok(eb)) => {
+                let [ra, rb] = archive.read_block_entry_pair(&ea, &eb);
+                [self.loaded(a, &ea, ra, true), self.loaded(b, &eb, rb, true)]
+            }
+            _ => [
+                self.load_uncoordinated(a, true),
+                self.load_uncoordinated(b, true),
+            ],
+        };
+        for ((k, f), r) in [(a, fa), (b, fb)].into_iter().zip(results) {
+            if r.is_ok() {
+                self.cache.record_prefetch();
+            }
+            self.land(k, &f, r.ok());
+        }
+    }
+
+    /// Prefetch one block unless it is cached or being loaded.
+    fn prefetch_one(&self, key: BlockKey) {
+        if !self.cache.contains(&key) && matches!(self.load(key, true), Ok((_, true))) {
+            self.cache.record_prefetch();
+        }
     }
 
     fn load_uncoordinated(
@@ -1412,10 +1501,23 @@ impl Fs {
         prefetch: bool,
     ) -> std::result::Result<Arc<VerifiedBlock>, FsError> {
         let (c, t, n) = (key.container as usize, key.track as usize, key.block);
-        let cont = &self.containers[c];
-        let a = &cont.src.archive;
+        let a = &self.containers[c].src.archive;
         let e = a.entry(t, n)?;
-        match a.read_block_entry(&e) {
+        let r = a.read_block_entry(&e);
+        self.loaded(key, &e, r, prefetch)
+    }
+
+    /// Cache a block just read, or record and log its failure.
+    fn loaded(
+        &self,
+        key: BlockKey,
+        e: &crate::reader::BlockEntry,
+        r: crate::Result<VerifiedBlock>,
+        prefetch: bool,
+    ) -> std::result::Result<Arc<VerifiedBlock>, FsError> {
+        let (c, t, n) = (key.container as usize, key.track as usize, key.block);
+        let cont = &self.containers[c];
+        match r {
             Ok(b) => {
                 let b = Arc::new(b);
                 cont.blocks_verified.fetch_add(1, Ordering::Relaxed);

@@ -577,3 +577,38 @@ mod model {
         }
     }
 }
+
+#[test]
+fn paired_block_reads_match_single_reads_and_keep_failures_apart() {
+    let data = blocks(&[0, 1, 100, 5000, 70_000, 131_075]);
+    let mut bytes = pack(&data, 1, 0, Engine::Identity, Map::new());
+    let good = Archive::from_source(Box::new(bytes.clone()), OpenCheck::Structure).unwrap();
+    let entry = |n| good.entry(0, n).unwrap();
+    for a in 0..data.len() as u64 {
+        for b in 0..data.len() as u64 {
+            let [ra, rb] = good.read_block_entry_pair(&entry(a), &entry(b));
+            assert_eq!(ra.unwrap().bytes(), &data[a as usize][..], "{a} {b}");
+            assert_eq!(rb.unwrap().bytes(), &data[b as usize][..], "{a} {b}");
+        }
+    }
+    // One damaged block fails alone; its partner is still served.
+    let at = entry(4).data_offset as usize + 12_345;
+    bytes[at] ^= 1;
+    let fs = fs_of(bytes);
+    let archive = &fs.containers[0].src.archive;
+    let [ok, bad] = archive.read_block_entry_pair(&entry(3), &entry(4));
+    assert_eq!(ok.unwrap().bytes(), &data[3][..]);
+    assert!(
+        matches!(bad, Err(crate::Error::BlockHash { block: 4, .. })),
+        "{bad:?}"
+    );
+    // Through the prefetcher: the good block is cached, the bad one recorded, not cached.
+    fs.prefetch_pair(fs.key(0, 0, 5), fs.key(0, 0, 4));
+    assert_eq!(fs.cache_stats().prefetches, 1);
+    assert!(fs.cache.contains(&fs.key(0, 0, 5)));
+    assert!(!fs.cache.contains(&fs.key(0, 0, 4)));
+    assert_eq!(fs.containers[0].failures.lock().unwrap().len(), 1);
+    let ino = path_ino(&fs, "blocks/000004").unwrap();
+    let err = fs.read(ino, 0, 0, 10).map(|_| ()).unwrap_err();
+    assert_eq!(err.errno(), libc::EIO, "{err}");
+}
