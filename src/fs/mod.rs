@@ -1379,19 +1379,22 @@ impl Fs {
                 return self.load_uncoordinated(key, prefetch).map(|b| (b, true));
             }
         };
-        // A previous leader may have filled the cache just before we took the flight
-        // (checked first so that a miss is not counted twice).
-        let r = match self
-            .cache
-            .contains(&key)
-            .then(|| self.cache.get(&key))
-            .flatten()
-        {
+        // A previous leader may have filled the cache just before we took the flight.
+        let r = match self.cached_no_miss(&key) {
             Some(b) => Ok((b, false)),
             None => self.load_uncoordinated(key, prefetch).map(|b| (b, true)),
         };
         self.land(key, &flight, r.as_ref().ok().map(|(b, _)| b.clone()));
         r
+    }
+
+    /// The cached block for `key`, without counting a miss when it is not there (the
+    /// caller has already counted one, or is the prefetcher).
+    fn cached_no_miss(&self, key: &BlockKey) -> Option<Arc<VerifiedBlock>> {
+        self.cache
+            .contains(key)
+            .then(|| self.cache.get(key))
+            .flatten()
     }
 
     /// Take the load of `key`: `Ok` with a new flight for this caller to land, or `Err`
@@ -1444,12 +1447,7 @@ impl Fs {
                 // Another reader has one of them, or just cached it: load the rest alone.
                 for (k, f) in [(a, fa), (b, fb)] {
                     let Ok(f) = f else { continue };
-                    let r = match self
-                        .cache
-                        .contains(&k)
-                        .then(|| self.cache.get(&k))
-                        .flatten()
-                    {
+                    let r = match self.cached_no_miss(&k) {
                         Some(b) => Some(b),
                         None => {
                             let r = self.load_uncoordinated(k, true).ok();
