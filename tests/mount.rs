@@ -1184,3 +1184,66 @@ fn mount_helper_forms() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("bogus_opt"));
     assert!(!mountinfo_has(&mp2));
 }
+
+/// An unprivileged user (nobody) mounts through the setuid `fusermount3` where
+/// /dev/fuse is open to all users (its usual mode, 0666), reads and unmounts; where it
+/// is closed to them (mode 0600, as on some build machines), `h4fs mount` says so and
+/// what to do.
+#[test]
+fn unprivileged_user_mounts_through_fusermount_or_is_told_why() {
+    use std::os::unix::fs::PermissionsExt;
+    require_fuse();
+    let p = standard();
+    let tmp = tempfile::Builder::new()
+        .prefix("h4fs-user-")
+        .tempdir()
+        .unwrap();
+    let perm = |path: &Path, mode| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    // nobody must reach the binary and the container, and own the mount point.
+    perm(tmp.path(), 0o755);
+    let bin = tmp.path().join("h4fs");
+    std::fs::copy(env!("CARGO_BIN_EXE_h4fs"), &bin).unwrap();
+    perm(&bin, 0o755);
+    let container = tmp.path().join("c.h4mk");
+    std::fs::copy(&p.container, &container).unwrap();
+    perm(&container, 0o644);
+    let mp = tmp.path().join("m");
+    std::fs::create_dir(&mp).unwrap();
+    std::os::unix::fs::chown(&mp, Some(65534), Some(65534)).unwrap();
+    let as_nobody = |prog: &Path, args: &[&Path]| {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(prog)
+            .args(args);
+        run(&mut c)
+    };
+    let _guard = Guard(mp.clone());
+    let open_to_all = std::fs::metadata("/dev/fuse").unwrap().mode() & 0o006 == 0o006;
+    let out = as_nobody(&bin, &[Path::new("mount"), &container, &mp]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    if open_to_all {
+        assert!(out.status.success(), "{err}");
+        assert!(mountinfo_has(&mp));
+        // Only the user who mounted may read it (no allow_other).
+        let cat = as_nobody(Path::new("cat"), &[&mp.join("stream")]);
+        assert!(cat.status.success() && cat.stdout == p.data);
+        assert!(std::fs::read(mp.join("stream")).is_err());
+        let out = as_nobody(&bin, &[Path::new("umount"), &mp]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!mountinfo_has(&mp));
+    } else {
+        assert_eq!(out.status.code(), Some(3), "{err}");
+        assert!(
+            err.contains("/dev/fuse cannot be opened by this user")
+                && err.contains("chmod 0666 /dev/fuse"),
+            "{err}"
+        );
+        assert!(!mountinfo_has(&mp));
+    }
+}

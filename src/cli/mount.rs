@@ -695,8 +695,17 @@ fn mount_session(s: &Settings) -> anyhow::Result<Mounted> {
             "FUSE is not available: /dev/fuse is missing (load the module with `modprobe fuse`, install fuse3)"
         );
     }
-    let session = fuser::Session::new(FuseFs::new(core.clone()), &mp, &config)
-        .with_context(|| format!("cannot mount at {}", mp.display()))?;
+    let session = match fuser::Session::new(FuseFs::new(core.clone()), &mp, &config) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && !dev_fuse_usable() => {
+            bail!(
+                "cannot mount at {}: /dev/fuse cannot be opened by this user ({e}); \
+                 run as root, or let users open it (`chmod 0666 /dev/fuse`, the usual mode)",
+                mp.display()
+            )
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot mount at {}", mp.display())),
+    };
     if let Err(e) = raise_readahead(&mp) {
         logger.log(&format!(
             "h4fs: note: kernel readahead stays at its default ({e}); reads arrive in smaller requests"
@@ -711,6 +720,12 @@ fn mount_session(s: &Settings) -> anyhow::Result<Mounted> {
         VerifyLevel::from(a.verify).name()
     ));
     Ok((session, logger, core, warnings))
+}
+
+/// Whether this process may open /dev/fuse for reading and writing.
+fn dev_fuse_usable() -> bool {
+    // SAFETY: access(2) on a constant, NUL-terminated path.
+    unsafe { libc::access(c"/dev/fuse".as_ptr(), libc::R_OK | libc::W_OK) == 0 }
 }
 
 /// Let the kernel read ahead up to [`crate::fuse::MAX_READ`] on this mount, so
