@@ -431,6 +431,16 @@ struct Container {
     blocks_verified: AtomicU64,
 }
 
+/// What [`Fs::load_pair`] did with one of its two blocks.
+enum PairPart {
+    /// Read and checked by this call (and cached when intact).
+    Loaded(std::result::Result<Arc<VerifiedBlock>, FsError>),
+    /// Already in the cache.
+    Cached,
+    /// Another reader is loading it.
+    Busy,
+}
+
 struct Flight {
     done: Mutex<Option<Option<Arc<VerifiedBlock>>>>,
     cv: Condvar,
@@ -1261,11 +1271,18 @@ impl Fs {
     ) -> std::result::Result<ReadData, FsError> {
         let track = self.track(c, t);
         let segs: Vec<_> = track.segments(offset, size as u64).collect();
-        let last_block = segs.last().map(|s| s.block);
+        let Some(last) = segs.last().map(|s| s.block) else {
+            return Ok(ReadData::Owned(Vec::new()));
+        };
+        let end = offset + segs.iter().map(|s| s.len).sum::<u64>();
+        let sequential = self.note_stream_read(c, t, offset, end);
         let data = match segs.as_slice() {
-            [] => ReadData::Owned(Vec::new()),
             [s] => {
-                let b = self.block(c, t, s.block)?;
+                let b = if sequential {
+                    self.block_and_next(c, t, s.block)?
+                } else {
+                    self.block(c, t, s.block)?
+                };
                 ReadData::Block(b, s.start as usize, (s.start + s.len) as usize)
             }
             many => {
@@ -1278,37 +1295,35 @@ impl Fs {
                 ReadData::Owned(out)
             }
         };
-        if let Some(last) = last_block {
-            self.maybe_prefetch(c, t, offset, offset + data.as_slice().len() as u64, last);
+        if sequential {
+            self.queue_prefetch(c, t, last);
         }
         Ok(data)
     }
 
-    /// After a `stream` read of `[start, end)` ending in block `last`: when the reader
-    /// looks sequential, queue the blocks after `last` up to `prefetch_bytes`.
-    ///
-    /// Sequential means two reads in a row that each start where the previous one ended
+    /// Record a `stream` read of `[start, end)` and say whether the reader looks
+    /// sequential: two reads in a row that each start where the previous one ended
     /// (within the size of the readahead requests the kernel may have in flight on other
     /// FUSE threads), or a read from the start of the stream. Random readers, whose
-    /// kernel readahead produces an occasional adjacent pair, do not trigger prefetch.
-    fn maybe_prefetch(&self, c: usize, t: usize, start: u64, end: u64, last: u64) {
+    /// kernel readahead produces an occasional adjacent pair, do not count.
+    fn note_stream_read(&self, c: usize, t: usize, start: u64, end: u64) -> bool {
         const SLACK: u64 = 2 << 20;
-        let sequential = {
-            let mut m = self.streams.lock().unwrap_or_else(|p| p.into_inner());
-            let streak = match m.get(&(c, t)) {
-                Some(&(p, n))
-                    if start <= p.saturating_add(SLACK) && start.saturating_add(SLACK) >= p =>
-                {
-                    n.saturating_add(1)
-                }
-                _ => 0,
-            };
-            m.insert((c, t), (end, streak));
-            start == 0 || streak >= 2
+        let mut m = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        let streak = match m.get(&(c, t)) {
+            Some(&(p, n))
+                if start <= p.saturating_add(SLACK) && start.saturating_add(SLACK) >= p =>
+            {
+                n.saturating_add(1)
+            }
+            _ => 0,
         };
-        if !sequential {
-            return;
-        }
+        m.insert((c, t), (end, streak));
+        start == 0 || streak >= 2
+    }
+
+    /// For a sequential reader whose read ended in block `last`: queue the blocks after
+    /// it, up to `prefetch_bytes`, for the prefetch threads.
+    fn queue_prefetch(&self, c: usize, t: usize, last: u64) {
         let guard = self.prefetch_tx.lock().unwrap_or_else(|p| p.into_inner());
         let Some(tx) = guard.as_ref() else { return };
         let blocks = &self.track(c, t).blocks;
@@ -1352,6 +1367,28 @@ impl Fs {
         let key = self.key(c, t, n);
         if let Some(b) = self.cache.get(&key) {
             return Ok(b);
+        }
+        self.load(key, false).map(|(b, _)| b)
+    }
+
+    /// Block `n` of a sequential `stream` reader. On a miss, when block `n + 1` is not
+    /// cached either, both are read together so that their hashes share this core in
+    /// lockstep ([`load_pair`](Self::load_pair)): the reader needs the next block soon.
+    fn block_and_next(
+        &self,
+        c: usize,
+        t: usize,
+        n: u64,
+    ) -> std::result::Result<Arc<VerifiedBlock>, FsError> {
+        let key = self.key(c, t, n);
+        if let Some(b) = self.cache.get(&key) {
+            return Ok(b);
+        }
+        let next = self.key(c, t, n + 1);
+        if n + 1 < self.track(c, t).blocks.len() && !self.cache.contains(&next) {
+            if let [PairPart::Loaded(r), _] = self.load_pair([key, next], false) {
+                return r;
+            }
         }
         self.load(key, false).map(|(b, _)| b)
     }
@@ -1427,62 +1464,84 @@ impl Fs {
             .remove(&key);
     }
 
-    /// Prefetch two blocks: when both are uncached, in the same container and not being
-    /// loaded already, read them together so their hashes run in lockstep
-    /// ([`Archive::read_block_entry_pair`]); otherwise one by one.
+    /// Prefetch two blocks, together where possible (see [`load_pair`](Self::load_pair)).
     fn prefetch_pair(&self, a: BlockKey, b: BlockKey) {
-        let wanted = |k: &BlockKey| !self.cache.contains(k);
-        let flights = match (wanted(&a), wanted(&b)) {
-            (true, true) if a.container == b.container && a != b => (self.lead(a), self.lead(b)),
-            _ => {
-                for k in [a, b] {
-                    self.prefetch_one(k);
-                }
-                return;
-            }
-        };
-        let (fa, fb) = match flights {
-            (Ok(fa), Ok(fb)) if !self.cache.contains(&a) && !self.cache.contains(&b) => (fa, fb),
-            (fa, fb) => {
-                // Another reader has one of them, or just cached it: load the rest alone.
-                for (k, f) in [(a, fa), (b, fb)] {
-                    let Ok(f) = f else { continue };
-                    let r = match self.cached_no_miss(&k) {
-                        Some(b) => Some(b),
-                        None => {
-                            let r = self.load_uncoordinated(k, true).ok();
-                            if r.is_some() {
-                                self.cache.record_prefetch();
-                            }
-                            r
-                        }
-                    };
-                    self.land(k, &f, r);
-                }
-                return;
-            }
-        };
-        let cont = &self.containers[a.container as usize];
-        let archive = &cont.src.archive;
-        let entries = (
-            archive.entry(a.track as usize, a.block),
-            archive.entry(b.track as usize, b.block),
-        );
-        let results = match entries {
-            (Ok(ea), Ok(eb)) => {
-                let [ra, rb] = archive.read_block_entry_pair(&ea, &eb);
-                [self.loaded(a, &ea, ra, true), self.loaded(b, &eb, rb, true)]
-            }
-            _ => [
-                self.load_uncoordinated(a, true),
-                self.load_uncoordinated(b, true),
-            ],
-        };
-        for ((k, f), r) in [(a, fa), (b, fb)].into_iter().zip(results) {
-            if r.is_ok() {
+        for part in self.load_pair([a, b], true) {
+            if matches!(part, PairPart::Loaded(Ok(_))) {
                 self.cache.record_prefetch();
             }
-            self.land(k, &f, r.ok());
+        }
+    }
+
+    /// Load two blocks. When this call gets to load both and they are in one container,
+    /// it reads both and hashes them in lockstep on this core
+    /// ([`Archive::read_block_entry_pair`]); otherwise each is left alone when cached or
+    /// being loaded by another reader, or loaded by itself. Never waits for another
+    /// reader.
+    fn load_pair(&self, keys: [BlockKey; 2], prefetch: bool) -> [PairPart; 2] {
+        let [fa, fb] = keys.map(|k| self.take_load(k));
+        let (ra, rb) = match (&fa, &fb) {
+            (Ok(_), Ok(_)) if keys[0].container == keys[1].container => {
+                let [ra, rb] = self.read_pair(keys, prefetch);
+                (Some(ra), Some(rb))
+            }
+            _ => (None, None),
+        };
+        [
+            self.finish_load(keys[0], fa, ra, prefetch),
+            self.finish_load(keys[1], fb, rb, prefetch),
+        ]
+    }
+
+    /// Take the load of `key` unless it is cached or another reader is loading it.
+    fn take_load(&self, key: BlockKey) -> std::result::Result<Arc<Flight>, PairPart> {
+        if self.cache.contains(&key) {
+            return Err(PairPart::Cached);
+        }
+        let f = self.lead(key).map_err(|_| PairPart::Busy)?;
+        // A leader may have cached it between the check and taking the flight.
+        if let Some(b) = self.cached_no_miss(&key) {
+            self.land(key, &f, Some(b));
+            return Err(PairPart::Cached);
+        }
+        Ok(f)
+    }
+
+    /// Read and verify two blocks of one container, their hashes in lockstep.
+    fn read_pair(
+        &self,
+        keys: [BlockKey; 2],
+        prefetch: bool,
+    ) -> [std::result::Result<Arc<VerifiedBlock>, FsError>; 2] {
+        let archive = &self.containers[keys[0].container as usize].src.archive;
+        match keys.map(|k| archive.entry(k.track as usize, k.block)) {
+            [Ok(ea), Ok(eb)] => {
+                let [ra, rb] = archive.read_block_entry_pair(&ea, &eb);
+                [
+                    self.loaded(keys[0], &ea, ra, prefetch),
+                    self.loaded(keys[1], &eb, rb, prefetch),
+                ]
+            }
+            _ => keys.map(|k| self.load_uncoordinated(k, prefetch)),
+        }
+    }
+
+    /// Land a load taken with [`take_load`](Self::take_load), with its result `r`, read
+    /// here if not given.
+    fn finish_load(
+        &self,
+        key: BlockKey,
+        flight: std::result::Result<Arc<Flight>, PairPart>,
+        r: Option<std::result::Result<Arc<VerifiedBlock>, FsError>>,
+        prefetch: bool,
+    ) -> PairPart {
+        match flight {
+            Err(part) => part,
+            Ok(f) => {
+                let r = r.unwrap_or_else(|| self.load_uncoordinated(key, prefetch));
+                self.land(key, &f, r.as_ref().ok().cloned());
+                PairPart::Loaded(r)
+            }
         }
     }
 
