@@ -1312,6 +1312,13 @@ impl Archive {
         [one(a, pa, ha), one(b, pb, hb)]
     }
 
+    /// True when [`read_block_entry_pair`](Self::read_block_entry_pair) gains anything:
+    /// plain h4fs blocks, checked by SHA-256 (encrypted blocks are authenticated by
+    /// AES-GCM instead, reference blocks by CRC-32).
+    pub fn hashes_blocks_in_pairs(&self) -> bool {
+        self.layout == Layout::H4fs && self.encryption.is_none()
+    }
+
     /// An error when blocks cannot be decoded at all: encrypted without the key, or an
     /// unknown engine.
     fn check_decodable(&self, e: &BlockEntry) -> Result<()> {

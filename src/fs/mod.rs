@@ -1385,7 +1385,10 @@ impl Fs {
             return Ok(b);
         }
         let next = self.key(c, t, n + 1);
-        if n + 1 < self.track(c, t).blocks.len() && !self.cache.contains(&next) {
+        if self.containers[c].src.archive.hashes_blocks_in_pairs()
+            && n + 1 < self.track(c, t).blocks.len()
+            && !self.cache.contains(&next)
+        {
             if let [PairPart::Loaded(r), _] = self.load_pair([key, next], false) {
                 return r;
             }
