@@ -1249,7 +1249,7 @@ impl Fs {
                 if lo == hi {
                     return Ok(ReadData::Owned(Vec::new()));
                 }
-                let b = self.block(c, t, n)?;
+                let b = self.block(c, t, n, false)?;
                 ReadData::Block(b, lo, hi)
             }
             Node::Stream(c, t) => {
@@ -1278,18 +1278,14 @@ impl Fs {
         let sequential = self.note_stream_read(c, t, offset, end);
         let data = match segs.as_slice() {
             [s] => {
-                let b = if sequential {
-                    self.block_and_next(c, t, s.block)?
-                } else {
-                    self.block(c, t, s.block)?
-                };
+                let b = self.block(c, t, s.block, sequential)?;
                 ReadData::Block(b, s.start as usize, (s.start + s.len) as usize)
             }
             many => {
                 let total: u64 = many.iter().map(|s| s.len).sum();
                 let mut out = Vec::with_capacity(total as usize);
                 for s in many {
-                    let b = self.block(c, t, s.block)?;
+                    let b = self.block(c, t, s.block, false)?;
                     out.extend_from_slice(&b.bytes()[s.start as usize..(s.start + s.len) as usize]);
                 }
                 ReadData::Owned(out)
@@ -1357,35 +1353,24 @@ impl Fs {
         }
     }
 
-    /// A block, verified: from the cache, or read, checked and cached.
+    /// A block, verified: from the cache, or read, checked and cached. With `with_next`
+    /// (a sequential `stream` reader, which will ask for block `n + 1` soon), a miss
+    /// reads block `n + 1` too when it is not cached, so that the two hashes share this
+    /// core in lockstep ([`load_pair`](Self::load_pair)).
     fn block(
         &self,
         c: usize,
         t: usize,
         n: u64,
-    ) -> std::result::Result<Arc<VerifiedBlock>, FsError> {
-        let key = self.key(c, t, n);
-        if let Some(b) = self.cache.get(&key) {
-            return Ok(b);
-        }
-        self.load(key, false).map(|(b, _)| b)
-    }
-
-    /// Block `n` of a sequential `stream` reader. On a miss, when block `n + 1` is not
-    /// cached either, both are read together so that their hashes share this core in
-    /// lockstep ([`load_pair`](Self::load_pair)): the reader needs the next block soon.
-    fn block_and_next(
-        &self,
-        c: usize,
-        t: usize,
-        n: u64,
+        with_next: bool,
     ) -> std::result::Result<Arc<VerifiedBlock>, FsError> {
         let key = self.key(c, t, n);
         if let Some(b) = self.cache.get(&key) {
             return Ok(b);
         }
         let next = self.key(c, t, n + 1);
-        if self.containers[c].src.archive.hashes_blocks_in_pairs()
+        if with_next
+            && self.containers[c].src.archive.hashes_blocks_in_pairs()
             && n + 1 < self.track(c, t).blocks.len()
             && !self.cache.contains(&next)
         {
