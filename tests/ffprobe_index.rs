@@ -5,30 +5,17 @@
 //!
 //! Needs `ffmpeg` and `ffprobe` on PATH (`.ci/run` installs them).
 
+mod common;
+
+use common::{ok, run};
 use h4fs::Archive;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ffprobe-index.sh")
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (are ffmpeg and ffprobe installed?)"))
-}
-
-fn ok(cmd: &mut Command) -> Output {
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed with {}:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 /// Run ffmpeg with whitespace-separated `args`, writing `dir/name`.

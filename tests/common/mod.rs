@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::path::Path;
+use std::process::{Command, Output};
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_h4fs");
@@ -23,4 +24,25 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
 /// A temporary path as a command-line argument.
 pub fn arg(path: &Path) -> &str {
     path.to_str().expect("utf-8 temp path")
+}
+
+/// Run a command to completion; a command that cannot start (a tool not installed) fails
+/// the test saying so.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| {
+        panic!("cannot run {cmd:?}: {e} (is the tool installed? .ci/run installs them)")
+    })
+}
+
+/// [`run`], and fail the test with its stdout and stderr unless it succeeded.
+pub fn ok(cmd: &mut Command) -> Output {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed with {}:\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
