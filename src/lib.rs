@@ -26,6 +26,7 @@ pub mod format;
 pub mod fs;
 pub mod fuse;
 pub mod integrity;
+pub mod output;
 pub mod reader;
 pub mod rekey;
 pub mod source;

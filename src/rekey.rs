@@ -2,9 +2,10 @@
 //!
 //! Only the HENC payload changes (it has a fixed length, so no other chunk moves), and
 //! with it HENC's CRC, the structure root in the footer and VERI. Blocks, index and
-//! metadata stay byte for byte the same. The result is written to a temporary file
-//! beside the destination, checked by opening it with the new key, and only then
-//! renamed into place, so an interrupted rotation leaves the original untouched.
+//! metadata stay byte for byte the same. The result is written through
+//! [`crate::output`] (an unnamed file in the destination directory), checked by opening
+//! it with the new key, and only then put in place, so an interrupted rotation leaves the
+//! original untouched and no temporary file.
 //! Rotating costs one copy of the file and one SHA-256 pass over it (for VERI).
 
 use crate::crypto::{Henc, MasterKey};
@@ -12,8 +13,9 @@ use crate::error::{Error, Result, Tag};
 use crate::format::h4fs as hf;
 use crate::format::layout_a::ChunkHeader;
 use crate::integrity;
-use crate::reader::{Archive, BlockTable, Layout};
-use std::fs::OpenOptions;
+use crate::output::Output;
+use crate::reader::{Archive, BlockTable, Layout, OpenCheck};
+use crate::source::FileSource;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -29,9 +31,11 @@ pub struct RekeySummary {
 }
 
 /// Re-wrap the data key of the encrypted h4fs container at `path` from `old` to `new`,
-/// writing the result to `out` (which may be `path` itself). `old` must open the
-/// container ([`Error::WrongKey`] otherwise) and its structure must authenticate.
-pub fn rekey(path: &Path, old: &MasterKey, new: &MasterKey, out: &Path) -> Result<RekeySummary> {
+/// writing the result to `out`, a regular-file [`Output`] (which may replace `path`
+/// itself: the caller decides, through its [`crate::output::OutputOptions`]). `old`
+/// must open the container ([`Error::WrongKey`] otherwise) and its structure must
+/// authenticate. `out` is committed only once the result opens with `new`.
+pub fn rekey(path: &Path, old: &MasterKey, new: &MasterKey, out: Output) -> Result<RekeySummary> {
     let mut a = Archive::open(path)?;
     let (Layout::H4fs, Some((tail_at, footer)), Some(enc)) =
         (a.layout, a.footer, a.encryption.as_ref())
@@ -84,21 +88,21 @@ pub fn rekey(path: &Path, old: &MasterKey, new: &MasterKey, out: &Path) -> Resul
     );
     let new_footer = hf::Footer { root, ..footer };
 
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
+    let Some(f) = out.file() else {
+        return Err(Error::Invalid(format!(
+            "the re-keyed container must go to a regular file, not {}",
+            out.path().display()
+        )));
     };
-    let tmp = tempfile::Builder::new()
-        .prefix(".h4fs-rekey-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(|e| Error::io_path("cannot create a temporary file in", dir, e))?;
-    std::fs::copy(path, tmp.path()).map_err(|e| Error::io_path("cannot copy", path, e))?;
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(tmp.path())
-        .map_err(|e| Error::io_path("cannot open", tmp.path(), e))?;
+    let mut src = std::fs::File::open(path).map_err(|e| Error::io_path("cannot read", path, e))?;
+    let copied = std::io::copy(&mut (&mut src).take(a.file_len + 1), &mut &*f)
+        .map_err(|e| Error::io_path("cannot copy", path, e))?;
+    if copied != a.file_len {
+        return Err(Error::Invalid(format!(
+            "{} changed while it was re-keyed",
+            path.display()
+        )));
+    }
     let write = |bytes: &[u8], at: u64| {
         f.write_all_at(bytes, at)
             .map_err(|e| Error::io(format!("writing the re-keyed container at offset {at}"), e))
@@ -114,30 +118,31 @@ pub fn rekey(path: &Path, old: &MasterKey, new: &MasterKey, out: &Path) -> Resul
     let len = a.file_len;
     let veri_at = len - 44;
     let mut h = integrity::VeriHasher::new();
-    let mut r = std::io::BufReader::with_capacity(4 << 20, &f);
-    std::io::Seek::seek(&mut r, std::io::SeekFrom::Start(8))
-        .map_err(|e| Error::io("seeking in the re-keyed container", e))?;
-    let mut left = veri_at - 8;
     let mut buf = vec![0u8; 4 << 20];
-    while left > 0 {
-        let n = (left as usize).min(buf.len());
-        r.read_exact(&mut buf[..n])
+    let mut at = 8;
+    while at < veri_at {
+        let n = ((veri_at - at) as usize).min(buf.len());
+        f.read_exact_at(&mut buf[..n], at)
             .map_err(|e| Error::io("hashing the re-keyed container", e))?;
         h.update(&buf[..n]);
-        left -= n as u64;
+        at += n as u64;
     }
     let veri = h.finish();
     write(&ChunkHeader::encode(Tag::VERI, &veri), veri_at)?;
     write(&veri, veri_at + 12)?;
-    f.sync_all()
-        .map_err(|e| Error::io("syncing the re-keyed container", e))?;
-    drop(f);
     // Check the result before it replaces anything.
-    let mut check = Archive::open(tmp.path())?;
+    let copy = f
+        .try_clone()
+        .map_err(|e| Error::io("reading back the re-keyed container", e))?;
+    let shown = out.path().to_path_buf();
+    let mut check = Archive::from_source(
+        Box::new(FileSource::from_file(copy, &shown)?),
+        OpenCheck::Structure,
+    )?;
     check.attach_key(new)?;
     check.check_veri(&|_| {})?;
-    tmp.persist(out)
-        .map_err(|e| Error::io_path("cannot move the re-keyed container to", out, e.error))?;
+    drop(check);
+    out.commit()?;
     Ok(RekeySummary {
         root,
         old_key_id: crate::crypto::container::key_id_hex(old),

@@ -50,6 +50,18 @@ impl FileSource {
         })
     }
 
+    /// Read an open file (named `path` in messages).
+    pub fn from_file(file: File, path: &Path) -> crate::Result<FileSource> {
+        let md = file
+            .metadata()
+            .map_err(|e| crate::Error::io_path("cannot stat", path, e))?;
+        Ok(FileSource {
+            file,
+            len: md.len(),
+            path: path.to_path_buf(),
+        })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -24,8 +24,8 @@
 //! each own a thread and the per-block hashes fill the gaps. Output does not depend on
 //! which thread prepared what.
 //!
-//! [`pack`] writes to a temporary file beside the destination and renames it into place
-//! only after `finish` succeeded, so a failed or interrupted pack leaves nothing behind.
+//! [`pack`] and [`pack_into`] write through [`crate::output`]: the container appears only
+//! after `finish` succeeded, so a failed or interrupted pack leaves nothing behind.
 
 use crate::crypto::{
     self, BlockContext, ContainerCrypto, ContentDigest, ContentHasher, Henc, MasterKey,
@@ -35,11 +35,15 @@ use crate::error::{Error, Result, Tag};
 use crate::format::h4fs::{self as hf, Footer, IndexEntry};
 use crate::format::layout_a::{self as la, ChunkHeader, SeekEntry};
 use crate::integrity::{self, VeriHasher};
+use crate::output::{Output, OutputOptions};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
+use std::ffi::{CString, OsStr};
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
@@ -477,8 +481,14 @@ pub enum Input {
     },
     /// One file cut at the rows of an index.
     Indexed { path: PathBuf, rows: Vec<IndexRow> },
-    /// A directory of files, one block each, in byte order of their names.
-    Directory { path: PathBuf, fps: f64, gop: u64 },
+    /// A directory of files, one block each, in byte order of their names. Symbolic
+    /// links are refused unless `follow_symlinks`.
+    Directory {
+        path: PathBuf,
+        fps: f64,
+        gop: u64,
+        follow_symlinks: bool,
+    },
 }
 
 /// Options of a pack that are not about the input.
@@ -560,27 +570,191 @@ fn read_exact_block(f: &mut File, len: u64, path: &Path, offset: u64) -> Result<
     Ok(buf)
 }
 
-/// Directory entries that become blocks: regular files, sorted by name bytes.
-pub fn directory_files(dir: &Path) -> Result<Vec<(PathBuf, u64)>> {
-    let rd = std::fs::read_dir(dir).map_err(|e| Error::io_path("cannot read directory", dir, e))?;
-    let mut files = Vec::new();
-    for ent in rd {
-        let ent = ent.map_err(|e| Error::io_path("cannot read directory", dir, e))?;
-        let p = ent.path();
-        let md = std::fs::metadata(&p).map_err(|e| Error::io_path("cannot stat", &p, e))?;
-        if md.is_file() {
-            if md.len() > MAX_BLOCK {
-                return Err(Error::Invalid(format!(
-                    "{} is {} bytes; one block holds at most {MAX_BLOCK}",
-                    p.display(),
-                    md.len()
-                )));
+/// A directory being packed: its fd (every file is opened relative to it, so a name
+/// cannot lead out of it between listing and reading) and the regular files in it,
+/// sorted by name bytes.
+pub struct DirListing {
+    dir: OwnedFd,
+    follow_symlinks: bool,
+    /// (path for messages, name in the directory, size).
+    pub files: Vec<(PathBuf, CString, u64)>,
+}
+
+fn kind_of(mode: libc::mode_t) -> &'static str {
+    match mode & libc::S_IFMT {
+        libc::S_IFIFO => "a FIFO",
+        libc::S_IFSOCK => "a socket",
+        libc::S_IFCHR => "a character device",
+        libc::S_IFBLK => "a block device",
+        libc::S_IFLNK => "a symbolic link",
+        libc::S_IFDIR => "a directory",
+        _ => "not a regular file",
+    }
+}
+
+fn stat_at(dir: &OwnedFd, name: &CString, follow: bool) -> std::io::Result<libc::stat> {
+    // SAFETY: an all-zero `stat` is a valid value to be overwritten.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    let flags = if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW };
+    // SAFETY: NUL-terminated name, open directory, valid out pointer.
+    if unsafe { libc::fstatat(dir.as_raw_fd(), name.as_ptr(), &mut st, flags) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(st)
+}
+
+/// The names in the directory open at `dir`, without `.` and `..`.
+fn read_names(dir: &OwnedFd) -> std::io::Result<Vec<CString>> {
+    // SAFETY: dup of an open fd; fdopendir takes ownership of the copy, closedir frees
+    // it; readdir's entries are copied before the next call.
+    unsafe {
+        let fd = libc::fcntl(dir.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let d = libc::fdopendir(fd);
+        if d.is_null() {
+            let e = std::io::Error::last_os_error();
+            libc::close(fd);
+            return Err(e);
+        }
+        let mut names = Vec::new();
+        loop {
+            *libc::__errno_location() = 0;
+            let ent = libc::readdir(d);
+            if ent.is_null() {
+                let errno = *libc::__errno_location();
+                libc::closedir(d);
+                if errno != 0 {
+                    return Err(std::io::Error::from_raw_os_error(errno));
+                }
+                return Ok(names);
             }
-            files.push((p, md.len()));
+            let name = std::ffi::CStr::from_ptr((*ent).d_name.as_ptr());
+            if name != c"." && name != c".." {
+                names.push(name.to_owned());
+            }
         }
     }
-    files.sort_by(|a, b| a.0.file_name().cmp(&b.0.file_name()));
-    Ok(files)
+}
+
+/// List the files of a directory input: regular files become blocks, subdirectories are
+/// left out, and anything else is refused with its path: FIFOs, sockets and devices
+/// always, symbolic links unless `follow_symlinks` (then what they point to counts).
+pub fn directory_files(dir: &Path, follow_symlinks: bool) -> Result<DirListing> {
+    let c = CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| Error::Invalid(format!("{} has a NUL byte", dir.display())))?;
+    // SAFETY: a NUL-terminated path; the fd is owned below.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(Error::io_path(
+            "cannot open directory",
+            dir,
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: `fd` was just opened and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let names = read_names(&fd).map_err(|e| Error::io_path("cannot read directory", dir, e))?;
+    let mut files = Vec::new();
+    for name in names {
+        let p = dir.join(OsStr::from_bytes(name.as_bytes()));
+        let mut st =
+            stat_at(&fd, &name, false).map_err(|e| Error::io_path("cannot stat", &p, e))?;
+        if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+            if !follow_symlinks {
+                return Err(Error::Invalid(format!(
+                    "{} is a symbolic link; pack does not follow links out of the directory \
+                     (pass --follow-symlinks to pack what they point to)",
+                    p.display()
+                )));
+            }
+            st = stat_at(&fd, &name, true)
+                .map_err(|e| Error::io_path("cannot follow the symbolic link", &p, e))?;
+        }
+        match st.st_mode & libc::S_IFMT {
+            libc::S_IFDIR => continue,
+            libc::S_IFREG => {}
+            m => {
+                return Err(Error::Invalid(format!(
+                    "{} is {}; pack takes regular files only",
+                    p.display(),
+                    kind_of(m)
+                )));
+            }
+        }
+        let len = st.st_size as u64;
+        if len > MAX_BLOCK {
+            return Err(Error::Invalid(format!(
+                "{} is {len} bytes; one block holds at most {MAX_BLOCK}",
+                p.display()
+            )));
+        }
+        files.push((p, name, len));
+    }
+    files.sort_by(|a, b| a.1.cmp(&b.1));
+    Ok(DirListing {
+        dir: fd,
+        follow_symlinks,
+        files,
+    })
+}
+
+impl DirListing {
+    /// Read file `i` whole: opened relative to the directory, never through a symbolic
+    /// link unless links are followed, and only if it is still the regular file of the
+    /// listed size.
+    fn read(&self, i: usize) -> Result<Vec<u8>> {
+        let (p, name, len) = &self.files[i];
+        let nofollow = if self.follow_symlinks {
+            0
+        } else {
+            libc::O_NOFOLLOW
+        };
+        // SAFETY: NUL-terminated name in an open directory; the fd is owned below.
+        let fd = unsafe {
+            libc::openat(
+                self.dir.as_raw_fd(),
+                name.as_ptr(),
+                libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY | nofollow,
+            )
+        };
+        if fd < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                return Err(Error::Invalid(format!(
+                    "{} became a symbolic link while it was packed; pack does not follow \
+                     links out of the directory",
+                    p.display()
+                )));
+            }
+            return Err(Error::io_path("cannot open input", p, e));
+        }
+        // SAFETY: `fd` was just opened and is owned by nobody else.
+        let mut f = unsafe { File::from_raw_fd(fd) };
+        let md = f
+            .metadata()
+            .map_err(|e| Error::io_path("cannot stat input", p, e))?;
+        if !md.is_file() {
+            return Err(Error::Invalid(format!(
+                "{} is no longer a regular file; pack takes regular files only",
+                p.display()
+            )));
+        }
+        if md.len() != *len {
+            return Err(Error::Invalid(format!(
+                "{} changed size while it was packed ({len} bytes, now {})",
+                p.display(),
+                md.len()
+            )));
+        }
+        read_exact_block(&mut f, *len, p, 0)
+    }
 }
 
 impl Input {
@@ -616,7 +790,15 @@ impl Input {
                 }
                 Ok(len)
             }
-            Input::Directory { path, .. } => Ok(directory_files(path)?.iter().map(|f| f.1).sum()),
+            Input::Directory {
+                path,
+                follow_symlinks,
+                ..
+            } => Ok(directory_files(path, *follow_symlinks)?
+                .files
+                .iter()
+                .map(|f| f.2)
+                .sum()),
         }
     }
 
@@ -650,16 +832,18 @@ impl Input {
                     ))
                 })))
             }
-            Input::Directory { path, fps, gop } => {
-                let files = directory_files(path)?;
+            Input::Directory {
+                path,
+                fps,
+                gop,
+                follow_symlinks,
+            } => {
+                let listing = directory_files(path, *follow_symlinks)?;
                 let (frame, gop) = (frame_us(*fps)?, (*gop).max(1));
-                Ok(Box::new(files.into_iter().enumerate().map(
-                    move |(i, (p, len))| {
-                        let (mut f, _) = open_input(&p)?;
-                        let data = read_exact_block(&mut f, len, &p, 0)?;
-                        Ok((data, fixed_meta(i as u64, frame, gop)))
-                    },
-                )))
+                Ok(Box::new((0..listing.files.len()).map(move |i| {
+                    let data = listing.read(i)?;
+                    Ok((data, fixed_meta(i as u64, frame, gop)))
+                })))
             }
         }
     }
@@ -1010,55 +1194,39 @@ pub fn pack_to<W: Write + Send>(
     })
 }
 
-/// Pack into the file `out`, atomically: a temporary file in the same directory is
-/// renamed over `out` only when complete.
+/// Pack into the file `out` through [`crate::output`]: it appears only when complete,
+/// an existing file is never replaced and the input is never overwritten. (The CLI
+/// passes its own [`OutputOptions`] to [`pack_into`].)
 pub fn pack(
     input: &Input,
     out: &Path,
     opts: &PackOptions,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<PackSummary> {
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    if out.is_dir() {
-        return Err(Error::Invalid(format!("{} is a directory", out.display())));
-    }
-    if same_file(input.path(), out) {
-        return Err(Error::Invalid(format!(
-            "the output {} is the input file itself",
-            out.display()
-        )));
-    }
-    let tmp = tempfile::Builder::new()
-        .prefix(".h4fs-pack-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(|e| Error::io_path("cannot create a temporary file in", dir, e))?;
-    let buf = BufWriter::with_capacity(1 << 20, tmp);
-    let (buf, summary) = pack_to(input, buf, opts, progress)?;
-    let tmp = buf
-        .into_inner()
-        .map_err(|e| Error::io("flushing the container", e.into_error()))?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| Error::io("syncing the container", e))?;
-    use std::os::unix::fs::PermissionsExt;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o644))
-        .map_err(|e| Error::io("setting permissions", e))?;
-    tmp.persist(out)
-        .map_err(|e| Error::io_path("cannot move the container into place at", out, e.error))?;
-    Ok(summary)
+    let o = Output::create(
+        out,
+        &OutputOptions {
+            inputs: vec![input.path().to_path_buf()],
+            ..OutputOptions::default()
+        },
+    )?;
+    pack_into(input, o, opts, progress)
 }
 
-fn same_file(a: &Path, b: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
-        _ => false,
-    }
+/// Pack into `out`, committing it only after the container is complete.
+pub fn pack_into(
+    input: &Input,
+    out: Output,
+    opts: &PackOptions,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<PackSummary> {
+    let buf = BufWriter::with_capacity(1 << 20, out);
+    let (buf, summary) = pack_to(input, buf, opts, progress)?;
+    let out = buf
+        .into_inner()
+        .map_err(|e| Error::io("writing the container", e.into_error()))?;
+    out.commit()?;
+    Ok(summary)
 }
 
 /// The first pass of an encrypted pack: the SHA-256 of the source stream and the

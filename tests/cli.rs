@@ -360,7 +360,7 @@ fn user_meta_fields_and_reserved_keys() {
         "--block-size",
         "100",
         "-o",
-        arg(&out),
+        arg(&dir.path().join("y.h4mk")),
         "--meta",
         "compression=1",
     ]);

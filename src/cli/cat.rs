@@ -2,6 +2,7 @@
 
 use super::TrackArg;
 use crate::extract::write_stream;
+use crate::output::{Output, OutputOptions};
 use crate::reader::Archive;
 use anyhow::{Context, bail};
 use std::io::{BufWriter, Write};
@@ -48,9 +49,15 @@ pub struct CatArgs {
   h4fs extract movie.h4mk -o - | mpv -")]
 pub struct ExtractArgs {
     pub file: PathBuf,
-    /// Output file, or - for stdout.
+    /// Output file, or - for stdout. An existing file is replaced only with --force; a
+    /// device, FIFO or socket is written directly; a symbolic link is refused unless it
+    /// leads to one of those. The plaintext of an encrypted container is created 0600.
     #[arg(short, long)]
     pub output: PathBuf,
+    /// Replace an existing output file (never the container itself, a directory or a
+    /// symbolic link).
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub track: TrackArg,
     #[command(flatten)]
@@ -132,34 +139,35 @@ pub fn run_extract(args: ExtractArgs) -> anyhow::Result<u8> {
     args.keys.apply(&mut a)?;
     let ti = args.track.resolve(&a)?;
     let len = a.tracks[ti].stream_len();
-    if args.output == Path::new("-") {
-        let stdout = std::io::stdout();
-        let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());
-        write_stream(&a, ti, 0, len, &mut out, &|_| {})?;
-        out.flush()?;
-        return Ok(0);
-    }
-    let dir = match args.output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".h4fs-extract-")
-        .tempfile_in(&dir)
-        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    let bar = super::progress::bytes_bar(len, "extract", args.quiet);
-    let mut out = BufWriter::with_capacity(1 << 20, tmp);
-    write_stream(&a, ti, 0, len, &mut out, &|n| bar.inc(n))?;
-    let tmp = out.into_inner().map_err(|e| e.into_error())?;
+    let out = Output::create(
+        &args.output,
+        &OutputOptions {
+            force: args.force,
+            mode: output_mode(&args.file, a.encryption.is_some())?,
+            inputs: args.keys.files().chain([args.file.clone()]).collect(),
+            allow_stdout: true,
+            ..OutputOptions::default()
+        },
+    )?;
+    let to_file = out.file().is_some();
+    let bar = super::progress::bytes_bar(len, "extract", args.quiet || !to_file);
+    let mut w = BufWriter::with_capacity(1 << 20, out);
+    write_stream(&a, ti, 0, len, &mut w, &|n| bar.inc(n))?;
+    let out = w.into_inner().map_err(|e| e.into_error())?;
     bar.finish_and_clear();
-    use std::os::unix::fs::PermissionsExt;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    tmp.persist(&args.output).with_context(|| {
-        format!(
-            "cannot move the output into place at {}",
-            args.output.display()
-        )
-    })?;
+    out.commit()?;
     Ok(0)
+}
+
+/// Permission bits for a new output file: 0666 (less the umask) for a plain container;
+/// for the plaintext of an encrypted one 0600, and never wider than the container's own
+/// permissions.
+fn output_mode(container: &Path, encrypted: bool) -> anyhow::Result<u32> {
+    if !encrypted {
+        return Ok(0o666);
+    }
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(container)
+        .with_context(|| format!("cannot examine {}", container.display()))?;
+    Ok(0o600 & md.mode())
 }

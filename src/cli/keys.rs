@@ -5,6 +5,7 @@
 //! show up in process titles or shell history); loading one turns core dumps off.
 
 use crate::crypto::{self, MasterKey, SharedSecret};
+use crate::output::{Output, OutputOptions};
 use crate::reader::{Archive, Layout};
 use anyhow::Context;
 use std::path::{Path, PathBuf};
@@ -50,16 +51,52 @@ pub struct RekeyArgs {
     /// The new master key.
     #[arg(long, value_name = "FILE")]
     pub new_key_file: PathBuf,
-    /// Write the re-keyed container here instead of replacing FILE.
+    /// Write the re-keyed container here instead of replacing FILE (an existing file
+    /// only with --force; never FILE itself or a key file).
     #[arg(short, long, value_name = "OUT.h4mk")]
     pub output: Option<PathBuf>,
+    /// With -o: replace an existing file.
+    #[arg(long, requires = "output")]
+    pub force: bool,
 }
 
 pub fn run_rekey(args: RekeyArgs) -> anyhow::Result<u8> {
     let old = load_key(&args.key_file)?;
     let new = load_key(&args.new_key_file)?;
-    let out = args.output.as_ref().unwrap_or(&args.file);
-    let s = crate::rekey::rekey(&args.file, &old, &new, out)
+    use std::os::unix::fs::MetadataExt;
+    let mode = std::fs::metadata(&args.file)
+        .with_context(|| format!("cannot open {}", args.file.display()))?
+        .mode()
+        & 0o7777;
+    let keys = vec![args.key_file.clone(), args.new_key_file.clone()];
+    // Without -o the point is to replace FILE; with -o, FILE is an input like the keys.
+    let (out, opts) = match &args.output {
+        None => (
+            &args.file,
+            OutputOptions {
+                force: true,
+                inputs: keys,
+                ..OutputOptions::default()
+            },
+        ),
+        Some(o) => (
+            o,
+            OutputOptions {
+                force: args.force,
+                inputs: keys.into_iter().chain([args.file.clone()]).collect(),
+                ..OutputOptions::default()
+            },
+        ),
+    };
+    let output = Output::create(
+        out,
+        &OutputOptions {
+            mode,
+            regular_only: true,
+            ..opts
+        },
+    )?;
+    let s = crate::rekey::rekey(&args.file, &old, &new, output)
         .with_context(|| format!("cannot re-key {}", args.file.display()))?;
     eprintln!(
         "re-keyed {}: key id {} -> {}, root {}",
@@ -81,6 +118,15 @@ pub struct KeyArgs {
     /// bytes or 64 hex digits.
     #[arg(long, value_name = "FILE")]
     pub shared_secret_file: Option<PathBuf>,
+}
+
+impl KeyArgs {
+    /// The key files given, to keep an output from replacing one of them.
+    pub fn files(&self) -> impl Iterator<Item = PathBuf> + use<> {
+        [self.key_file.clone(), self.shared_secret_file.clone()]
+            .into_iter()
+            .flatten()
+    }
 }
 
 fn warn(w: String) {

@@ -1,6 +1,7 @@
 //! `h4fs pack`.
 
 use crate::engine::Engine;
+use crate::output::{Output, OutputOptions};
 use crate::writer::{self, Input, PackOptions};
 use anyhow::{Context, bail};
 use serde_json::{Map, Value};
@@ -16,7 +17,8 @@ use std::path::PathBuf;
 ///   * DIRECTORY: one block per regular file, in byte order of the names.
 ///
 /// The output is deterministic (same input and options give the same bytes) and appears
-/// only when complete.
+/// only when complete; an interrupted pack leaves nothing. A symbolic link, FIFO, socket
+/// or device inside a directory input is refused (see --follow-symlinks).
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
   h4fs pack capture.raw --block-size 1MiB --fps 25 --gop 25 -o capture.h4mk
@@ -26,9 +28,17 @@ use std::path::PathBuf;
 pub struct Args {
     /// Input file or directory.
     pub input: PathBuf,
-    /// Output container.
+    /// Output container, or - for stdout. An existing file is replaced only with --force;
+    /// a device or FIFO is written directly.
     #[arg(short, long, value_name = "OUT.h4mk")]
     pub output: PathBuf,
+    /// Replace an existing output file (never an input, a directory or a symbolic link).
+    #[arg(long)]
+    pub force: bool,
+    /// For a directory input: pack the files that symbolic links in it point to
+    /// (by default a symbolic link is refused, naming it).
+    #[arg(long)]
+    pub follow_symlinks: bool,
     /// Block size for a file cut into fixed blocks (bytes; K, M, G, KiB, MiB, GiB suffixes).
     #[arg(long, value_parser = parse_size, conflicts_with = "index")]
     pub block_size: Option<u64>,
@@ -140,6 +150,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             path: args.input.clone(),
             fps: args.fps,
             gop: args.gop,
+            follow_symlinks: args.follow_symlinks,
         }
     } else if let Some(csv) = &args.index {
         let text = std::fs::read_to_string(csv)
@@ -189,8 +200,31 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         ..PackOptions::default()
     };
     let total = input.total_len()?;
+    let read: Vec<PathBuf> = [
+        Some(&args.input),
+        args.index.as_ref(),
+        args.meta_file.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .cloned()
+    .chain(args.key_file.clone().or_else(|| {
+        args.encrypt
+            .then(|| std::env::var_os("H4FS_KEY_FILE").map(PathBuf::from))
+            .flatten()
+    }))
+    .collect();
+    let out = Output::create(
+        &args.output,
+        &OutputOptions {
+            force: args.force,
+            inputs: read,
+            allow_stdout: true,
+            ..OutputOptions::default()
+        },
+    )?;
     let bar = super::progress::bytes_bar(total, "pack", args.quiet);
-    let summary = writer::pack(&input, &args.output, &opts, &|done| bar.set_position(done))?;
+    let summary = writer::pack_into(&input, out, &opts, &|done| bar.set_position(done))?;
     bar.finish_and_clear();
     if !args.quiet {
         eprintln!(

@@ -206,36 +206,26 @@ fn load_secret(path: &Path, what: &str, warn: &mut dyn FnMut(String)) -> Result<
 }
 
 /// Write a new random master key to `path` as 64 hex digits and a newline, with mode
-/// 0600. Refuses to overwrite an existing file (of any kind, including a symlink).
+/// 0600 (less the umask), through [`crate::output`]: refuses to overwrite an existing
+/// file (of any kind, including a symbolic link), and a file appears only complete.
 pub fn keygen(path: &Path) -> Result<MasterKey> {
-    use std::os::unix::fs::OpenOptionsExt;
+    use crate::output::{Output, OutputOptions};
     let key = MasterKey::generate();
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| {
-            let msg = if e.kind() == std::io::ErrorKind::AlreadyExists {
-                "already exists; refusing to overwrite a key (choose another name or remove it first)"
-                    .to_string()
-            } else {
-                format!("cannot create: {e}")
-            };
-            key_file_error(path, msg)
-        })?;
+    let mut out = Output::create(
+        path,
+        &OutputOptions {
+            force_flag: false,
+            mode: 0o600,
+            regular_only: true,
+            ..OutputOptions::default()
+        },
+    )?;
     let mut text = Zeroizing::new(vec![0u8; 2 * KEY_LEN + 1]);
     hex::encode_to_slice(key.expose(), &mut text[..2 * KEY_LEN]).expect("64 hex digits fit");
     text[2 * KEY_LEN] = b'\n';
-    let written = f
-        .write_all(&text)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| key_file_error(path, format!("cannot write: {e}")));
-    if let Err(e) = written {
-        drop(f);
-        let _ = std::fs::remove_file(path);
-        return Err(e);
-    }
+    out.write_all(&text)
+        .map_err(|e| key_file_error(path, format!("cannot write: {e}")))?;
+    out.commit()?;
     Ok(key)
 }
 
