@@ -874,3 +874,178 @@ fn install_handlers() {
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn opts() -> OutputOptions {
+        OutputOptions::default()
+    }
+
+    /// Both ways of writing a file: unnamed (O_TMPFILE) and the named fallback.
+    #[test]
+    fn a_file_appears_only_complete_and_a_dropped_output_leaves_nothing() {
+        for tmpfile in [true, false] {
+            let d = tempfile::tempdir().unwrap();
+            let p = d.path().join("out.bin");
+            let mut o = Output::create_with(&p, &opts(), tmpfile).unwrap();
+            o.write_all(b"hello").unwrap();
+            assert!(!p.exists(), "tmpfile={tmpfile}");
+            o.commit().unwrap();
+            assert_eq!(std::fs::read(&p).unwrap(), b"hello");
+            assert_eq!(names(d.path()), ["out.bin"], "tmpfile={tmpfile}");
+
+            let q = d.path().join("dropped.bin");
+            let mut o = Output::create_with(&q, &opts(), tmpfile).unwrap();
+            o.write_all(b"partial").unwrap();
+            drop(o);
+            assert_eq!(names(d.path()), ["out.bin"], "tmpfile={tmpfile}");
+        }
+    }
+
+    #[test]
+    fn an_existing_file_is_replaced_only_when_allowed_and_never_one_that_appeared() {
+        for tmpfile in [true, false] {
+            let d = tempfile::tempdir().unwrap();
+            let p = d.path().join("out.bin");
+            std::fs::write(&p, b"old").unwrap();
+            let e = Output::create_with(&p, &opts(), tmpfile).unwrap_err();
+            assert!(e.to_string().contains("already exists"), "{e}");
+            assert!(e.to_string().contains("--force"), "{e}");
+            let force = OutputOptions {
+                force: true,
+                ..opts()
+            };
+            let mut o = Output::create_with(&p, &force, tmpfile).unwrap();
+            o.write_all(b"new").unwrap();
+            assert_eq!(std::fs::read(&p).unwrap(), b"old");
+            o.commit().unwrap();
+            assert_eq!(std::fs::read(&p).unwrap(), b"new");
+            assert_eq!(names(d.path()), ["out.bin"], "tmpfile={tmpfile}");
+
+            // A file that appears while the output is written is not replaced.
+            let q = d.path().join("late.bin");
+            let mut o = Output::create_with(&q, &opts(), tmpfile).unwrap();
+            o.write_all(b"mine").unwrap();
+            std::fs::write(&q, b"theirs").unwrap();
+            let e = o.commit().unwrap_err();
+            assert!(e.to_string().contains("appeared"), "{e}");
+            assert_eq!(std::fs::read(&q).unwrap(), b"theirs");
+            assert_eq!(names(d.path()), ["late.bin", "out.bin"]);
+        }
+    }
+
+    #[test]
+    fn swapped_arguments_are_named() {
+        let d = tempfile::tempdir().unwrap();
+        let c = d.path().join("movie.h4mk");
+        std::fs::write(&c, b"H4MK\0\x01\0\0rest").unwrap();
+        let m = d.path().join("movie.mp4");
+        std::fs::write(&m, b"\0\0\0\x20ftypisom\0\0\0\0").unwrap();
+        for (p, kind) in [(&c, "an H4MK container"), (&m, "MP4")] {
+            let e = Output::create(p, &opts()).unwrap_err().to_string();
+            assert!(e.contains(kind) && e.contains("swap"), "{e}");
+        }
+    }
+
+    #[test]
+    fn inputs_and_input_directories_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let input = d.path().join("in.bin");
+        std::fs::write(&input, b"data").unwrap();
+        let link = d.path().join("hard.bin");
+        std::fs::hard_link(&input, &link).unwrap();
+        let o = OutputOptions {
+            force: true,
+            inputs: vec![input.clone(), d.path().join("frames")],
+            ..opts()
+        };
+        for p in [&input, &link] {
+            let e = Output::create(p, &o).unwrap_err().to_string();
+            assert!(e.contains("is the input"), "{e}");
+        }
+        std::fs::create_dir_all(d.path().join("frames/sub")).unwrap();
+        for p in ["frames/out.h4mk", "frames/sub/out.h4mk", "frames/sub/../x"] {
+            let e = Output::create(&d.path().join(p), &o)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("inside the input directory"), "{p}: {e}");
+        }
+        assert_eq!(std::fs::read(&input).unwrap(), b"data");
+        assert_eq!(names(&d.path().join("frames")), ["sub"]);
+    }
+
+    #[test]
+    fn links_are_followed_only_to_streams() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("target.bin");
+        std::fs::write(&target, b"keep").unwrap();
+        let force = OutputOptions {
+            force: true,
+            ..opts()
+        };
+        for (name, to) in [("l1", target.as_path()), ("l2", Path::new("missing"))] {
+            let l = d.path().join(name);
+            std::os::unix::fs::symlink(to, &l).unwrap();
+            let e = Output::create(&l, &force).unwrap_err().to_string();
+            assert!(e.contains("symbolic link"), "{e}");
+            assert!(std::fs::symlink_metadata(&l).unwrap().is_symlink());
+        }
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+        let null = d.path().join("null");
+        std::os::unix::fs::symlink("/dev/null", &null).unwrap();
+        let mut o = Output::create(&null, &opts()).unwrap();
+        assert!(o.file().is_none());
+        o.write_all(b"gone").unwrap();
+        o.commit().unwrap();
+        assert!(std::fs::symlink_metadata(&null).unwrap().is_symlink());
+        assert!(
+            std::fs::metadata("/dev/null")
+                .unwrap()
+                .file_type()
+                .is_char_device()
+        );
+        let only_files = OutputOptions {
+            regular_only: true,
+            ..opts()
+        };
+        let e = Output::create(Path::new("/dev/null"), &only_files).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+    }
+
+    /// Named temporary files of runs that died (no lock) are removed by the next run in
+    /// the directory; those of live writers (locked) are left alone.
+    #[test]
+    fn stale_named_temps_are_removed_and_live_ones_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let stale = d.path().join(".h4fs-out-1-dead.tmp");
+        std::fs::write(&stale, b"partial").unwrap();
+        let other = d.path().join(".h4fs-pack-x.tmp");
+        std::fs::write(&other, b"not ours").unwrap();
+        let live = Output::create_with(&d.path().join("a"), &opts(), false).unwrap();
+        assert!(!stale.exists());
+        assert!(other.exists());
+        let live_names: Vec<String> = names(d.path())
+            .into_iter()
+            .filter(|n| n.starts_with(TEMP_PREFIX))
+            .collect();
+        assert_eq!(live_names.len(), 1);
+        let second = Output::create_with(&d.path().join("b"), &opts(), false).unwrap();
+        assert!(
+            d.path().join(&live_names[0]).exists(),
+            "a live temp survives"
+        );
+        drop((live, second));
+        assert_eq!(names(d.path()), [".h4fs-pack-x.tmp"]);
+    }
+}

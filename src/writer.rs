@@ -1251,6 +1251,42 @@ fn content_digest(input: &Input, engine: Engine) -> Result<(ContentDigest, [u8; 
 mod tests {
     use super::*;
 
+    /// A file swapped for a symbolic link (or a FIFO, or resized) between listing and
+    /// reading is not read through: every file is opened relative to the directory fd
+    /// with O_NOFOLLOW and checked again.
+    #[test]
+    fn a_directory_file_swapped_after_listing_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = d.path().join("secret");
+        std::fs::write(&outside, b"secret!").unwrap();
+        let lib = d.path().join("lib");
+        std::fs::create_dir(&lib).unwrap();
+        let b = lib.join("b.bin");
+        for swap in ["link", "fifo", "size"] {
+            let _ = std::fs::remove_file(&b);
+            std::fs::write(&b, b"public!").unwrap();
+            let listing = directory_files(&lib, false).unwrap();
+            assert_eq!(listing.read(0).unwrap(), b"public!");
+            std::fs::remove_file(&b).unwrap();
+            match swap {
+                "link" => std::os::unix::fs::symlink(&outside, &b).unwrap(),
+                "fifo" => {
+                    let c = CString::new(b.as_os_str().as_bytes()).unwrap();
+                    // SAFETY: a NUL-terminated path.
+                    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+                }
+                _ => std::fs::write(&b, b"longer than listed").unwrap(),
+            }
+            let e = listing.read(0).unwrap_err().to_string();
+            let want = match swap {
+                "link" => "became a symbolic link",
+                "fifo" => "no longer a regular file",
+                _ => "changed size",
+            };
+            assert!(e.contains(want) && e.contains("b.bin"), "{swap}: {e}");
+        }
+    }
+
     /// The pack queue with 0, 1 and 2 helper threads, enough batches to fill it (so the
     /// reader prepares and hashes batches too), and an engine that encodes: the same
     /// bytes every time, and a container whose every hash checks.
