@@ -1023,6 +1023,55 @@ mod tests {
         assert!(e.to_string().contains("not a regular file"), "{e}");
     }
 
+    /// Run by [`a_signal_removes_the_named_temp`] in a child process: write part of an
+    /// output through a named temporary file, then receive a signal.
+    #[test]
+    #[ignore = "run by a_signal_removes_the_named_temp in a child process"]
+    fn signalled_child() {
+        let dir = std::env::var_os("H4FS_TEST_DIR").expect(
+            "H4FS_TEST_DIR: this test runs only as the child of a_signal_removes_the_named_temp",
+        );
+        let sig: i32 = std::env::var("H4FS_TEST_SIGNAL").unwrap().parse().unwrap();
+        let mut o = Output::create_with(&Path::new(&dir).join("out"), &opts(), false).unwrap();
+        o.write_all(&vec![7u8; 1 << 20]).unwrap();
+        // SAFETY: raise is always safe to call.
+        unsafe { libc::raise(sig) };
+        unreachable!("signal {sig} did not end the process");
+    }
+
+    /// SIGINT, SIGTERM and SIGHUP remove the named temporary file of the fallback path
+    /// (a child process, which dies of the signal); after SIGKILL, which no handler sees,
+    /// the next run in the directory removes it.
+    #[test]
+    fn a_signal_removes_the_named_temp() {
+        use std::os::unix::process::ExitStatusExt;
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGKILL] {
+            let d = tempfile::tempdir().unwrap();
+            let st = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--ignored", "--exact", "output::tests::signalled_child"])
+                .env("H4FS_TEST_DIR", d.path())
+                .env("H4FS_TEST_SIGNAL", sig.to_string())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            assert_eq!(st.signal(), Some(sig), "{st}");
+            if sig == libc::SIGKILL {
+                let left = names(d.path());
+                assert!(
+                    left.len() == 1 && left[0].starts_with(TEMP_PREFIX),
+                    "{left:?}"
+                );
+                drop(Output::create_with(&d.path().join("next"), &opts(), false).unwrap());
+            }
+            assert!(
+                names(d.path()).is_empty(),
+                "signal {sig}: {:?}",
+                names(d.path())
+            );
+        }
+    }
+
     /// Named temporary files of runs that died (no lock) are removed by the next run in
     /// the directory; those of live writers (locked) are left alone.
     #[test]
