@@ -3,7 +3,7 @@
 //! Layers, each importing only from those before it:
 //!
 //! ```text
-//! format -> integrity, engine, crypto -> source, reader, writer, rekey -> cache -> fs -> fuse -> cli
+//! format, output -> integrity, engine, crypto -> source, reader, writer, rekey -> cache -> fs -> fuse -> cli
 //! ```
 //!
 //! * [`mod@format`]: bytes <-> structs for the three layouts; no I/O.
@@ -12,6 +12,8 @@
 //! * [`crypto`]: keys, per-block AES-256-GCM under per-container keys, and reading the
 //!   reference's Living Cipher v3.
 //! * [`reader`]: [`reader::Archive`], a lazy view of any container.
+//! * [`output`]: every file h4fs writes: atomic, never replacing a device, an input or
+//!   (without `force`) an existing file.
 //! * [`writer`]: the deterministic packer.
 //! * [`rekey`]: key rotation of encrypted containers.
 //! * [`cli`]: the `h4fs` command.

@@ -1,5 +1,5 @@
-//! What `pack`, `extract`, `rekey` and `keygen` do to their destination (docs/SECURITY.md,
-//! "Outputs"), and what `pack` of a directory reads: devices, FIFOs and sockets are
+//! What `pack`, `extract`, `rekey` and `keygen` do to their destination (docs/SECURITY.md §6,
+//! "Files h4fs writes"), and what `pack` of a directory reads: devices, FIFOs and sockets are
 //! streamed and stay what they are; existing files need `--force`; an output is never
 //! one of the inputs; an interrupted run leaves nothing; the plaintext of an encrypted
 //! container is 0600; a directory pack never follows a link out of the directory.

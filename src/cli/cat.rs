@@ -149,8 +149,8 @@ pub fn run_extract(args: ExtractArgs) -> anyhow::Result<u8> {
             ..OutputOptions::default()
         },
     )?;
-    let to_file = out.file().is_some();
-    let bar = super::progress::bytes_bar(len, "extract", args.quiet || !to_file);
+    let to_stdout = args.output == Path::new("-");
+    let bar = super::progress::bytes_bar(len, "extract", args.quiet || to_stdout);
     let mut w = BufWriter::with_capacity(1 << 20, out);
     write_stream(&a, ti, 0, len, &mut w, &|n| bar.inc(n))?;
     let out = w.into_inner().map_err(|e| e.into_error())?;
