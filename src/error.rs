@@ -46,12 +46,11 @@ impl std::fmt::Debug for Tag {
 /// Errors of the h4fs library.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: io::Error,
-    },
+    /// An I/O error; `context` names the action and the path. The OS error is part of
+    /// the message and deliberately not a [`std::error::Error::source`], so a cause
+    /// chain printed with `{:#}` says it once.
+    #[error("{context}: {cause}")]
+    Io { context: String, cause: io::Error },
 
     #[error("not an H4MK container: expected magic \"H4MK\" at offset 0, found {found:02x?}")]
     BadMagic { found: Vec<u8> },
@@ -169,10 +168,10 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
+    pub(crate) fn io(context: impl Into<String>, cause: io::Error) -> Self {
         Error::Io {
             context: context.into(),
-            source,
+            cause,
         }
     }
 

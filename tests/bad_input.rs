@@ -1328,7 +1328,7 @@ fn missing_input_file() {
     );
     let err = Archive::open(&missing).expect_err("missing file");
     assert!(
-        matches!(&err, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound),
+        matches!(&err, Error::Io { cause, .. } if cause.kind() == std::io::ErrorKind::NotFound),
         "{err}"
     );
 }

@@ -534,3 +534,104 @@ fn explicit_key_for_a_plain_container_is_refused() {
     assert!(o.status.success());
     assert_eq!(o.stdout, noise(5000, 2));
 }
+
+/// The write end of a pipe whose read end is already closed: every write to it fails
+/// with EPIPE, whatever the timing.
+fn closed_pipe() -> std::process::Stdio {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors, which are owned here from then on.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(read);
+    write.into()
+}
+
+/// Every command that writes to stdout ends quietly with status 0 when its reader has
+/// gone (`h4fs inspect --json X | head -1`), with no message and no panic.
+#[test]
+fn a_closed_stdout_ends_every_command_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("s.bin");
+    std::fs::write(&src, noise(300_000, 4)).unwrap();
+    let c = dir.path().join("s.h4mk");
+    ok(&["pack", arg(&src), "--block-size", "10000", "-o", arg(&c)]);
+    let c = arg(&c);
+    let commands: [&[&str]; 11] = [
+        &["inspect", c],
+        &["inspect", "--json", c],
+        &["inspect", "--chunks", c],
+        &["seek", c, "0"],
+        &["seek", "--json", c, "0"],
+        &["verify", "-q", c],
+        &["verify", "-q", "--full", c],
+        &["cat", c],
+        &["cat", c, "--block", "1"],
+        &["cat", "--raw", c, "--block", "1"],
+        &["--help"],
+    ];
+    for args in commands {
+        let o = Command::new(BIN)
+            .args(args)
+            .stdout(closed_pipe())
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "h4fs {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            o.stderr.is_empty(),
+            "h4fs {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
+/// Each error prints its cause once: `h4fs: error: <what and where>: <OS error>`.
+#[test]
+fn error_messages_say_each_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nosuch.h4mk");
+    let m = arg(&missing);
+    let enoent = "No such file or directory (os error 2)";
+    let cases: Vec<(Vec<&str>, String)> = vec![
+        (vec!["inspect", m], format!("cannot open {m}: {enoent}")),
+        (
+            vec!["inspect", "--json", m],
+            format!("cannot open {m}: {enoent}"),
+        ),
+        (vec!["seek", m, "0"], format!("cannot open {m}: {enoent}")),
+        (vec!["verify", m], format!("cannot open {m}: {enoent}")),
+        (
+            vec!["cat", m, "--block", "0"],
+            format!("cannot open {m}: {enoent}"),
+        ),
+        (
+            vec!["extract", m, "-o", "x"],
+            format!("cannot open {m}: {enoent}"),
+        ),
+        (
+            vec!["mount", "-f", m, arg(dir.path())],
+            format!("cannot mount: {m}: cannot open it: {enoent}"),
+        ),
+        (
+            vec!["inspect", arg(dir.path())],
+            format!(
+                "cannot open {d}: {d} is a directory, not a container file",
+                d = arg(dir.path())
+            ),
+        ),
+    ];
+    for (args, want) in cases {
+        let o = h4fs(&args);
+        assert_eq!(o.status.code(), Some(3), "h4fs {args:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&o.stderr),
+            format!("h4fs: error: {want}\n"),
+            "h4fs {args:?}"
+        );
+    }
+}

@@ -2,6 +2,11 @@
 //!
 //! Exit codes: 0 success; 1 the container is damaged (an integrity check failed);
 //! 2 bad command line; 3 any other error (missing file, unknown engine, I/O, ...).
+//!
+//! Output goes through `writeln!` on a stdout handle and its errors propagate, so a
+//! reader that closes the pipe early ends the command quietly with status 0 (see
+//! [`report`]); `println!` would panic instead, and is denied here.
+#![deny(clippy::print_stdout)]
 
 use clap::{Parser, Subcommand};
 use std::io::Write;
@@ -93,13 +98,14 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Print an error with its cause chain; choose the exit code.
+/// Print an error with its cause chain; choose the exit code. A broken pipe on stdout
+/// (`h4fs inspect --json X | head -1`) is not an error: exit 0 quietly, as ripgrep does.
 fn report(e: &anyhow::Error) -> ExitCode {
     if is_broken_pipe(e) {
         return ExitCode::SUCCESS;
     }
     let _ = std::io::stdout().flush();
-    eprintln!("h4fs: error: {e:#}");
+    eprintln!("h4fs: error: {}", chain_text(e));
     let damaged = e.chain().any(|c| {
         c.downcast_ref::<h4fs_error::Error>()
             .is_some_and(|e| e.is_integrity())
@@ -109,13 +115,36 @@ fn report(e: &anyhow::Error) -> ExitCode {
 
 use crate::error as h4fs_error;
 
+/// An error and its causes, `: `-separated, each said once: a context that the next
+/// cause repeats ("cannot open X" above "cannot open X: No such file ...") and a cause
+/// whose text the message above already ends with are left out.
+pub(crate) fn chain_text(e: &anyhow::Error) -> String {
+    let msgs: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+    let mut kept: Vec<&str> = Vec::new();
+    for (i, m) in msgs.iter().enumerate() {
+        let repeated_below = msgs
+            .get(i + 1)
+            .is_some_and(|next| next.contains(m.as_str()));
+        let said_above = kept.last().is_some_and(|prev| prev.ends_with(m.as_str()));
+        if m.is_empty() || repeated_below || said_above {
+            continue;
+        }
+        kept.push(m);
+    }
+    kept.join(": ")
+}
+
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    let broken = |k: Option<std::io::ErrorKind>| k == Some(std::io::ErrorKind::BrokenPipe);
     e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            || c.downcast_ref::<h4fs_error::Error>().is_some_and(|e| {
-                matches!(e, h4fs_error::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe)
-            })
+        broken(c.downcast_ref::<std::io::Error>().map(|io| io.kind()))
+            || broken(
+                c.downcast_ref::<serde_json::Error>()
+                    .and_then(|j| j.io_error_kind()),
+            )
+            || c.downcast_ref::<h4fs_error::Error>().is_some_and(
+                |e| matches!(e, h4fs_error::Error::Io { cause, .. } if broken(Some(cause.kind()))),
+            )
     })
 }
 

@@ -542,7 +542,7 @@ impl Ready {
     }
     fn fail(&mut self, code: u8, e: &anyhow::Error) {
         if let Some(mut f) = self.0.take() {
-            let _ = write!(f, "ERR {code}\n{e:#}\n");
+            let _ = write!(f, "ERR {code}\n{}\n", super::chain_text(e));
         }
     }
 }
@@ -902,7 +902,7 @@ pub fn helper_main(subcommands: &[String]) -> Option<ExitCode> {
     Some(match helper_args(&rest).and_then(run_mount) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("h4fs: error: {e:#}");
+            eprintln!("h4fs: error: {}", super::chain_text(&e));
             ExitCode::from(super::EXIT_ERROR)
         }
     })

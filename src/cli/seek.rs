@@ -4,6 +4,7 @@ use super::TrackArg;
 use crate::reader::Archive;
 use anyhow::Context;
 use serde_json::json;
+use std::io::Write;
 use std::path::PathBuf;
 
 /// Find the keyframe block at or before PTS (where decoding starts) and the block
@@ -24,6 +25,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
+    let mut out = std::io::stdout().lock();
     let a = Archive::open(&args.file)
         .with_context(|| format!("cannot open {}", args.file.display()))?;
     let t = &a.tracks[args.track.resolve(&a)?];
@@ -42,40 +44,44 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             "containing": containing.map(entry),
             "decode_chain": chain,
         });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
     } else {
         match key {
             Some((_, n)) => {
                 let e = t.blocks.get(n).expect("exists");
-                println!(
+                writeln!(
+                    out,
                     "keyframe   block {n}  pts {} us  stream offset {}  size {}",
                     e.pts_us, e.stream_offset, e.decoded_len
-                );
+                )?;
             }
-            None => println!("keyframe   none at or before {} us", args.pts_us),
+            None => writeln!(out, "keyframe   none at or before {} us", args.pts_us)?,
         }
         match containing {
             Some(n) => {
                 let e = t.blocks.get(n).expect("exists");
-                println!(
+                writeln!(
+                    out,
                     "containing block {n}  pts {} us  stream offset {}  size {}",
                     e.pts_us, e.stream_offset, e.decoded_len
-                );
+                )?;
             }
-            None => println!(
+            None => writeln!(
+                out,
                 "containing none: {} us is before the first block",
                 args.pts_us
-            ),
+            )?,
         }
         if let Some(c) = chain
             && c.len() > 1
         {
-            println!(
+            writeln!(
+                out,
                 "chain      blocks {}..={} ({} blocks to decode)",
                 c[0],
                 c[c.len() - 1],
                 c.len()
-            );
+            )?;
         }
     }
     if key.is_none() && containing.is_none() {

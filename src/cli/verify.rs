@@ -1,6 +1,7 @@
 //! `h4fs verify`.
 
 use crate::reader::{Archive, OpenCheck};
+use std::io::Write;
 use std::path::PathBuf;
 
 /// Verify a container: its structure, then every block against its SHA-256 (h4fs) or
@@ -24,10 +25,11 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
+    let mut out = std::io::stdout().lock();
     let mut a = match Archive::open_with(&args.file, OpenCheck::Structure) {
         Ok(a) => a,
         Err(e) if e.is_integrity() => {
-            println!("DAMAGED {}: {e}", args.file.display());
+            writeln!(out, "DAMAGED {}: {e}", args.file.display())?;
             return Ok(super::EXIT_DAMAGED);
         }
         Err(e) => {
@@ -41,11 +43,12 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             .downcast_ref::<crate::Error>()
             .filter(|e| e.is_integrity())
         {
-            println!("BAD {err}");
-            println!(
+            writeln!(out, "BAD {err}")?;
+            writeln!(
+                out,
                 "DAMAGED {}: a block failed while decrypting",
                 args.file.display()
-            );
+            )?;
             return Ok(super::EXIT_DAMAGED);
         }
         return Err(e);
@@ -60,7 +63,8 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         ""
     };
     if report.ok() {
-        println!(
+        writeln!(
+            out,
             "ok {}: {structure}{} blocks ({} bytes) verified{}{}",
             args.file.display(),
             report.blocks_checked,
@@ -73,18 +77,19 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             } else {
                 ""
             }
-        );
+        )?;
         Ok(0)
     } else {
         for f in &report.failures {
-            println!("BAD {f}");
+            writeln!(out, "BAD {f}")?;
         }
-        println!(
+        writeln!(
+            out,
             "DAMAGED {}: {} problem(s) in {} blocks checked",
             args.file.display(),
             report.failures.len(),
             report.blocks_checked
-        );
+        )?;
         Ok(super::EXIT_DAMAGED)
     }
 }
