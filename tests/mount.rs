@@ -892,6 +892,16 @@ fn bad_mount_points_and_sources_fail_clearly() {
     assert_eq!(m.read("stream").unwrap(), p.data);
     let empty = tmp.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
+    // Arguments swapped: the hint gives the right order.
+    check(
+        &p.container,
+        &empty,
+        &format!(
+            "is not a directory; the container comes first: `h4fs mount {} {}`",
+            p.container.display(),
+            empty.display()
+        ),
+    );
     check(&empty, &tmp.path().join("nope.h4mk"), "does not exist");
     check(&empty, &p.source, "not an H4MK container");
     assert!(!mountinfo_has(&empty));
@@ -957,8 +967,58 @@ fn bad_mount_points_and_sources_fail_clearly() {
     assert!(names_and_error(&String::from_utf8_lossy(&out.stderr)));
     assert!(!mountinfo_has(&empty));
     let out = run(h4fs().arg("umount").arg(&empty));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not a mount point"));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("h4fs: error: {} is not a mount point\n", empty.display())
+    );
+    let missing = tmp.path().join("nodir");
+    let out = run(h4fs().arg("umount").arg(&missing));
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("h4fs: error: {} does not exist\n", missing.display())
+    );
 }
+
+/// A mount point that holds files is refused (the mount would hide them) unless
+/// `--allow-non-empty` or `-o nonempty` says so; its files are back after unmounting.
+#[test]
+fn a_non_empty_mount_point_needs_allow_non_empty() {
+    require_fuse();
+    let p = standard();
+    let tmp = tempfile::tempdir().unwrap();
+    let mp = tmp.path().join("full");
+    std::fs::create_dir(&mp).unwrap();
+    std::fs::write(mp.join("mine.txt"), "keep").unwrap();
+    let out = run(h4fs().arg("mount").arg(&p.container).arg(&mp));
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "h4fs: error: mount point {} is not empty (it holds \"mine.txt\"); the mount would \
+             hide its files: use an empty directory, or --allow-non-empty (-o nonempty)\n",
+            mp.display()
+        )
+    );
+    assert!(!mountinfo_has(&mp));
+    let foreground = run(h4fs().arg("mount").arg("-f").arg(&p.container).arg(&mp));
+    assert_eq!(foreground.status.code(), Some(3));
+    assert!(!mountinfo_has(&mp));
+    for allow in [["--allow-non-empty"].as_slice(), &["-o", "ro,nonempty"]] {
+        let _guard = Guard(mp.clone());
+        let out = run(h4fs().arg("mount").arg(&p.container).arg(&mp).args(allow));
+        assert!(
+            out.status.success(),
+            "{allow:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(std::fs::read(mp.join("stream")).unwrap(), p.data);
+        assert!(!mp.join("mine.txt").exists());
+        ok(h4fs().arg("umount").arg(&mp));
+        assert_eq!(std::fs::read(mp.join("mine.txt")).unwrap(), b"keep");
+    }
+}
+
 
 /// Flip one byte of a file in place.
 fn flip(path: &Path, at: u64) {
@@ -1226,6 +1286,81 @@ fn unprivileged_user_mounts_through_fusermount_or_is_told_why() {
             err.contains("/dev/fuse cannot be opened by this user")
                 && err.contains("chmod 0666 /dev/fuse"),
             "{err}"
+        );
+        assert!(!mountinfo_has(&mp));
+    }
+}
+
+/// Errors met while the daemon starts name the file they concern (here as the user
+/// nobody, who may not read what root made private).
+#[test]
+fn daemon_start_errors_name_their_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = standard();
+    let tmp = tempfile::Builder::new()
+        .prefix("h4fs-perm-")
+        .tempdir()
+        .unwrap();
+    let perm = |path: &Path, mode| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    perm(tmp.path(), 0o755);
+    let bin = tmp.path().join("h4fs");
+    std::fs::copy(env!("CARGO_BIN_EXE_h4fs"), &bin).unwrap();
+    perm(&bin, 0o755);
+    let mp = tmp.path().join("m");
+    std::fs::create_dir(&mp).unwrap();
+    std::os::unix::fs::chown(&mp, Some(65534), Some(65534)).unwrap();
+    let private = tmp.path().join("private.h4mk");
+    std::fs::copy(&p.container, &private).unwrap();
+    perm(&private, 0o600);
+    let closed = tmp.path().join("closed");
+    std::fs::create_dir(&closed).unwrap();
+    let inside = closed.join("c.h4mk");
+    std::fs::copy(&p.container, &inside).unwrap();
+    perm(&closed, 0o700);
+    let readable = tmp.path().join("c.h4mk");
+    std::fs::copy(&p.container, &readable).unwrap();
+    perm(&readable, 0o644);
+    let unlistable = tmp.path().join("unlistable");
+    std::fs::create_dir(&unlistable).unwrap();
+    perm(&unlistable, 0o333);
+    let log = closed.join("h4fs.log");
+    let denied = "Permission denied (os error 13)";
+    let cases: [(Vec<&Path>, String); 5] = [
+        (
+            vec![&private, &mp],
+            format!("cannot mount: cannot open {}: {denied}", private.display()),
+        ),
+        (
+            vec![&private, &mp, Path::new("-f")],
+            format!("cannot mount: cannot open {}: {denied}", private.display()),
+        ),
+        (
+            vec![&inside, &mp],
+            format!("cannot use source {}: {denied}", inside.display()),
+        ),
+        (
+            vec![&readable, &unlistable],
+            format!("cannot list mount point {}: {denied}", unlistable.display()),
+        ),
+        (
+            vec![&readable, &mp, Path::new("--log-file"), &log],
+            format!("cannot open log file {}: {denied}", log.display()),
+        ),
+    ];
+    for (args, want) in cases {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&bin)
+            .arg("mount")
+            .args(&args);
+        let out = run(&mut c);
+        assert_eq!(out.status.code(), Some(3), "{args:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            format!("h4fs: error: {want}\n"),
+            "{args:?}"
         );
         assert!(!mountinfo_has(&mp));
     }

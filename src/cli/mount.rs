@@ -62,11 +62,13 @@ impl From<VerifyArg> for VerifyLevel {
   h4fs umount /mnt/movie
 
 Options also work as -o key=value (cache_size=, threads=, verify=, strict, uid=,
-gid=, log_file=, allow_other, allow_root), as used by `mount -t fuse.h4fs` and /etc/fstab.")]
+gid=, log_file=, nonempty, allow_other, allow_root), as used by `mount -t fuse.h4fs` and
+/etc/fstab.")]
 pub struct MountArgs {
     /// A container file, or a directory whose *.h4mk files become subdirectories.
     pub source: PathBuf,
-    /// An existing empty directory that is not already a mount point.
+    /// An existing empty directory that is not already a mount point (see
+    /// --allow-non-empty).
     pub mountpoint: PathBuf,
     /// Stay in the foreground (logs go to stderr unless --log-file).
     #[arg(short = 'f', long)]
@@ -95,6 +97,10 @@ pub struct MountArgs {
     /// and listed under "skipped" in stats.json.
     #[arg(long)]
     pub strict: bool,
+    /// Mount over a directory that is not empty (-o nonempty); its files are hidden
+    /// while the mount lasts.
+    #[arg(long)]
+    pub allow_non_empty: bool,
     /// FUSE and mount options, comma-separated (repeatable).
     #[arg(short = 'o', value_name = "OPTS")]
     pub options: Vec<String>,
@@ -210,6 +216,7 @@ fn apply_options(mut args: MountArgs) -> anyhow::Result<Settings> {
                         .map_err(|_| anyhow!("verify= must be structure, full or none"))?
             }
             "strict" => args.strict = true,
+            "nonempty" => args.allow_non_empty = true,
             "log_file" => args.log_file = Some(PathBuf::from(need("FILE")?)),
             "key_file" => args.keys.key_file = Some(PathBuf::from(need("FILE")?)),
             "shared_secret_file" => {
@@ -231,7 +238,7 @@ fn apply_options(mut args: MountArgs) -> anyhow::Result<Settings> {
             | "nofail" | "_netdev" | "comment" | "loop" => {}
             k if k.starts_with("x-") => {}
             _ => bail!(
-                "unknown mount option \"{o}\" (h4fs takes ro, allow_other, allow_root, cache_size=, threads=, verify=, strict, uid=, gid=, log_file=, key_file=, shared_secret_file=, fsname=, max_read=, nosuid, nodev, noexec, noatime)"
+                "unknown mount option \"{o}\" (h4fs takes ro, allow_other, allow_root, cache_size=, threads=, verify=, strict, nonempty, uid=, gid=, log_file=, key_file=, shared_secret_file=, fsname=, max_read=, nosuid, nodev, noexec, noatime)"
             ),
         }
     }
@@ -310,37 +317,91 @@ fn find_mount(point: &Path) -> Option<MountInfo> {
     found
 }
 
-/// Check the mount point: it exists, is a directory, and is not already a mount.
-fn check_mountpoint(mp: &Path) -> anyhow::Result<PathBuf> {
-    let abs = absolute(mp)?;
-    match std::fs::metadata(&abs) {
-        Ok(md) if !md.is_dir() => bail!("mount point {} is not a directory", abs.display()),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            bail!(
-                "mount point {} does not exist (create it with mkdir first)",
-                abs.display()
-            )
-        }
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => bail!(
-            "mount point {} is a FUSE mount whose daemon died (Transport endpoint is not connected); clear it with `h4fs umount {}`",
-            abs.display(),
-            abs.display()
-        ),
-        Err(e) => {
-            return Err(e).with_context(|| format!("cannot use mount point {}", abs.display()));
-        }
+/// Check the mount point: it exists, is a directory, is not already a mount, and is
+/// empty (unless `allow_non_empty`: a mount hides what the directory holds).
+///
+/// /proc/self/mountinfo is consulted before the directory itself is touched, at each
+/// step of a symlink chain, so a mount point held by a stopped or dead FUSE daemon is
+/// refused as "already a mount point" without waiting on that daemon; only then is the
+/// directory stat'ed and listed. `source` is only used for a hint when the two
+/// arguments look swapped.
+fn check_mountpoint(mp: &Path, source: &Path, allow_non_empty: bool) -> anyhow::Result<PathBuf> {
+    let mut p = absolute(mp)?;
+    if p.file_name().is_none() {
+        // "/" or a path ending in "..": resolve it in full.
+        p = p
+            .canonicalize()
+            .with_context(|| format!("cannot resolve mount point {}", p.display()))?;
     }
-    let real = abs.canonicalize().unwrap_or(abs);
-    if let Some(m) = find_mount(&real) {
+    let mut hops = 0;
+    let md = loop {
+        if let Some(m) = find_mount(&p) {
+            let how = if m.fstype.starts_with("fuse") {
+                format!(" (`h4fs umount {}`)", m.point.display())
+            } else {
+                String::new()
+            };
+            bail!(
+                "{} is already a mount point ({} from {}); unmount it first{how}",
+                m.point.display(),
+                m.fstype,
+                m.source
+            );
+        }
+        match std::fs::symlink_metadata(&p) {
+            Ok(md) if md.file_type().is_symlink() && hops < 40 => {
+                hops += 1;
+                let target = std::fs::read_link(&p)
+                    .with_context(|| format!("cannot read the symlink {}", p.display()))?;
+                let parent = p.parent().unwrap_or(Path::new("/"));
+                p = absolute(&parent.join(target))?;
+            }
+            Ok(md) => break md,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                "mount point {} does not exist (create it with mkdir first)",
+                p.display()
+            ),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot use mount point {}", p.display()));
+            }
+        }
+    };
+    if !md.is_dir() {
+        let swapped = md.is_file() && source.is_dir();
+        if swapped {
+            bail!(
+                "mount point {} is not a directory; the container comes first: \
+                 `h4fs mount {} {}` (SOURCE, then MOUNTPOINT)",
+                p.display(),
+                mp.display(),
+                source.display()
+            );
+        }
         bail!(
-            "{} is already a mount point ({} from {}); unmount it first",
-            m.point.display(),
-            m.fstype,
-            m.source
+            "mount point {} is not a directory (usage: h4fs mount SOURCE MOUNTPOINT)",
+            p.display()
         );
     }
-    Ok(real)
+    if !allow_non_empty {
+        let mut entries = std::fs::read_dir(&p)
+            .with_context(|| format!("cannot list mount point {}", p.display()))?;
+        if let Some(first) = entries.next() {
+            let first =
+                first.with_context(|| format!("cannot list mount point {}", p.display()))?;
+            bail!(
+                "mount point {} is not empty (it holds {:?}{}); the mount would hide its \
+                 files: use an empty directory, or --allow-non-empty (-o nonempty)",
+                p.display(),
+                first.file_name(),
+                if entries.next().is_some() {
+                    " and more"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    Ok(p)
 }
 
 /// Where the daemon's messages go.
@@ -403,10 +464,14 @@ pub fn run_mount(args: MountArgs) -> anyhow::Result<u8> {
 /// Start the daemon (this program, in the foreground, in a new session) and wait until
 /// it reports the mount ready or failed.
 fn spawn_daemon(s: &Settings) -> anyhow::Result<u8> {
-    let mp = check_mountpoint(&s.args.mountpoint)?;
+    let mp = check_mountpoint(&s.args.mountpoint, &s.args.source, s.args.allow_non_empty)?;
     let source = absolute(&s.args.source)?;
-    if !source.exists() {
-        bail!("source {} does not exist", source.display());
+    match std::fs::metadata(&source) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("source {} does not exist", source.display())
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot use source {}", source.display())),
     }
     let mut fds = [0 as RawFd; 2];
     // SAFETY: pipe2 fills two descriptors we then own.
@@ -421,8 +486,9 @@ fn spawn_daemon(s: &Settings) -> anyhow::Result<u8> {
         )
     };
     let a = &s.args;
-    let exe = std::env::current_exe().context("cannot find the h4fs executable")?;
-    let mut cmd = Command::new(exe);
+    let exe = std::env::current_exe()
+        .context("cannot find the h4fs executable (reading /proc/self/exe)")?;
+    let mut cmd = Command::new(&exe);
     cmd.arg("mount")
         .arg(&source)
         .arg(&mp)
@@ -443,6 +509,9 @@ fn spawn_daemon(s: &Settings) -> anyhow::Result<u8> {
     }
     if a.strict {
         cmd.arg("--strict");
+    }
+    if a.allow_non_empty {
+        cmd.arg("--allow-non-empty");
     }
     if let Some(u) = a.uid {
         cmd.arg("--uid").arg(u.to_string());
@@ -493,7 +562,9 @@ fn spawn_daemon(s: &Settings) -> anyhow::Result<u8> {
             Ok(())
         });
     }
-    let mut child = cmd.spawn().context("cannot start the h4fs daemon")?;
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start the h4fs daemon {}", exe.display()))?;
     drop(wr);
     // Lines from the daemon: "WARN <text>" for each warning, then "OK" once the mount is
     // ready, or "ERR <code>" followed by the message and EOF on failure.
@@ -626,7 +697,7 @@ type Mounted = (fuser::Session<FuseFs>, Arc<Logger>, Arc<Fs>, Vec<String>);
 
 fn mount_session(s: &Settings) -> anyhow::Result<Mounted> {
     let a = &s.args;
-    let mp = check_mountpoint(&a.mountpoint)?;
+    let mp = check_mountpoint(&a.mountpoint, &a.source, a.allow_non_empty)?;
     let source = absolute(&a.source)?;
     let logger = Arc::new(Logger {
         sink: match &a.log_file {
@@ -851,6 +922,11 @@ pub fn run_umount(args: UmountArgs) -> anyhow::Result<u8> {
         mp.canonicalize().unwrap_or(mp.clone())
     };
     let Some(m) = find_mount(&real) else {
+        // Not a mount point, so looking at it cannot wait on a FUSE daemon.
+        if std::fs::symlink_metadata(&real).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+        {
+            bail!("{} does not exist", real.display());
+        }
         bail!("{} is not a mount point", real.display());
     };
     if !m.fstype.starts_with("fuse") {
@@ -948,6 +1024,7 @@ fn helper_args(rest: &[String]) -> anyhow::Result<MountArgs> {
         threads: default_threads(),
         verify: VerifyArg::Structure,
         strict: false,
+        allow_non_empty: false,
         options,
         log_file: None,
         // Keys come from -o key_file=/shared_secret_file= or the environment.
