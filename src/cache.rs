@@ -5,7 +5,7 @@
 //! that were not checked. Entries are `Arc`s, so a reader copying out of a block does
 //! not hold the lock and an eviction never invalidates bytes being copied.
 //!
-//! Counters (hits, misses, evictions, prefetches, ...) are atomics read by `stats.json`.
+//! Counters (hits, misses, evictions, prefetches, ...) are atomics read by `h4fs stats` (the mount root's `user.h4fs.stats` attribute).
 //! Lock order: the cache has one `Mutex`; nothing is called while it is held.
 
 use crate::integrity::VerifiedBlock;
@@ -25,7 +25,7 @@ pub struct BlockKey {
     pub block: u64,
 }
 
-/// Counter values at one moment, as `stats.json` shows them.
+/// Counter values at one moment, as `h4fs stats` shows them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct CacheStats {
     /// Lookups answered from the cache.

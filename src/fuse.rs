@@ -5,9 +5,12 @@
 //!
 //! Kernel caching: the tree is immutable while mounted, so entries and attributes are
 //! cached for a day and data files are opened with `FOPEN_KEEP_CACHE` (the page cache
-//! survives close and reopen). The two files whose content changes (`stats.json`,
-//! `veri.json`) get a zero TTL and `FOPEN_DIRECT_IO`, served from a snapshot taken at
-//! open. Reads of up to 1 MiB, readdirplus, and several FUSE threads (fuser's
+//! survives close and reopen). The one kind of file whose content can change,
+//! `veri.json` (when a verification result changes, with a new size and a later
+//! mtime), gets a zero TTL, so every `stat` sees its current size and mtime, and
+//! `FOPEN_DIRECT_IO`, served from a snapshot taken at open, so no stale page is ever
+//! read. The live counters are not a file but an extended attribute of the root
+//! (`crate::fs::STATS_XATTR`), which the kernel never caches. Reads of up to 1 MiB, readdirplus, and several FUSE threads (fuser's
 //! `Config::n_threads`) are negotiated in [`FuseFs::config`] and `init`.
 
 use crate::fs::{Attr, Fs, FsError, Kind, XattrReply};

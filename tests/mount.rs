@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{noise, ok, run};
+use common::{mount_stats, noise, ok, run};
 use std::io::Read;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -191,7 +191,6 @@ fn ls_cat_find_stat_getfattr() {
         "seek.csv",
         "veri.json",
         "manifest.json",
-        "stats.json",
         "by-pts:",
         "blocks:",
         "000045",
@@ -206,7 +205,7 @@ fn ls_cat_find_stat_getfattr() {
     assert_eq!(b7, p.data[7 * 65536..8 * 65536]);
     // find
     let files = stdout(Command::new("find").arg(&m.dir).args(["-type", "f"]));
-    assert_eq!(files.lines().count(), 46 + 8, "{files}");
+    assert_eq!(files.lines().count(), 46 + 7, "{files}");
     let links = stdout(
         Command::new("find")
             .arg(m.path("by-pts"))
@@ -359,7 +358,7 @@ fn sha256sum_cp_and_rsync_twice() {
             .arg(&dst),
     );
     assert!(
-        first.contains("Number of regular files transferred: 54"),
+        first.contains("Number of regular files transferred: 53"),
         "{first}"
     );
     assert_eq!(std::fs::read(dst.join("stream")).unwrap(), p.data);
@@ -541,10 +540,10 @@ fn two_containers_at_once_and_a_directory_of_containers() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     names.sort();
-    assert_eq!(names, ["alpha", "beta", "stats.json"]);
+    assert_eq!(names, ["alpha", "beta"]);
     assert_eq!(md.read("alpha/stream").unwrap(), a.data);
     assert_eq!(md.read("beta/blocks/000005").unwrap(), b.data[5000..6000]);
-    assert_eq!(md.json("stats.json")["containers"], 2);
+    assert_eq!(mount_stats(&md.dir)["containers"], 2);
 }
 
 #[test]
@@ -597,7 +596,7 @@ fn eight_concurrent_readers_at_random_offsets() {
         f.read_exact_at(&mut buf, b - 5).unwrap();
         assert_eq!(&buf, &data[b as usize - 5..b as usize + 5]);
     }
-    let stats = m.json("stats.json");
+    let stats = mount_stats(&m.dir);
     assert!(stats["cache"]["evictions"].as_u64().unwrap() > 0, "{stats}");
     assert!(stats["bytes_served"].as_u64().unwrap() > 0);
 }
@@ -620,7 +619,7 @@ fn sequential_read_prefetches() {
         got.extend_from_slice(&buf[..n]);
     }
     assert!(got == p.data);
-    let s = m.json("stats.json");
+    let s = mount_stats(&m.dir);
     assert!(s["cache"]["prefetches"].as_u64().unwrap() > 0, "{s}");
     assert!(s["blocks_verified"].as_u64().unwrap() >= 32, "{s}");
     // Kernel readahead is raised to 1 MiB at mount, so sequential reads arrive whole.
@@ -694,7 +693,6 @@ fn reference_multitrack_and_encrypted_samples() {
             "meta.json",
             "safe.json",
             "safety",
-            "stats.json",
             "tracks.json",
             "veri.json"
         ]
@@ -719,7 +717,7 @@ fn inodes_are_stable_across_remounts() {
         "blocks/000017",
         "by-pts/400000",
         "index.csv",
-        "stats.json",
+        "veri.json",
     ];
     let inos = |m: &Mount| -> Vec<u64> {
         paths
@@ -752,7 +750,7 @@ fn mount_options_uid_gid_and_foreground() {
     );
     let md = std::fs::metadata(m.path("stream")).unwrap();
     assert_eq!((md.uid(), md.gid()), (4321, 765));
-    assert_eq!(m.json("stats.json")["cache"]["capacity"], 2 << 20);
+    assert_eq!(mount_stats(&m.dir)["cache"]["capacity"], 2 << 20);
     drop(m);
 
     // -f stays in the foreground until unmounted.
@@ -847,12 +845,18 @@ fn sigkilled_daemon_is_cleared_by_umount() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    // Mounting over the dead mount is refused with a hint.
+    // Mounting over the dead mount is refused (from mountinfo, without touching it)
+    // with a hint.
     let out = run(h4fs().arg("mount").arg(&p.container).arg(&m.dir));
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(3));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("Transport endpoint is not connected") && err.contains("h4fs umount"),
+        err.contains(&format!(
+            "{} is already a mount point (fuse.h4fs from {}); unmount it first with `h4fs umount {}` (which also clears a mount whose daemon died)",
+            m.dir.display(),
+            p.container.display(),
+            m.dir.display()
+        )),
         "{err}"
     );
     ok(h4fs().arg("umount").arg(&m.dir));
@@ -920,7 +924,7 @@ fn bad_mount_points_and_sources_fail_clearly() {
     );
     assert!(!mountinfo_has(&empty));
     // In a directory of containers, a damaged one is left out with a warning naming it
-    // (listed in stats.json); --strict refuses the whole mount instead.
+    // (listed by `h4fs stats`); --strict refuses the whole mount instead.
     let lib = tmp.path().join("lib");
     std::fs::create_dir(&lib).unwrap();
     std::fs::copy(&p.container, lib.join("good.h4mk")).unwrap();
@@ -945,10 +949,9 @@ fn bad_mount_points_and_sources_fail_clearly() {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         names.sort();
-        assert_eq!(names, ["good", "stats.json"]);
+        assert_eq!(names, ["good"]);
         assert_eq!(std::fs::read(empty.join("good/stream")).unwrap(), p.data);
-        let stats: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(empty.join("stats.json")).unwrap()).unwrap();
+        let stats = mount_stats(&empty);
         assert_eq!(stats["containers"], 1);
         assert_eq!(stats["skipped"][0]["file"], "bad.h4mk");
         assert!(
@@ -1019,7 +1022,6 @@ fn a_non_empty_mount_point_needs_allow_non_empty() {
     }
 }
 
-
 /// Flip one byte of a file in place.
 fn flip(path: &Path, at: u64) {
     let f = std::fs::OpenOptions::new()
@@ -1072,7 +1074,7 @@ fn container_modified_truncated_or_deleted_while_mounted() {
         8 + 10 * 65548,
         "{v}"
     );
-    assert_eq!(m.json("stats.json")["verification_failures"], 1);
+    assert_eq!(mount_stats(&m.dir)["verification_failures"], 1);
     drop(m);
 
     // Truncated: blocks past the cut fail with EIO, earlier ones are served right.
@@ -1364,4 +1366,166 @@ fn daemon_start_errors_name_their_file() {
         );
         assert!(!mountinfo_has(&mp));
     }
+}
+
+/// `rsync` of the mount with itemized changes and statistics.
+fn rsync(m: &Mount, dst: &Path, flags: &str) -> String {
+    stdout(
+        Command::new("rsync")
+            .args([flags, "-i", "--stats"])
+            .arg(format!("{}/", m.dir.display()))
+            .arg(dst),
+    )
+}
+
+/// Files an itemized rsync run transferred.
+fn transferred(out: &str) -> Vec<&str> {
+    out.lines().filter(|l| l.starts_with(">f")).collect()
+}
+
+/// A mirror of the mount stays in step: after reads, a second `rsync -a` and an
+/// `rsync -ac` copy nothing; a block that fails changes veri.json alone (size and a
+/// later mtime), which the next `rsync -a` copies, and only it.
+#[test]
+fn mirrors_of_the_mount_are_stable() {
+    let p = standard();
+    // A cache of 16 blocks: by the end of the first rsync, block 10 has left it.
+    let m = Mount::new(&p.container, &["--cache-size", "1M"]);
+    let out = tempfile::tempdir().unwrap();
+    let dst = out.path().join("mirror");
+    let first = rsync(&m, &dst, "-a");
+    assert!(
+        first.contains("Number of regular files transferred: 53"),
+        "{first}"
+    );
+    // Reads of data (whole stream, single blocks, through by-pts) in between.
+    assert_eq!(m.read("stream").unwrap(), p.data);
+    assert_eq!(
+        m.read("blocks/000003").unwrap(),
+        p.data[3 * 65536..4 * 65536]
+    );
+    assert_eq!(
+        m.read("by-pts/999999").unwrap(),
+        p.data[20 * 65536..21 * 65536]
+    );
+    let stats = mount_stats(&m.dir);
+    assert!(
+        stats["bytes_served"].as_u64().unwrap() > 3_000_000,
+        "{stats}"
+    );
+    for flags in ["-a", "-ac"] {
+        let again = rsync(&m, &dst, flags);
+        assert!(
+            again.contains("Number of regular files transferred: 0"),
+            "rsync {flags} copied again:\n{again}"
+        );
+        assert!(transferred(&again).is_empty(), "{again}");
+    }
+    let mirrored = std::fs::read(dst.join("veri.json")).unwrap();
+    assert_eq!(m.read("veri.json").unwrap(), mirrored);
+
+    // A block fails: veri.json changes, with its size and a later mtime.
+    let before = std::fs::metadata(m.path("veri.json")).unwrap();
+    flip(&p.container, 8 + 10 * 65548 + 12 + 1000);
+    // Out of the kernel's page cache too, so the next read asks the daemon.
+    let f = std::fs::File::open(m.path("blocks/000010")).unwrap();
+    // SAFETY: an open descriptor; advice only.
+    let r = unsafe {
+        libc::posix_fadvise(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            0,
+            0,
+            libc::POSIX_FADV_DONTNEED,
+        )
+    };
+    assert_eq!(r, 0);
+    drop(f);
+    let err = m.read("blocks/000010").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    let after = std::fs::metadata(m.path("veri.json")).unwrap();
+    assert_ne!(after.len(), before.len());
+    assert!(after.mtime() > before.mtime());
+    let veri = m.read("veri.json").unwrap();
+    assert_eq!(veri.len() as u64, after.len());
+    let v: serde_json::Value = serde_json::from_slice(&veri).unwrap();
+    assert_eq!(v["blocks"]["failures"][0]["block"], 10, "{v}");
+    // The same failure again, and good reads: no further change.
+    assert!(m.read("blocks/000010").is_err());
+    assert_eq!(
+        m.read("blocks/000003").unwrap(),
+        p.data[3 * 65536..4 * 65536]
+    );
+    let still = std::fs::metadata(m.path("veri.json")).unwrap();
+    assert_eq!((still.len(), still.mtime()), (after.len(), after.mtime()));
+    assert_eq!(m.read("veri.json").unwrap(), veri);
+    // The mirror picks up veri.json, and nothing else.
+    let next = rsync(&m, &dst, "-a");
+    assert_eq!(
+        transferred(&next)
+            .iter()
+            .map(|l| l.split_whitespace().last().unwrap())
+            .collect::<Vec<_>>(),
+        ["veri.json"],
+        "{next}"
+    );
+    assert_eq!(std::fs::read(dst.join("veri.json")).unwrap(), veri);
+    let last = rsync(&m, &dst, "-a");
+    assert!(transferred(&last).is_empty(), "{last}");
+}
+
+/// `h4fs stats` reads the counters from the daemon; the tree holds no counter file,
+/// and copying extended attributes leaves the counters behind.
+#[test]
+fn stats_command_reads_the_daemon() {
+    let p = standard();
+    let m = Mount::new(&p.container, &[]);
+    assert!(!m.path("stats.json").exists());
+    let s0 = mount_stats(&m.dir);
+    assert_eq!(s0["bytes_served"], 0, "{s0}");
+    assert_eq!(m.read("blocks/000001").unwrap(), p.data[65536..2 * 65536]);
+    let s1 = mount_stats(&m.dir);
+    assert_eq!(s1["bytes_served"], 65536, "{s1}");
+    assert_eq!(s1["blocks_verified"], 1, "{s1}");
+    assert_eq!(s1["per_container"][0]["name"], "demo", "{s1}");
+    let human = stdout(h4fs().arg("stats").arg(&m.dir));
+    assert!(
+        human.contains("served       65536 bytes") && human.contains("verified     1 blocks"),
+        "{human}"
+    );
+    // The same JSON by name with getfattr; not listed, so not copied with xattrs.
+    let raw = ok(Command::new("getfattr")
+        .args(["-n", "user.h4fs.stats", "--only-values"])
+        .arg(&m.dir))
+    .stdout;
+    let v: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(v["bytes_served"], 65536);
+    let listed = stdout(Command::new("getfattr").args(["-d", "-m", "-"]).arg(&m.dir));
+    assert!(!listed.contains("h4fs.stats"), "{listed}");
+    // Not an h4fs mount, not a mount, not there.
+    let tmp = tempfile::tempdir().unwrap();
+    for (path, want) in [
+        (
+            tmp.path().to_path_buf(),
+            format!(
+                "{} is not a mount point (give the directory an h4fs mount is mounted on)",
+                tmp.path().display()
+            ),
+        ),
+        (
+            tmp.path().join("nope"),
+            format!("{} does not exist", tmp.path().join("nope").display()),
+        ),
+    ] {
+        let out = run(h4fs().arg("stats").arg(&path));
+        assert_eq!(out.status.code(), Some(3));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            format!("h4fs: error: {want}\n")
+        );
+    }
+    let proc_out = run(h4fs().arg("stats").arg("/proc"));
+    assert_eq!(proc_out.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&proc_out.stderr).contains("is a proc mount, not an h4fs mount")
+    );
 }

@@ -19,6 +19,7 @@ mod mount;
 mod pack;
 mod progress;
 mod seek;
+mod stats;
 mod verify;
 
 /// Exit code for a damaged container.
@@ -59,6 +60,7 @@ pub enum Command {
     Rekey(keys::RekeyArgs),
     Mount(mount::MountArgs),
     Umount(mount::UmountArgs),
+    Stats(stats::Args),
 }
 
 /// Entry point of the binary.
@@ -91,6 +93,7 @@ pub fn main() -> ExitCode {
         Command::Rekey(a) => keys::run_rekey(a),
         Command::Mount(a) => mount::run_mount(a),
         Command::Umount(a) => mount::run_umount(a),
+        Command::Stats(a) => stats::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

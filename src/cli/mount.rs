@@ -94,7 +94,7 @@ pub struct MountArgs {
     pub verify: VerifyArg,
     /// With a directory SOURCE, refuse to mount when any container in it fails to open
     /// or fails its checks. Without it, such a container is left out with a warning
-    /// and listed under "skipped" in stats.json.
+    /// and listed under "skipped" by `h4fs stats`.
     #[arg(long)]
     pub strict: bool,
     /// Mount over a directory that is not empty (-o nonempty); its files are hidden
@@ -251,7 +251,7 @@ fn apply_options(mut args: MountArgs) -> anyhow::Result<Settings> {
 
 /// An absolute path without resolving its last component (which may be a dead mount
 /// that cannot be stat'ed).
-fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
+pub(super) fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
     let abs = std::path::absolute(p).with_context(|| format!("cannot resolve {}", p.display()))?;
     let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) else {
         return Ok(abs);
@@ -264,11 +264,11 @@ fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
 
 /// A line of /proc/self/mountinfo: mount point and filesystem type.
 #[derive(Debug)]
-struct MountInfo {
+pub(super) struct MountInfo {
     /// `major:minor` of the mounted filesystem (its backing-device-info name).
     dev: String,
-    point: PathBuf,
-    fstype: String,
+    pub(super) point: PathBuf,
+    pub(super) fstype: String,
     source: String,
 }
 
@@ -292,7 +292,7 @@ fn unescape_mountinfo(s: &str) -> PathBuf {
     PathBuf::from(std::ffi::OsStr::from_bytes(&out))
 }
 
-fn find_mount(point: &Path) -> Option<MountInfo> {
+pub(super) fn find_mount(point: &Path) -> Option<MountInfo> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let mut found = None;
     for line in text.lines() {
@@ -336,8 +336,13 @@ fn check_mountpoint(mp: &Path, source: &Path, allow_non_empty: bool) -> anyhow::
     let mut hops = 0;
     let md = loop {
         if let Some(m) = find_mount(&p) {
+            // Whether a FUSE daemon there is alive, dead or stopped is not asked: asking
+            // a stopped one would wait for it.
             let how = if m.fstype.starts_with("fuse") {
-                format!(" (`h4fs umount {}`)", m.point.display())
+                format!(
+                    " with `h4fs umount {}` (which also clears a mount whose daemon died)",
+                    m.point.display()
+                )
             } else {
                 String::new()
             };

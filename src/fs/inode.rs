@@ -49,7 +49,9 @@ pub enum Local {
     Stream = 8,
     Blocks = 9,
     ByPts = 10,
-    Stats = 11,
+    /// Was the mount root's `stats.json` (the counters are now an extended attribute);
+    /// kept so that the numbers after it do not move.
+    Unused11 = 11,
     Tracks = 12,
 }
 
@@ -65,7 +67,7 @@ impl Local {
         Local::Stream,
         Local::Blocks,
         Local::ByPts,
-        Local::Stats,
+        Local::Unused11,
         Local::Tracks,
     ];
 

@@ -12,7 +12,6 @@
 //! meta.json safe.json seek.csv index.csv veri.json manifest.json stream
 //! blocks/000000 ...        by-pts/<pts_us> -> ../blocks/NNNNNN
 //! ```
-//! plus `stats.json` at the mount root.
 //!
 //! Invariants:
 //! * Bytes of `stream` and `blocks/` come only from [`VerifiedBlock`]s (from the cache
@@ -22,6 +21,13 @@
 //!   VERI, checked once when the first data file is opened; a mismatch refuses all
 //!   their data with EIO.
 //! * Inode numbers are computed from tree positions ([`inode`]), so they are stable.
+//! * The tree is stable for mirrors: every file's bytes, size and mtime stay the same
+//!   while nothing about its container changes, so a second `rsync -a` (or `-ac`) of the
+//!   mount copies nothing. `veri.json` changes only when a verification result does
+//!   (a block fails, the whole-file VERI is checked), and then with a new size and a
+//!   later mtime. Live counters are not files: they are the value of the extended
+//!   attribute [`STATS_XATTR`] of the mount root, which `listxattr` does not list (so
+//!   `rsync -aX`, `cp -a` and `tar --xattrs` do not copy it) and `h4fs stats` reads.
 //! * Lock order: `loading` before the cache's lock; no lock is held while reading.
 
 mod content;
@@ -224,11 +230,7 @@ pub fn open_sources(
     let mut sources = Vec::with_capacity(files.len());
     let mut skipped = Vec::new();
     for p in files {
-        let mut name = container_name(&p);
-        if name == "stats.json" {
-            // Keep the root's stats.json; this container shows under its file name.
-            name = format!("{name}.h4mk");
-        }
+        let name = container_name(&p);
         match open_container(&p, name, level, attach).map_err(at(&p)) {
             Ok(c) => sources.push(c),
             Err(e) if strict => return Err(e),
@@ -255,6 +257,15 @@ fn container_name(p: &Path) -> String {
         _ => f,
     }
 }
+
+/// Extended attribute of the mount root whose value is the mount's live counters, as
+/// JSON (read by `h4fs stats`). Readable by name only: `listxattr` leaves it out, so
+/// tools that copy extended attributes do not copy it.
+pub const STATS_XATTR: &str = "user.h4fs.stats";
+
+/// Largest value of [`STATS_XATTR`]: the kernel's limit on one extended attribute
+/// (`XATTR_SIZE_MAX`).
+const STATS_XATTR_MAX: usize = 65536;
 
 /// Settings of a mount that the core needs.
 #[derive(Clone)]
@@ -315,7 +326,8 @@ pub struct Attr {
     pub gid: u32,
     pub mtime: SystemTime,
     pub blksize: u32,
-    /// Content changes while mounted (`stats.json`, `veri.json`): no kernel caching.
+    /// Content can change while mounted (`veri.json`, when a verification result
+    /// changes): zero attribute TTL and uncached reads, so the kernel sees each change.
     pub dynamic: bool,
 }
 
@@ -389,13 +401,22 @@ pub struct StatFs {
     pub namelen: u32,
 }
 
-/// A block that failed its check while mounted.
+/// A block that failed its check while mounted. `veri.json` shows all but `count`
+/// (which grows with every failed read, and is a counter in [`STATS_XATTR`]).
 #[derive(Debug, Clone)]
 struct Failure {
     offset: u64,
     error: String,
     first_at: u64,
     count: u64,
+}
+
+/// Version of a container's `veri.json`: bumped whenever a verification result it
+/// shows changes, with an mtime (whole seconds) that moves forward at every bump.
+#[derive(Debug, Clone, Copy)]
+struct VeriClock {
+    generation: u64,
+    mtime: u64,
 }
 
 /// Result of the once-per-mount whole-file VERI check of a reference container.
@@ -427,8 +448,24 @@ struct Container {
     /// Why data cannot be served at all (unknown engine, encrypted), if so.
     unreadable: Option<String>,
     veri: OnceLock<VeriCheck>,
+    /// Lock order: `failures` before `veri_clock`.
     failures: Mutex<BTreeMap<(usize, u64), Failure>>,
+    veri_clock: Mutex<VeriClock>,
     blocks_verified: AtomicU64,
+}
+
+impl Container {
+    /// A verification result shown in `veri.json` changed: new generation, later mtime.
+    fn veri_changed(&self) {
+        let mut c = self.veri_clock.lock().unwrap_or_else(|p| p.into_inner());
+        c.generation += 1;
+        c.mtime = now_unix().max(c.mtime + 1);
+    }
+
+    fn veri_mtime(&self) -> SystemTime {
+        let c = *self.veri_clock.lock().unwrap_or_else(|p| p.into_inner());
+        UNIX_EPOCH + Duration::from_secs(c.mtime)
+    }
 }
 
 /// What [`Fs::load_pair`] did with one of its two blocks.
@@ -474,7 +511,6 @@ pub struct Fs {
 enum Node {
     /// The root of a directory mount.
     Top,
-    Stats,
     /// A container or track directory.
     Dir(usize, Option<usize>),
     /// A generated file of a container (track `None`) or track.
@@ -538,8 +574,7 @@ impl Fs {
                         let mut name = t.name.clone();
                         let clash = !valid_dir_name(&name)
                             || names.contains(&name)
-                            || CONTAINER_FILES.iter().any(|(f, _)| *f == name)
-                            || name == "stats.json";
+                            || CONTAINER_FILES.iter().any(|(f, _)| *f == name);
                         if clash {
                             name = format!("track-{}", t.id);
                         }
@@ -584,6 +619,11 @@ impl Fs {
                         at: unix(src.checked_at),
                     });
                 }
+                // veri.json shows the state of the checks made at mount: it dates from then.
+                let veri_clock = Mutex::new(VeriClock {
+                    generation: 0,
+                    mtime: unix(src.checked_at).max(unix(src.mtime)),
+                });
                 Container {
                     src,
                     tracks,
@@ -592,6 +632,7 @@ impl Fs {
                     unreadable,
                     veri,
                     failures: Mutex::new(BTreeMap::new()),
+                    veri_clock,
                     blocks_verified: AtomicU64::new(0),
                 }
             })
@@ -616,7 +657,7 @@ impl Fs {
     }
 
     /// Record the containers of a directory source that were left out (shown in
-    /// `stats.json`).
+    /// [`STATS_XATTR`]).
     pub fn with_skipped(mut self, skipped: &[SourceError]) -> Fs {
         self.skipped = skipped
             .iter()
@@ -691,7 +732,6 @@ impl Fs {
     fn place(&self, node: Node) -> Place {
         let (container_slot, track_slot, what) = match node {
             Node::Top => (0, 0, What::Fixed(Local::Dir)),
-            Node::Stats => (0, 0, What::Fixed(Local::Stats)),
             Node::Dir(c, t) => (self.cslot(c), self.tslot(c, t), What::Fixed(Local::Dir)),
             Node::Gen(c, t, l) => (self.cslot(c), self.tslot(c, t), What::Fixed(l)),
             Node::Stream(c, t) => (
@@ -737,15 +777,11 @@ impl Fs {
         if top_level {
             return match (p.track_slot, p.what) {
                 (0, What::Fixed(Local::Dir)) => Ok(Node::Top),
-                (0, What::Fixed(Local::Stats)) => Ok(Node::Stats),
                 _ => Err(FsError::NotFound),
             };
         }
         let c = p.container_slot as usize - usize::from(self.multi);
         let cont = self.containers.get(c).ok_or(FsError::NotFound)?;
-        if !self.multi && p.track_slot == 0 && p.what == What::Fixed(Local::Stats) {
-            return Ok(Node::Stats);
-        }
         // Which track the place's directory shows, if any.
         let track = if cont.multitrack {
             match p.track_slot {
@@ -808,7 +844,6 @@ impl Fs {
     fn parent(&self, node: Node) -> Node {
         match node {
             Node::Top => Node::Top,
-            Node::Stats => self.root_node(),
             Node::Dir(c, None) => {
                 if self.multi {
                     Node::Top
@@ -835,7 +870,6 @@ impl Fs {
         let mut out = Vec::new();
         match node {
             Node::Top => {
-                out.push(("stats.json".to_string(), Node::Stats));
                 for (c, cont) in self.containers.iter().enumerate() {
                     out.push((cont.src.name.clone(), Node::Dir(c, None)));
                 }
@@ -862,9 +896,6 @@ impl Fs {
                     if cont.multitrack {
                         out.push(("track.json".to_string(), Node::Gen(c, t, Local::Tracks)));
                     }
-                }
-                if !self.multi && t.is_none() {
-                    out.push(("stats.json".to_string(), Node::Stats));
                 }
             }
             _ => {}
@@ -943,7 +974,8 @@ impl Fs {
 
     fn mtime(&self, node: Node) -> SystemTime {
         match node {
-            Node::Top | Node::Stats => self.root_mtime,
+            Node::Top => self.root_mtime,
+            Node::Gen(c, _, Local::Veri) => self.containers[c].veri_mtime(),
             Node::Dir(c, _)
             | Node::Gen(c, ..)
             | Node::Stream(c, _)
@@ -966,7 +998,6 @@ impl Fs {
                 (Kind::Dir, 0, false, 2 + subdirs)
             }
             Node::BlocksDir(..) | Node::ByPtsDir(..) => (Kind::Dir, 0, false, 2),
-            Node::Stats => (Kind::File, self.stats_json().len() as u64, true, 1),
             Node::Gen(c, _, Local::Veri) => (Kind::File, self.veri_json(c).len() as u64, true, 1),
             Node::Gen(c, t, l) => (Kind::File, self.gen_len(c, t, l), false, 1),
             Node::Stream(c, t) => (Kind::File, self.track(c, t).stream_len(), false, 1),
@@ -1067,9 +1098,7 @@ impl Fs {
                             Kind::Dir
                         }
                         Node::Link(..) => Kind::Symlink,
-                        Node::Stats | Node::Gen(..) | Node::Stream(..) | Node::Block(..) => {
-                            Kind::File
-                        }
+                        Node::Gen(..) | Node::Stream(..) | Node::Block(..) => Kind::File,
                     };
                     let e = DirEntry {
                         ino: self.ino(child),
@@ -1106,7 +1135,6 @@ impl Fs {
                 return Err(FsError::IsDir);
             }
             Node::Link(..) => return Err(FsError::NotFound),
-            Node::Stats => self.stats_json(),
             Node::Gen(c, _, Local::Veri) => self.veri_json(c),
             Node::Gen(..) => {
                 return Ok(Opened {
@@ -1163,6 +1191,8 @@ impl Fs {
             let check = cont.veri.get_or_init(|| {
                 let r = a.check_veri(&|_| {});
                 let at = now_unix();
+                // veri.json goes from "unchecked" to the result.
+                cont.veri_changed();
                 match r {
                     Ok(()) => VeriCheck {
                         ok: true,
@@ -1216,7 +1246,7 @@ impl Fs {
                 return Err(FsError::IsDir);
             }
             Node::Link(..) => return Err(FsError::NotFound),
-            Node::Stats | Node::Gen(_, _, Local::Veri) => {
+            Node::Gen(_, _, Local::Veri) => {
                 let snap = self
                     .handles
                     .lock()
@@ -1580,7 +1610,13 @@ impl Fs {
                         count: 0,
                     });
                     entry.count += 1;
-                    entry.count == 1
+                    let first = entry.count == 1;
+                    if first {
+                        // A new entry in veri.json (under the failures lock, so the
+                        // generations follow the order of the entries).
+                        cont.veri_changed();
+                    }
+                    first
                 };
                 if first || !prefetch {
                     self.log(&format!(
@@ -1640,6 +1676,9 @@ impl Fs {
         size: u32,
     ) -> std::result::Result<XattrReply, FsError> {
         let node = self.node(ino)?;
+        if name == STATS_XATTR && ino == self.root_ino() {
+            return XattrReply::fit(self.stats_xattr(), size);
+        }
         let value = self
             .xattrs(node)
             .into_iter()
@@ -1743,7 +1782,7 @@ impl Fs {
             | Local::Stream
             | Local::Blocks
             | Local::ByPts
-            | Local::Stats => Vec::new(),
+            | Local::Unused11 => Vec::new(),
         };
         let v = Arc::new(bytes);
         slot.lock()
@@ -1818,7 +1857,6 @@ impl Fs {
                     "file_offset": f.offset,
                     "error": f.error,
                     "first_seen": content::iso8601(f.first_at),
-                    "times": f.count,
                 })
             })
             .collect();
@@ -1832,7 +1870,6 @@ impl Fs {
                 "algorithm": algorithm,
                 "when": "each block before its bytes are first served",
                 "verified_full_at_mount": src.full_blocks,
-                "verified_while_mounted": cont.blocks_verified.load(Ordering::Relaxed),
                 "failures": failures,
             },
             "data": {
@@ -1858,19 +1895,29 @@ impl Fs {
         .to_string()
     }
 
-    fn stats_json(&self) -> Vec<u8> {
+    /// The mount's live counters (the value of [`STATS_XATTR`]).
+    pub fn stats(&self) -> Value {
         let s = self.cache.stats();
-        let failures: u64 = self
+        let per_container: Vec<Value> = self
             .containers
             .iter()
-            .map(|c| c.failures.lock().unwrap_or_else(|p| p.into_inner()).len() as u64)
-            .sum();
-        let verified: u64 = self
-            .containers
-            .iter()
-            .map(|c| c.blocks_verified.load(Ordering::Relaxed))
-            .sum();
-        content::pretty(&json!({
+            .map(|c| {
+                let failures = c.failures.lock().unwrap_or_else(|p| p.into_inner());
+                json!({
+                    "name": c.src.name,
+                    "blocks_verified": c.blocks_verified.load(Ordering::Relaxed),
+                    "verification_failures": failures.len(),
+                    "failed_reads": failures.values().map(|f| f.count).sum::<u64>(),
+                })
+            })
+            .collect();
+        let sum = |key: &str| {
+            per_container
+                .iter()
+                .map(|c| c[key].as_u64().unwrap_or(0))
+                .sum::<u64>()
+        };
+        json!({
             "cache": {
                 "hits": s.hits,
                 "misses": s.misses,
@@ -1883,12 +1930,40 @@ impl Fs {
             "bytes_served": self.bytes_served.load(Ordering::Relaxed),
             "read_requests": self.read_requests.load(Ordering::Relaxed),
             "largest_read_request": self.largest_read.load(Ordering::Relaxed),
-            "blocks_verified": verified,
-            "verification_failures": failures,
+            "blocks_verified": sum("blocks_verified"),
+            "verification_failures": sum("verification_failures"),
+            "failed_reads": sum("failed_reads"),
             "containers": self.containers.len(),
+            "per_container": per_container,
             "skipped": self.skipped.iter().map(|(file, error)| json!({"file": file, "error": error})).collect::<Vec<_>>(),
             "uptime_s": SystemTime::now().duration_since(self.started).unwrap_or(Duration::ZERO).as_secs(),
-        }))
+        })
+    }
+
+    /// [`Fs::stats`] as compact JSON within the kernel's limit for one extended
+    /// attribute: with very many containers, the per-container list and then the
+    /// skipped list are cut, and `"omitted"` says how many entries of each were left out.
+    fn stats_xattr(&self) -> Vec<u8> {
+        let mut v = self.stats();
+        let mut bytes = v.to_string().into_bytes();
+        for list in ["per_container", "skipped"] {
+            let mut omitted = 0u64;
+            while bytes.len() > STATS_XATTR_MAX {
+                let Some(items) = v[list].as_array_mut() else {
+                    break;
+                };
+                if items.is_empty() {
+                    break;
+                }
+                // Halve until it fits: a bounded number of passes.
+                let keep = items.len() / 2;
+                omitted += (items.len() - keep) as u64;
+                items.truncate(keep);
+                v["omitted"][list] = json!(omitted);
+                bytes = v.to_string().into_bytes();
+            }
+        }
+        bytes
     }
 }
 

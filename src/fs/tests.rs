@@ -86,6 +86,14 @@ fn list(fs: &Fs, path: &str) -> Vec<String> {
     names
 }
 
+/// The live counters: the value of the root's [`STATS_XATTR`].
+fn root_stats(fs: &Fs) -> Value {
+    let XattrReply::Data(v) = fs.getxattr(fs.root_ino(), STATS_XATTR, 65536).unwrap() else {
+        panic!("no data for {STATS_XATTR}")
+    };
+    serde_json::from_slice(&v).unwrap()
+}
+
 fn read_all(fs: &Fs, path: &str) -> std::result::Result<Vec<u8>, FsError> {
     let ino = path_ino(fs, path)?;
     let o = fs.open(ino, false)?;
@@ -119,7 +127,6 @@ fn tree_of_one_container() {
             "stream",
             "blocks",
             "by-pts",
-            "stats.json"
         ]
     );
     assert_eq!(
@@ -169,7 +176,7 @@ fn stream_and_blocks_read_back_exactly() {
     }
     let s = fs.cache_stats();
     assert!(s.hits > 0 && s.misses > 0);
-    let stats: Value = serde_json::from_slice(&read_all(&fs, "stats.json").unwrap()).unwrap();
+    let stats = root_stats(&fs);
     assert!(stats["bytes_served"].as_u64().unwrap() > whole.len() as u64);
     assert_eq!(stats["verification_failures"], 0);
 }
@@ -280,7 +287,7 @@ fn xattrs_on_blocks_and_root() {
 #[test]
 fn read_only_everywhere() {
     let fs = fs_of(pack(&blocks(&[5]), 1, 0, Engine::Identity, Map::new()));
-    for p in ["stream", "meta.json", "blocks/000000", "stats.json"] {
+    for p in ["stream", "meta.json", "blocks/000000", "veri.json"] {
         let ino = path_ino(&fs, p).unwrap();
         assert_eq!(fs.open(ino, true).unwrap_err().errno(), libc::EROFS, "{p}");
     }
@@ -317,7 +324,7 @@ fn damaged_block_is_eio_logged_and_never_served() {
     assert_eq!(f[0]["block"], 1);
     assert_eq!(f[0]["file_offset"], 84);
     assert!(f[0]["error"].as_str().unwrap().contains("SHA-256 mismatch"));
-    let stats: Value = serde_json::from_slice(&read_all(&fs, "stats.json").unwrap()).unwrap();
+    let stats = root_stats(&fs);
     assert_eq!(stats["verification_failures"], 1);
 }
 
@@ -406,7 +413,6 @@ fn multitrack_has_a_directory_per_track() {
             "tracks.json",
             "main",
             "safety",
-            "stats.json"
         ]
     );
     assert!(list(&fs, "main").contains(&"track.json".to_string()));
@@ -446,13 +452,12 @@ fn directory_mount_and_stable_inodes() {
     };
     let fs1 = Fs::new(make(), true, UNIX_EPOCH, quiet());
     let fs2 = Fs::new(make(), true, UNIX_EPOCH, quiet());
-    assert_eq!(list(&fs1, ""), [".", "..", "stats.json", "alpha", "beta"]);
+    assert_eq!(list(&fs1, ""), [".", "..", "alpha", "beta"]);
     let paths = [
         "alpha",
         "beta/stream",
         "alpha/blocks/000001",
         "beta/by-pts/0",
-        "stats.json",
     ];
     let mut seen = std::collections::HashSet::new();
     for p in paths {
@@ -614,4 +619,144 @@ fn paired_block_reads_match_single_reads_and_keep_failures_apart() {
     let ino = path_ino(&fs, "blocks/000004").unwrap();
     let err = fs.read(ino, 0, 0, 10).map(|_| ()).unwrap_err();
     assert_eq!(err.errno(), libc::EIO, "{err}");
+}
+
+/// The counters are an extended attribute of the root that `listxattr` does not list
+/// (so tools copying xattrs leave it), and no file of the tree.
+#[test]
+fn counters_are_an_unlisted_xattr_of_the_root() {
+    let data = blocks(&[100, 200]);
+    let fs = fs_of(pack(&data, 1, 0, Engine::Identity, Map::new()));
+    let root = fs.root_ino();
+    assert!(matches!(
+        fs.lookup(root, "stats.json"),
+        Err(FsError::NotFound)
+    ));
+    let XattrReply::Data(names) = fs.listxattr(root, 4096).unwrap() else {
+        panic!()
+    };
+    assert_eq!(names, b"user.h4mk.veri\0");
+    let before = root_stats(&fs);
+    assert_eq!(before["bytes_served"], 0);
+    read_all(&fs, "stream").unwrap();
+    let after = root_stats(&fs);
+    assert_eq!(after["bytes_served"], 300);
+    assert_eq!(after["blocks_verified"], 2);
+    assert_eq!(after["per_container"][0]["name"], "demo");
+    assert_eq!(after["per_container"][0]["blocks_verified"], 2);
+    // The size-only query, and a buffer too small.
+    let XattrReply::Size(n) = fs.getxattr(root, STATS_XATTR, 0).unwrap() else {
+        panic!()
+    };
+    assert!(n > 100);
+    assert!(matches!(
+        fs.getxattr(root, STATS_XATTR, 10),
+        Err(FsError::Range)
+    ));
+    // Only the root answers.
+    let stream = path_ino(&fs, "stream").unwrap();
+    assert!(matches!(
+        fs.getxattr(stream, STATS_XATTR, 65536),
+        Err(FsError::NoXattr)
+    ));
+}
+
+/// With very many containers left out, the counters still fit one extended attribute.
+#[test]
+fn counters_fit_one_xattr() {
+    let skipped: Vec<SourceError> = (0..3000)
+        .map(|i| SourceError {
+            path: PathBuf::from(format!("/lib/container-{i:05}.h4mk")),
+            error: Error::Invalid("x".repeat(100)),
+        })
+        .collect();
+    let fs = fs_of(pack(&blocks(&[5]), 1, 0, Engine::Identity, Map::new())).with_skipped(&skipped);
+    assert!(fs.stats().to_string().len() > STATS_XATTR_MAX);
+    let XattrReply::Data(v) = fs.getxattr(fs.root_ino(), STATS_XATTR, 65536).unwrap() else {
+        panic!()
+    };
+    assert!(v.len() <= STATS_XATTR_MAX);
+    let v: Value = serde_json::from_slice(&v).unwrap();
+    let kept = v["skipped"].as_array().unwrap().len() as u64;
+    assert!(kept > 100, "{kept}");
+    assert_eq!(kept + v["omitted"]["skipped"].as_u64().unwrap(), 3000);
+    assert_eq!(v["containers"], 1);
+}
+
+fn stat_of(fs: &Fs, path: &str) -> (u64, SystemTime, Vec<u8>) {
+    let a = fs.getattr(path_ino(fs, path).unwrap()).unwrap();
+    (a.size, a.mtime, read_all(fs, path).unwrap())
+}
+
+/// veri.json keeps its bytes, size and mtime while reads succeed or repeat a known
+/// failure; a new failure changes its bytes, its size and (later) its mtime.
+#[test]
+fn veri_json_changes_only_with_a_verification_result() {
+    let data = blocks(&[64, 64, 64, 64]);
+    let mut bytes = pack(&data, 1, 0, Engine::Identity, Map::new());
+    bytes[8 + 76 + 12 + 10] ^= 0xff; // block 1
+    bytes[8 + 3 * 76 + 12 + 10] ^= 0xff; // block 3
+    let fs = fs_of(bytes);
+    let v0 = stat_of(&fs, "veri.json");
+    assert_eq!(v0.0, v0.2.len() as u64);
+    // veri.json dates from the checks at mount (the test's sources: the container's
+    // mtime, which is later than their checked_at).
+    assert_eq!(v0.1, UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+    // Good reads, again and again: nothing changes.
+    for _ in 0..3 {
+        assert_eq!(read_all(&fs, "blocks/000000").unwrap(), data[0]);
+        assert_eq!(read_all(&fs, "blocks/000002").unwrap(), data[2]);
+    }
+    assert_eq!(stat_of(&fs, "veri.json"), v0);
+    assert!(
+        fs.getattr(path_ino(&fs, "veri.json").unwrap())
+            .unwrap()
+            .dynamic
+    );
+    // A block fails: new content, new size, later mtime.
+    assert!(read_all(&fs, "blocks/000001").is_err());
+    let v1 = stat_of(&fs, "veri.json");
+    assert_ne!(v1.2, v0.2);
+    assert_eq!(v1.0, v1.2.len() as u64);
+    assert_ne!(v1.0, v0.0);
+    assert!(v1.1 > v0.1);
+    // The same failure again (and good reads): unchanged.
+    for _ in 0..3 {
+        assert!(read_all(&fs, "blocks/000001").is_err());
+        assert_eq!(read_all(&fs, "blocks/000000").unwrap(), data[0]);
+    }
+    assert_eq!(stat_of(&fs, "veri.json"), v1);
+    assert_eq!(root_stats(&fs)["failed_reads"], 4);
+    // Another block fails: changes again, the mtime moves on.
+    assert!(read_all(&fs, "blocks/000003").is_err());
+    let v2 = stat_of(&fs, "veri.json");
+    assert!(v2.0 > v1.0 && v2.1 > v1.1);
+    let veri: Value = serde_json::from_slice(&v2.2).unwrap();
+    assert_eq!(veri["blocks"]["failures"].as_array().unwrap().len(), 2);
+    // The rest of the tree never changed.
+    let XattrReply::Data(summary) = fs.getxattr(1, "user.h4mk.veri", 4096).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        serde_json::from_slice::<Value>(&summary).unwrap()["block_failures"],
+        2
+    );
+}
+
+/// A reference container's veri.json changes once, when its whole-file VERI is checked
+/// on the first open of a data file.
+#[test]
+fn reference_veri_json_changes_once_when_checked() {
+    let bytes = std::fs::read(fixture("a_small10.h4mk")).unwrap();
+    let fs = fs_of(bytes);
+    let v0 = stat_of(&fs, "veri.json");
+    assert_eq!(stat_of(&fs, "veri.json"), v0);
+    read_all(&fs, "stream").unwrap();
+    let v1 = stat_of(&fs, "veri.json");
+    assert!(v1.0 != v0.0 && v1.1 > v0.1);
+    let veri: Value = serde_json::from_slice(&v1.2).unwrap();
+    assert_eq!(veri["veri"]["status"], "ok");
+    read_all(&fs, "stream").unwrap();
+    read_all(&fs, "blocks/000001").unwrap();
+    assert_eq!(stat_of(&fs, "veri.json"), v1);
 }

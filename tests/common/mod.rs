@@ -46,3 +46,11 @@ pub fn ok(cmd: &mut Command) -> Output {
     );
     out
 }
+
+/// The live counters of the h4fs mount at `mountpoint` (`h4fs stats --json`): cache
+/// hits, misses, evictions, prefetches, bytes served, blocks verified, failures,
+/// containers left out.
+pub fn mount_stats(mountpoint: &Path) -> serde_json::Value {
+    let out = ok(Command::new(BIN).arg("stats").arg("--json").arg(mountpoint));
+    serde_json::from_slice(&out.stdout).expect("h4fs stats --json prints JSON")
+}
