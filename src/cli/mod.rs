@@ -4,8 +4,8 @@
 //! 2 bad command line; 3 any other error (missing file, unknown engine, I/O, ...).
 //!
 //! Output goes through `writeln!` on a stdout handle and its errors propagate, so a
-//! reader that closes the pipe early ends the command quietly with status 0 (see
-//! [`report`]); `println!` would panic instead, and is denied here.
+//! reader that closes the pipe early ends the command quietly with status 0, as ripgrep
+//! does; `println!` would panic instead, and is denied here.
 #![deny(clippy::print_stdout)]
 
 use clap::{Parser, Subcommand};
