@@ -506,7 +506,7 @@ seq_cell() { echo "$(seq_mibs "$1" "$2" "$3" best) ($(seq_mibs "$1" "$2" "$3"))"
 #            all cores, without FUSE;
 #   folios   how the page cache holds the file: 4 KiB pages or large folios (kpageflags),
 #            which bounds how fast a re-read from the page cache copies;
-#   requests read requests that reach the daemon during a re-read (stats.json).
+#   requests read requests that reach the daemon during a re-read (`h4fs stats`).
 declare -A BOUND=() # "what target" -> newline-separated seconds, or a value
 FOLIO_PY=$(mktemp)
 cat >"$FOLIO_PY" <<'PY'
@@ -565,20 +565,20 @@ if [[ " $TARGETS " == *" h4fs-"* ]]; then
         mount_target "$t"
         H4FS_OPT_LIST=("${saved_opts[@]}")
         p=$(target_path "$t")
-        stats=$(dirname "$p")/stats.json
-        [[ -f $stats ]] || stats=$(target_mnt "$t")/stats.json
+        mnt=$(target_mnt "$t")
+        counter() { "$H4FS_BIN" stats --json "$mnt" | jq ".$1"; }
         cat "$p" >/dev/null
-        verified=$(jq .blocks_verified "$stats")
+        verified=$(counter blocks_verified)
         for ((run = 1; run <= RUNS; run++)); do
             echo 1 >/proc/sys/vm/drop_caches
             t0=$(now); cat "$p" >/dev/null; t1=$(now)
             BOUND["fuse $t"]+="$(elapsed "$t0" "$t1")"$'\n'
         done
-        [[ $(jq .blocks_verified "$stats") -eq $verified ]] ||
+        [[ $(counter blocks_verified) -eq $verified ]] ||
             die "$t: blocks were verified again during the FUSE-path runs (cache too small?)"
-        req0=$(jq .read_requests "$stats")
+        req0=$(counter read_requests)
         cat "$p" >/dev/null
-        BOUND["requests $t"]=$(($(jq .read_requests "$stats") - req0))
+        BOUND["requests $t"]=$(($(counter read_requests) - req0))
         BOUND["folios $t"]=$(python3 "$FOLIO_PY" "$p")
         umount_target "$t"
     done
@@ -605,8 +605,8 @@ for t in $TARGETS; do
         | map(tostring) | join(" ")' "$FIO_LOG/$t.json")
     [[ $(jq -r '.jobs[0].read.total_ios' "$FIO_LOG/$t.json") -eq $RAND_IOS ]] ||
         die "fio on $t did $(jq -r '.jobs[0].read.total_ios' "$FIO_LOG/$t.json") reads, expected $RAND_IOS"
-    if [[ $t == h4fs-* && -f $(target_mnt "$t")/stats.json ]]; then
-        cp "$(target_mnt "$t")/stats.json" "$FIO_LOG/$t.stats.json" 2>/dev/null || true
+    if [[ $t == h4fs-* ]]; then
+        "$H4FS_BIN" stats --json "$(target_mnt "$t")" >"$FIO_LOG/$t.stats.json" 2>/dev/null || true
     fi
     umount_target "$t"
 done

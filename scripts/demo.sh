@@ -56,8 +56,8 @@ getfattr -d "$mnt/blocks/000010" 2>/dev/null || true
 echo "\$ sha256sum $mnt/stream sample.bin"
 sha256sum "$mnt/stream" "$work/sample.bin" | sed "s|$work/||"
 cmp "$mnt/stream" "$work/sample.bin" && echo "stream through the mount is byte-identical to the source"
-echo "\$ cat $mnt/stats.json"
-cat "$mnt/stats.json"; echo
+echo "\$ h4fs stats $mnt"
+"$h4fs" stats "$mnt"
 "$h4fs" umount "$mnt"
 echo "== extract and compare"
 $h4fs extract "$work/sample.h4mk" -o "$work/sample.out"
