@@ -173,3 +173,25 @@ impl TrackArg {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let io = || std::io::Error::from(std::io::ErrorKind::NotFound);
+        // A context repeated by the error below it.
+        let e = anyhow::Error::new(h4fs_error::Error::io("cannot open x.h4mk", io()))
+            .context("cannot open x.h4mk");
+        assert_eq!(chain_text(&e), format!("cannot open x.h4mk: {}", io()));
+        // A cause whose text the message above already ends with.
+        let e = anyhow::Error::new(io()).context(format!("reading y: {}", io()));
+        assert_eq!(chain_text(&e), format!("reading y: {}", io()));
+        // Different parts are all kept, in order.
+        let e = anyhow::anyhow!("block 3 failed")
+            .context("file z")
+            .context("cannot mount");
+        assert_eq!(chain_text(&e), "cannot mount: file z: block 3 failed");
+    }
+}
