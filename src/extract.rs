@@ -1,4 +1,10 @@
 //! Copying decoded stream bytes out of a container, verified, on all cores.
+//!
+//! Blocks are checked one by one (SHA-256, CRC-32 or AES-GCM) before their bytes are
+//! written. A reference layout-A file needs more: its blocks carry only CRC-32 and its
+//! chunk walk is protected by nothing but the whole-file VERI
+//! ([`Archive::needs_veri`]), so [`write_checked_stream`] hashes the file for VERI on a
+//! second thread while the blocks are written, and fails when it does not match.
 
 use crate::error::{Error, Result};
 use crate::reader::{Archive, Segment};
@@ -45,4 +51,37 @@ pub fn write_stream(
         }
     }
     Ok(written)
+}
+
+/// The whole stream of `track` to `out`, as [`write_stream`] writes it; for a container
+/// that [needs its VERI](Archive::needs_veri), the whole-file VERI is checked on another
+/// thread while the blocks are written (one extra read of the file, hashed alongside
+/// the decoding), and a mismatch is this function's error once everything was written.
+/// So on any error the caller must discard what `out` received: this is for outputs
+/// that only appear when complete (a temporary file renamed into place). For an output
+/// that cannot be taken back (stdout, a pipe, a device), check
+/// [`Archive::check_veri`] first instead.
+pub fn write_checked_stream(
+    a: &Archive,
+    track: usize,
+    out: &mut dyn Write,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<u64> {
+    let len = a.tracks[track].stream_len();
+    if !a.needs_veri() {
+        return write_stream(a, track, 0, len, out, progress);
+    }
+    std::thread::scope(|s| {
+        let veri = std::thread::Builder::new()
+            .name("h4fs-veri".into())
+            .spawn_scoped(s, || a.check_veri(&|_| {}))
+            .map_err(|e| Error::io("starting the VERI check", e))?;
+        let written = write_stream(a, track, 0, len, out, progress);
+        let veri = veri
+            .join()
+            .unwrap_or_else(|_| Err(Error::Invalid("the VERI check stopped unexpectedly".into())));
+        let written = written?;
+        veri?;
+        Ok(written)
+    })
 }

@@ -1357,16 +1357,46 @@ impl Archive {
         Ok(VerifiedBlock::new_checked(data))
     }
 
-    /// Check the reference VERI over the whole file (every chunk before VERI).
+    /// True when no byte of this container may be output (or called intact) before its
+    /// whole-file VERI was checked: a reference layout-A file, whose blocks carry only
+    /// CRC-32 and whose chunk walk nothing else protects (a CORE chunk whose tag was
+    /// damaged is skipped as an unknown chunk, and its block silently disappears). `cat`,
+    /// `seek` and `verify` check VERI first, `extract` while it writes, the mount on the
+    /// first open of a data file.
+    pub fn needs_veri(&self) -> bool {
+        self.layout == Layout::ReferenceA
+    }
+
+    /// Check the reference VERI over the whole file (every chunk before VERI), which must
+    /// be the file's last chunk: a chunk after it would be covered by nothing.
     /// `progress` is called with byte counts as they are hashed.
     pub fn check_veri(&self, progress: &(dyn Fn(u64) + Sync)) -> Result<()> {
         let v = self.veri.ok_or_else(|| Error::Chunk {
             tag: Tag::VERI,
-            offset: self.file_len,
+            offset: self.chunks_end(),
             msg: "not found: the file ends here without the whole-file hash the reference \
-                  writes as its last chunk"
+                  writes as its last chunk, so nothing shows that its chunks are the ones \
+                  written"
                 .into(),
         })?;
+        let veri_end = v.offset + la::CHUNK_HEADER_LEN as u64 + 32;
+        if self.chunks_end() > veri_end {
+            let (tag, at) = self
+                .chunks
+                .iter()
+                .find(|c| c.offset >= veri_end)
+                .map(|c| (c.tag, c.offset))
+                .unwrap_or((Tag::CORE, veri_end));
+            return Err(Error::Chunk {
+                tag,
+                offset: at,
+                msg: format!(
+                    "follows the VERI chunk at offset {}, which covers only the bytes before \
+                     it; the reference writes VERI last",
+                    v.offset
+                ),
+            });
+        }
         let computed = self.hash_range(la::HEADER_LEN as u64, v.offset, progress)?;
         if computed != v.expected {
             return Err(Error::VeriMismatch {
@@ -1376,6 +1406,17 @@ impl Archive {
             });
         }
         Ok(())
+    }
+
+    /// Where the last chunk ends (CORE chunks included); trailing bytes too short to be
+    /// a chunk header are not counted.
+    fn chunks_end(&self) -> u64 {
+        let chunks = self.chunks.iter().map(|c| c.offset + c.total_len);
+        let blocks = self.tracks.iter().filter_map(|t| {
+            let e = t.blocks.get(t.blocks.len().checked_sub(1)?)?;
+            Some(e.data_offset + e.stored_len)
+        });
+        chunks.chain(blocks).max().unwrap_or(la::HEADER_LEN as u64)
     }
 
     /// SHA-256 of the file bytes `[start, end)`, reading ahead on a second thread.

@@ -1,12 +1,19 @@
 //! Whole-container verification: every block against its hash or CRC, on all cores,
-//! and optionally the reference VERI over the whole file.
+//! and the reference VERI over the whole file (always for reference files, on request
+//! for h4fs containers).
+//!
+//! "ok" means the reference's parser reads the file too: for layout A, verify checks
+//! everything that parser checks (magic, version, every chunk's bounds and CRC, CORE
+//! chunks included) and also the reserved header bytes 6-7 and, for h4fs containers,
+//! that the chunks tile the file from offset 8 to its end, so the parser's walk meets
+//! exactly the chunks h4fs wrote.
 //!
 //! Blocks are read in spans of adjacent chunks (up to 16 MiB) so a container of many
 //! small blocks costs few reads; each span is checked on a rayon worker.
 
 use crate::engine::EngineChoice;
-use crate::error::{Error, Result};
-use crate::reader::{Archive, BlockEntry, Layout, check_block_bytes, read_vec};
+use crate::error::{Error, Result, Tag};
+use crate::reader::{Archive, BlockCheck, BlockEntry, Layout, check_block_bytes, read_vec};
 use rayon::prelude::*;
 
 const SPAN_BYTES: u64 = 16 << 20;
@@ -29,28 +36,103 @@ impl Report {
     }
 }
 
-/// Verify every block (and with `full`, the reference VERI and the index CRC).
-/// `progress` receives byte counts as they are checked.
+/// Whether [`verify`] hashes the whole file for VERI: with `full` for h4fs containers
+/// (whose blocks and structure have hashes of their own), always for reference layout-A
+/// files (nothing else protects them), never for layout C (no VERI; its file CRC is
+/// checked at open).
+pub fn checks_veri(a: &Archive, full: bool) -> bool {
+    a.needs_veri() || (full && a.layout == Layout::H4fs)
+}
+
+/// Verify every block, the layout-A header and, for h4fs containers, the index CRC and
+/// the chunk walk; the whole-file VERI as [`checks_veri`] says. `progress` receives byte
+/// counts as they are checked.
 pub fn verify(a: &Archive, full: bool, progress: &(dyn Fn(u64) + Sync)) -> Report {
+    let veri = checks_veri(a, full);
     let (mut report, extra) = rayon::join(
         || verify_blocks(a, progress),
         || {
             let mut extra = Vec::new();
-            // Layout C has no VERI; its file CRC was checked when it was opened.
-            if full && a.layout != Layout::MultitrackC {
-                if let Err(e) = a.check_veri(progress) {
-                    extra.push(e);
-                }
-                if let Err(e) = check_index_crc(a) {
-                    extra.push(e);
-                }
+            if a.layout != Layout::MultitrackC {
+                extra.extend(check_reserved_header(a).err());
+            }
+            if a.layout == Layout::H4fs {
+                extra.extend(check_index_crc(a).err());
+                extra.extend(check_chunk_walk(a).err());
+            }
+            if veri {
+                extra.extend(a.check_veri(progress).err());
             }
             extra
         },
     );
-    report.veri_checked = full && a.layout != Layout::MultitrackC;
+    report.veri_checked = veri;
     report.failures.extend(extra);
     report
+}
+
+/// Layout A header bytes 6-7 are reserved and written as zero (by h4fs and by the
+/// reference). Nothing reads them and VERI does not cover them, so this is their check.
+fn check_reserved_header(a: &Archive) -> Result<()> {
+    let head = read_vec(a.source(), 0, 8, "H4MK header")?;
+    if head[6..8] != [0, 0] {
+        return Err(Error::Chunk {
+            tag: Tag(*b"H4MK"),
+            offset: 6,
+            msg: format!(
+                "header bytes 6-7 (reserved) are {:02x} {:02x}, expected 00 00: the header \
+                 was damaged",
+                head[6], head[7]
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// An h4fs container's chunks, walked as the reference's parser walks them (each chunk
+/// header's length leads to the next), must be exactly its blocks and then the chunks
+/// the footer names, with no bytes between them and none after VERI. The CORE chunk
+/// headers themselves are checked with each block; gaps are what this adds.
+fn check_chunk_walk(a: &Archive) -> Result<()> {
+    let mut pos = crate::format::layout_a::HEADER_LEN as u64;
+    // `tag` at `next` is where the walk should have arrived from `pos`.
+    let gap = |pos: u64, next: u64, tag: Tag, what: String| Error::Chunk {
+        tag,
+        offset: next,
+        msg: format!(
+            "the chunk before it ends at {pos}; the {} bytes between belong to no chunk \
+             this container lists ({what} should follow at once: h4fs writes its chunks \
+             back to back, and the reference's parser reads whatever lies there as chunks)",
+            next - pos
+        ),
+    };
+    for t in &a.tracks {
+        for n in 0..t.blocks.len() {
+            let e = t.blocks.get(n).expect("n < len");
+            if e.chunk_offset != pos {
+                return Err(gap(pos, e.chunk_offset, Tag::CORE, format!("block {n}")));
+            }
+            pos = e.data_offset + e.stored_len;
+        }
+    }
+    for c in &a.chunks {
+        if c.offset != pos {
+            return Err(gap(pos, c.offset, c.tag, format!("chunk {}", c.tag)));
+        }
+        pos = c.offset + c.total_len;
+    }
+    if pos != a.file_len {
+        return Err(Error::Chunk {
+            tag: Tag::VERI,
+            offset: a.veri.map_or(pos, |v| v.offset),
+            msg: format!(
+                "{} bytes follow this last chunk, up to the end of the file at {}",
+                a.file_len - pos,
+                a.file_len
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn check_index_crc(a: &Archive) -> Result<()> {
@@ -69,6 +151,30 @@ fn check_index_crc(a: &Archive) -> Result<()> {
         "HIDX payload",
     )?;
     crate::format::layout_a::check_crc(&h, f.index_offset, &payload)
+}
+
+/// The CRC-32 field of an h4fs block's CORE chunk header, which neither its SHA-256
+/// nor the structure root covers, must be the CRC of the payload: the reference's parser
+/// checks it. (Reference blocks are checked by exactly this CRC already.)
+fn check_core_crc_field(e: &BlockEntry, raw: &[u8]) -> Result<()> {
+    if !matches!(e.check, BlockCheck::Sha256(_)) {
+        return Ok(());
+    }
+    let skip = (e.data_offset - e.chunk_offset) as usize;
+    let stored = u32::from_be_bytes(raw[8..12].try_into().expect("a 12-byte chunk header"));
+    let computed = crc32fast::hash(&raw[skip..]);
+    if stored != computed {
+        return Err(Error::Block {
+            block: e.number,
+            offset: e.chunk_offset,
+            msg: format!(
+                "the CORE chunk's CRC-32 field is {stored:08x}, its payload's CRC-32 is \
+                 {computed:08x} (the payload matches its SHA-256, the header was damaged; \
+                 the reference's parser refuses the file)"
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn verify_blocks(a: &Archive, progress: &(dyn Fn(u64) + Sync)) -> Report {
@@ -111,6 +217,8 @@ fn verify_blocks(a: &Archive, progress: &(dyn Fn(u64) + Sync)) -> Report {
             let mut failures = Vec::new();
             let check = |e: &BlockEntry, raw: &[u8], failures: &mut Vec<Error>| {
                 if let Err(err) = check_block_bytes(e, raw) {
+                    failures.push(err);
+                } else if let Err(err) = check_core_crc_field(e, raw) {
                     failures.push(err);
                 } else if decrypt_check {
                     let stored = raw[(e.data_offset - e.chunk_offset) as usize..].to_vec();

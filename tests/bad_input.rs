@@ -840,17 +840,24 @@ fn crc_mismatch() {
         )],
     );
 
-    // A block's CRC is checked when the block is read: the others stay readable.
+    // A reference block's CRC is checked when the block is read, but its VERI no longer
+    // matches either, and a reference file is served only with its VERI intact: no
+    // block of it is output.
     let at = l.block(4);
     let mut b = a.clone();
     b[at + 12 + 2] ^= 0x40; // a run's value byte: the decoded length is unchanged
     let f = sc.write("seed-core.h4mk", &b);
     let want = format!("block 4 (chunk at offset {at}): CRC-32 mismatch");
     expect(&["inspect", s(&f)], 0, &[]);
-    expect(&["verify", s(&f)], DAMAGED, &[&want, "1 problem(s)"]);
-    expect(&["cat", "--block", "4", s(&f)], DAMAGED, &[&want]);
-    let r = expect(&["cat", "--block", "3", s(&f)], 0, &[]);
-    assert_eq!(r.stdout, &fixture("a_small10.payload")[3 * 256..4 * 256]);
+    expect(
+        &["verify", s(&f)],
+        DAMAGED,
+        &[&want, "VERI mismatch", "2 problem(s)"],
+    );
+    for n in ["4", "3"] {
+        let r = expect(&["cat", "--block", n, s(&f)], DAMAGED, &["VERI mismatch"]);
+        assert!(r.stdout.is_empty());
+    }
     let out = sc.out_dir("out");
     expect(
         &["extract", s(&f), "-o", s(&out.join("x"))],
@@ -858,6 +865,14 @@ fn crc_mismatch() {
         &[&want],
     );
     assert_empty(&out);
+    // With VERI recomputed (as anyone can), the CRC still catches it, block by block.
+    let mut b2 = b.clone();
+    reseal_veri(&mut b2, l.at("VERI"));
+    let f = sc.write("seed-core-resealed.h4mk", &b2);
+    expect(&["verify", s(&f)], DAMAGED, &[&want, "1 problem(s)"]);
+    expect(&["cat", "--block", "4", s(&f)], DAMAGED, &[&want]);
+    let r = expect(&["cat", "--block", "3", s(&f)], 0, &[]);
+    assert_eq!(r.stdout, &fixture("a_small10.payload")[3 * 256..4 * 256]);
 
     let mut g = good();
     let safe = Layout::of(&g).at("SAFE");
@@ -901,15 +916,16 @@ fn veri_mismatch() {
         b[veri + 12] ^= 0x80;
         fix_crc_a(&mut b, veri);
         let f = sc.write(&format!("{name}.h4mk"), &b);
-        expect(&["verify", s(&f)], 0, &[]);
-        expect(
-            &["verify", "--full", s(&f)],
-            DAMAGED,
-            &[&format!(
-                "VERI mismatch: the VERI chunk at offset {veri} records {}",
-                hex::encode(&b[veri + 12..veri + 44])
-            )],
+        let want = format!(
+            "VERI mismatch: the VERI chunk at offset {veri} records {}",
+            hex::encode(&b[veri + 12..veri + 44])
         );
+        // Plain verify checks VERI where nothing else protects the blocks.
+        match name {
+            "seed" => expect(&["verify", s(&f)], DAMAGED, &[&want]),
+            _ => expect(&["verify", s(&f)], 0, &[]),
+        };
+        expect(&["verify", "--full", s(&f)], DAMAGED, &[&want]);
         let a = open(&b).expect("opens: VERI is only checked on request");
         let err = a.check_veri(&|_| {}).expect_err("VERI mismatch");
         assert!(
@@ -917,30 +933,272 @@ fn veri_mismatch() {
             "{err}"
         );
     }
-    // A CORE chunk's CRC field is covered by nothing but VERI in an h4fs container.
+    // A CORE chunk's CRC field is covered by neither the block's SHA-256 nor the root in
+    // an h4fs container, but the reference's parser checks it, and so does plain verify.
     let mut g = good();
     let at = Layout::of(&g).block(2);
     g[at + 8] ^= 0x01;
     let f = sc.write("core-crc.h4mk", &g);
-    expect(&["verify", s(&f)], 0, &[]);
+    let want = format!(
+        "block 2 (chunk at offset {at}): the CORE chunk's CRC-32 field is {:08x}",
+        be32(&g, at + 8)
+    );
+    expect(&["verify", s(&f)], DAMAGED, &[&want, "1 problem(s)"]);
     expect(
         &["verify", "--full", s(&f)],
         DAMAGED,
-        &[&format!(
-            "VERI mismatch: the VERI chunk at offset {}",
-            g.len() - 44
-        )],
+        &[
+            &want,
+            &format!("VERI mismatch: the VERI chunk at offset {}", g.len() - 44),
+        ],
     );
+    // Its payload is intact (SHA-256), so reads serve it: the bytes are right.
+    let r = expect(&["cat", "--block", "2", s(&f)], 0, &[]);
+    assert_eq!(r.stdout, block_data(2));
     // No VERI at all (a reference file cut exactly before it).
     let a = seed_a();
     let veri = Layout::of(&a).at("VERI");
     let f = sc.write("no-veri.h4mk", &a[..veri]);
-    expect(&["verify", s(&f)], 0, &[]);
+    for args in [vec!["verify", s(&f)], vec!["verify", "--full", s(&f)]] {
+        expect(
+            &args,
+            DAMAGED,
+            &[&format!("chunk VERI at offset {veri}: not found")],
+        );
+    }
+}
+
+/// Header bytes 6-7 are reserved (zero): nothing reads them and VERI does not cover
+/// them, so verify checks them, for h4fs and reference files alike.
+#[test]
+fn reserved_header_bytes() {
+    let sc = Scratch::new();
+    for (name, mut b) in [("seed", seed_a()), ("h4fs", good())] {
+        b[7] = 0x01;
+        let f = sc.write(&format!("{name}.h4mk"), &b);
+        expect(
+            &["verify", s(&f)],
+            DAMAGED,
+            &["chunk H4MK at offset 6: header bytes 6-7 (reserved) are 00 01, expected 00 00"],
+        );
+    }
+}
+
+/// Bytes between the chunks of an h4fs container (here a well-formed unknown chunk
+/// before SEEK, with the footer, root and VERI made to agree): nothing h4fs wrote, and
+/// verify says where.
+#[test]
+fn bytes_between_h4fs_chunks() {
+    let sc = Scratch::new();
+    let g = good();
+    let seek = Layout::of(&g).at("SEEK");
+    let mut b = g[..seek].to_vec();
+    b.extend_from_slice(b"JUNK\0\0\0\0\0\0\0\0");
+    b.extend_from_slice(&g[seek..]);
+    let footer = b.len() - hf::TAIL_LEN as usize + 12;
+    for field in [8, 16, 24, 32] {
+        let at = footer + field;
+        let v = u64::from_be_bytes(b[at..at + 8].try_into().unwrap());
+        set_be64(&mut b, at, v + 12);
+    }
+    reseal(&mut b);
+    let a = open(&b).expect("opens: the structure is consistent");
+    assert_eq!(a.read_block(0, 5).unwrap().bytes(), block_data(5));
+    let f = sc.write("gap.h4mk", &b);
     expect(
-        &["verify", "--full", s(&f)],
+        &["verify", s(&f)],
         DAMAGED,
-        &[&format!("chunk VERI at offset {veri}: not found")],
+        &[&format!(
+            "chunk SEEK at offset {}: the chunk before it ends at {seek}",
+            seek + 12
+        )],
     );
+}
+
+/// Every single-byte change of the samples and of h4fs containers is refused at open
+/// or reported by plain `verify` (no `--full`): "ok" holds for no damaged byte.
+#[test]
+fn every_byte_flip_fails_open_or_plain_verify() {
+    let files = [
+        ("seed-a", seed_a()),
+        ("seed-c", seed_c()),
+        ("seed-e", fixture("e_encrypted5.h4mk")),
+        ("h4fs", good()),
+        ("h4fs-georef", h4fs_container(Engine::GeometricReference)),
+    ];
+    for (name, f) in files {
+        for i in 0..f.len() {
+            for x in [0x01, 0xa5] {
+                let mut b = f.clone();
+                b[i] ^= x;
+                if let Ok(a) = open(&b) {
+                    let r = h4fs::verify::verify(&a, false, &|_| {});
+                    assert!(!r.ok(), "{name}: byte {i} ^ {x:#x} passes plain verify");
+                }
+            }
+        }
+    }
+}
+
+/// One changed byte in the tag of any CORE chunk of a reference file makes the reference
+/// walk skip that chunk as an unknown one, with every CRC still right; only VERI shows
+/// it. No command outputs a byte of such a file or calls it intact: all 40 tag bytes of
+/// the sample, through every reading command. The untouched file still works.
+#[test]
+fn reference_core_tag_flips_output_nothing() {
+    let sc = Scratch::new();
+    let a = seed_a();
+    let payload = fixture("a_small10.payload");
+    let l = Layout::of(&a);
+    assert_eq!(l.blocks.len(), 10);
+    let out = sc.out_dir("out");
+    let o = out.join("stream.bin");
+    let commands = |f: &str| -> Vec<Vec<String>> {
+        [
+            vec!["verify", f],
+            vec!["verify", "--full", f],
+            vec!["extract", f, "-o", s(&o)],
+            vec!["extract", f, "-o", "-"],
+            vec!["cat", f],
+            vec!["cat", "--range", "0-99", f],
+            vec!["cat", "--block", "0", f],
+            vec!["cat", "--raw", "--block", "0", f],
+            vec!["cat", "--pts", "0", f],
+            vec!["seek", f, "0"],
+            vec!["seek", "--json", f, "200000"],
+        ]
+        .into_iter()
+        .map(|v| v.into_iter().map(str::to_string).collect())
+        .collect()
+    };
+    let mut runs = 0;
+    for n in 0..10 {
+        for k in 0..4 {
+            let mut b = a.clone();
+            b[l.block(n) + k] ^= 0x01;
+            // The premise: it still opens, one block short.
+            assert_eq!(open(&b).expect("opens").block_count(), 9);
+            let f = sc.write(&format!("flip-{n}-{k}.h4mk"), &b);
+            for args in commands(s(&f)) {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let r = expect(&args, DAMAGED, &["VERI mismatch"]);
+                if args[0] != "verify" {
+                    assert!(r.stdout.is_empty(), "h4fs {args:?} printed data");
+                }
+                assert!(!r.text.contains("\nok "), "h4fs {args:?}: {}", r.text);
+                runs += 1;
+            }
+            assert_empty(&out);
+        }
+    }
+    assert_eq!(runs, 40 * 11);
+
+    let f = sc.write("good.h4mk", &a);
+    for args in commands(s(&f)) {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = expect(&args, 0, &[]);
+        match (args[0], args[1]) {
+            ("verify", _) => assert!(r.text.contains("10 blocks"), "{}", r.text),
+            ("extract", _) if args[3] == "-" => assert_eq!(r.stdout, payload),
+            ("cat", "--range") => assert_eq!(r.stdout, &payload[..100]),
+            ("cat", "--block" | "--pts") => assert_eq!(r.stdout, &payload[..256]),
+            ("cat", _) if args.len() == 2 => assert_eq!(r.stdout, payload),
+            _ => {}
+        }
+    }
+    assert_eq!(std::fs::read(&o).unwrap(), payload);
+}
+
+/// The other reference samples keep working with the VERI checks: layout C (no VERI;
+/// its CRCs are checked at open) and the encrypted layout A sample (VERI checked, then
+/// decrypted with its secret), including `extract` to a file.
+#[test]
+fn reference_samples_still_read_with_veri_checks() {
+    let sc = Scratch::new();
+    let c = sc.write("c.h4mk", &seed_c());
+    expect(&["verify", s(&c)], 0, &["ok "]);
+    expect(&["seek", s(&c), "0"], 0, &["keyframe"]);
+    let r = expect(&["cat", s(&c), "--block", "0"], 0, &[]);
+    assert!(!r.stdout.is_empty());
+    let out = sc.path("c.bin");
+    expect(&["extract", s(&c), "-o", s(&out)], 0, &[]);
+    assert!(std::fs::metadata(&out).unwrap().len() > 0);
+
+    let e = sc.write("e.h4mk", &fixture("e_encrypted5.h4mk"));
+    let payload = fixture("e_encrypted5.payload");
+    let ss = sc.write(
+        "ss",
+        b"1154c312078cf50cee166c9b2479c949dc4ebbc7e3668ce549aa45bb34cf629c\n",
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&ss, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let key = ["--shared-secret-file", s(&ss)];
+    expect(&["verify", s(&e)], 0, &["VERI ok"]);
+    let out = sc.path("e.bin");
+    expect(
+        &[&["extract"][..], &key, &[s(&e), "-o", s(&out)]].concat(),
+        0,
+        &[],
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), payload);
+    let r = expect(&[&["cat"][..], &key, &[s(&e)]].concat(), 0, &[]);
+    assert_eq!(r.stdout, payload);
+    expect(&["seek", s(&e), "0"], 0, &["keyframe"]);
+    // Its VERI changed: refused like the plain sample.
+    let mut b = fixture("e_encrypted5.h4mk");
+    let veri = b.len() - 32;
+    b[veri] ^= 1;
+    let crc = crc32fast::hash(&b[veri..]);
+    set_be32(&mut b, veri - 4, crc);
+    let e = sc.write("e-bad.h4mk", &b);
+    let dir = sc.out_dir("e-out");
+    let out = dir.join("e.bin");
+    let r = expect(
+        &[&["extract"][..], &key, &[s(&e), "-o", s(&out)]].concat(),
+        DAMAGED,
+        &["VERI mismatch"],
+    );
+    assert!(r.stdout.is_empty());
+    assert_empty(&dir);
+}
+
+/// A reference file without VERI (cut exactly before it: the reference's parser reads
+/// it) has nothing showing its chunks are the ones written, so it is refused like one
+/// whose VERI does not match; a chunk after VERI is covered by nothing and refused too.
+#[test]
+fn reference_file_without_a_final_veri_is_refused() {
+    let sc = Scratch::new();
+    let a = seed_a();
+    let veri = Layout::of(&a).at("VERI");
+    let cut = sc.write("no-veri.h4mk", &a[..veri]);
+    // A copy of block 0's chunk appended after VERI: block 10, whose CRC is right.
+    let mut b = a.clone();
+    b.extend_from_slice(&a[8..8 + 12 + be32(&a, 8 + 4) as usize]);
+    assert_eq!(open(&b).unwrap().block_count(), 11);
+    let appended = sc.write("appended.h4mk", &b);
+    for (f, want) in [
+        (&cut, format!("chunk VERI at offset {veri}: not found")),
+        (
+            &appended,
+            format!("chunk CORE at offset {}: follows the VERI chunk", a.len()),
+        ),
+    ] {
+        let out = sc.out_dir(&format!("out-{}", f.file_name().unwrap().to_string_lossy()));
+        for args in [
+            vec!["verify", s(f)],
+            vec!["cat", s(f)],
+            vec!["cat", "--block", "0", s(f)],
+            vec!["seek", s(f), "0"],
+            vec!["extract", s(f), "-o", "-"],
+            vec!["extract", s(f), "-o", s(&out.join("x"))],
+        ] {
+            let r = expect(&args, DAMAGED, &[&want]);
+            if args[0] != "verify" {
+                assert!(r.stdout.is_empty(), "h4fs {args:?} printed data");
+            }
+        }
+        assert_empty(&out);
+    }
 }
 
 #[test]
@@ -1251,6 +1509,7 @@ fn unknown_engine() {
         b"\"holographic-coder-9\"",
     );
     fix_crc_a(&mut a, meta);
+    reseal_veri(&mut a, l.at("VERI"));
     let mut g = good();
     let gmeta = Layout::of(&g).at("META");
     replace_in_payload(

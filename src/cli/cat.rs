@@ -1,7 +1,7 @@
 //! `h4fs cat` and `h4fs extract`.
 
 use super::TrackArg;
-use crate::extract::write_stream;
+use crate::extract::{write_checked_stream, write_stream};
 use crate::output::{Output, OutputOptions};
 use crate::reader::Archive;
 use anyhow::{Context, bail};
@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 
 /// Write decoded bytes to stdout: one block, the block for a time, a byte range of the
 /// stream, or the whole stream. Every block is verified before any of its bytes are
-/// written.
+/// written. A reference file (layout A without the h4fs index) has its whole-file VERI
+/// checked first, since its blocks carry only CRC-32: one read and SHA-256 of the whole
+/// file before the first byte.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
   h4fs cat movie.h4mk --block 12 > block12.bin
@@ -43,6 +45,10 @@ pub struct CatArgs {
 
 /// Extract the whole decoded stream (the original media file) to OUT, verified. OUT
 /// appears only when complete.
+///
+/// A reference file (layout A without the h4fs index) also has its whole-file VERI
+/// checked, on a second thread while the blocks are written (before the first byte
+/// with `-o -`); on a mismatch nothing appears at OUT and the exit code is 1.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
   h4fs extract movie.h4mk -o movie.mp4
@@ -96,6 +102,7 @@ fn parse_range(s: &str, stream_len: u64) -> anyhow::Result<(u64, u64)> {
 pub fn run_cat(args: CatArgs) -> anyhow::Result<u8> {
     let mut a = Archive::open(&args.file)
         .with_context(|| format!("cannot open {}", args.file.display()))?;
+    super::check_veri_first(&a, &args.file, "any of its bytes is output")?;
     args.keys.apply(&mut a)?;
     let ti = args.track.resolve(&a)?;
     let t = &a.tracks[ti];
@@ -150,9 +157,22 @@ pub fn run_extract(args: ExtractArgs) -> anyhow::Result<u8> {
         },
     )?;
     let to_stdout = args.output == Path::new("-");
+    // A reference container's VERI: bytes on stdout, a pipe or a device cannot be taken
+    // back, so it is checked before the first one; a file is only put in place by
+    // `commit`, so there it is checked while the blocks are written, and on a mismatch
+    // the file is dropped and nothing appears at OUT.
+    let retractable = out.file().is_some();
+    if !retractable {
+        super::check_veri_first(&a, &args.file, "any of its bytes is output")?;
+    }
     let bar = super::progress::bytes_bar(len, "extract", args.quiet || to_stdout);
     let mut w = BufWriter::with_capacity(1 << 20, out);
-    write_stream(&a, ti, 0, len, &mut w, &|n| bar.inc(n))?;
+    if retractable {
+        write_checked_stream(&a, ti, &mut w, &|n| bar.inc(n))
+            .with_context(|| format!("nothing was written to {}", args.output.display()))?;
+    } else {
+        write_stream(&a, ti, 0, len, &mut w, &|n| bar.inc(n))?;
+    }
     let out = w.into_inner().map_err(|e| e.into_error())?;
     bar.finish_and_clear();
     out.commit()?;

@@ -9,6 +9,10 @@ use std::path::PathBuf;
 
 /// Find the keyframe block at or before PTS (where decoding starts) and the block
 /// containing PTS (the last block whose pts is at or before it), by binary search.
+///
+/// A reference file (layout A without the h4fs index) has its whole-file VERI checked
+/// first, since nothing else shows its blocks are the ones written: one read and
+/// SHA-256 of the whole file.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
   h4fs seek movie.h4mk 5000000
@@ -28,6 +32,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     let mut out = std::io::stdout().lock();
     let a = Archive::open(&args.file)
         .with_context(|| format!("cannot open {}", args.file.display()))?;
+    super::check_veri_first(&a, &args.file, "it answers from the blocks")?;
     let t = &a.tracks[args.track.resolve(&a)?];
     let key = t.keyframe_at_or_before(args.pts_us);
     let containing = t.block_at(args.pts_us);

@@ -7,13 +7,19 @@ use std::path::PathBuf;
 /// Verify a container: its structure, then every block against its SHA-256 (h4fs) or
 /// CRC-32 (reference layouts), on all cores. Exit 0 when intact, 1 when not, naming each
 /// bad chunk or block and its offset.
+///
+/// "ok" also means the reference's parser reads the file: every chunk CRC (CORE chunks
+/// of h4fs containers included), the reserved header bytes, and no bytes between
+/// chunks. A reference file (layout A without the h4fs index) always has its
+/// whole-file VERI checked, since its blocks carry only CRC-32.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
   h4fs verify movie.h4mk
   h4fs verify --full movie.h4mk     # also the reference VERI over the whole file")]
 pub struct Args {
     pub file: PathBuf,
-    /// Also check the reference VERI (SHA-256 over every chunk) and the index CRC.
+    /// Also check an h4fs container's VERI (SHA-256 over every chunk: one more read and
+    /// hash of the whole file). Reference files have it checked without --full.
     #[arg(long)]
     pub full: bool,
     /// No progress bar.
@@ -53,7 +59,12 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         }
         return Err(e);
     }
-    let total = a.file_len * if args.full { 2 } else { 1 };
+    let total = a.file_len
+        * if crate::verify::checks_veri(&a, args.full) {
+            2
+        } else {
+            1
+        };
     let bar = super::progress::bytes_bar(total, "verify", args.quiet);
     let report = crate::verify::verify(&a, args.full, &|n| bar.inc(n));
     bar.finish_and_clear();

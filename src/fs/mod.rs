@@ -1187,7 +1187,7 @@ impl Fs {
             .into());
         }
         a.engine.known()?;
-        if a.layout == Layout::ReferenceA && a.veri.is_some() {
+        if a.needs_veri() {
             let check = cont.veri.get_or_init(|| {
                 let r = a.check_veri(&|_| {});
                 let at = now_unix();

@@ -359,6 +359,20 @@ fn reference_container_checks_veri_once_on_first_data_open() {
 }
 
 #[test]
+fn reference_container_without_veri_serves_no_data() {
+    // Cut exactly before VERI: it opens (the reference's parser reads it too), but
+    // nothing shows its blocks are the ones written, so no data file is served.
+    let bytes = std::fs::read(fixture("a_small10.h4mk")).unwrap();
+    let fs = fs_of(bytes[..bytes.len() - 44].to_vec());
+    assert_eq!(read_all(&fs, "stream").unwrap_err().errno(), libc::EIO);
+    assert_eq!(
+        read_all(&fs, "blocks/000000").unwrap_err().errno(),
+        libc::EIO
+    );
+    assert!(read_all(&fs, "meta.json").is_ok());
+}
+
+#[test]
 fn unknown_engine_mounts_but_data_fails() {
     let mut meta = Map::new();
     meta.insert("project".into(), json!("p"));
