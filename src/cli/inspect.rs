@@ -1,8 +1,11 @@
 //! `h4fs inspect`.
 
-use crate::reader::{Archive, Layout, OpenCheck};
+use crate::reader::{Archive, BlockEntry, ChunkInfo, Layout, OpenCheck};
 use anyhow::Context;
+use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::{Value, json};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -31,24 +34,143 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     let mut a = Archive::open_with(&args.file, OpenCheck::Structure)
         .with_context(|| format!("cannot open {}", args.file.display()))?;
     args.keys.apply(&mut a)?;
-    let doc = describe(&a, args.chunks);
-    let mut out = std::io::stdout().lock();
+    let doc = describe(&a);
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     if args.json {
+        let doc = WithCoreChunks {
+            doc: &doc,
+            a: &a,
+            all: args.chunks,
+        };
         serde_json::to_writer_pretty(&mut out, &doc)?;
         writeln!(out)?;
     } else {
-        print_human(&mut out, &a, &doc, &args.file)?;
+        print_human(&mut out, &a, &doc, &args.file, args.chunks)?;
     }
+    out.flush()?;
     Ok(0)
 }
 
-/// A JSON description of a container.
-pub fn describe(a: &Archive, all_chunks: bool) -> Value {
-    let mut chunks: Vec<Value> = a
-        .chunks
-        .iter()
-        .map(|c| json!({"tag": c.tag.to_string(), "offset": c.offset, "payload_len": c.payload_len, "total_len": c.total_len}))
+/// One row of the chunk table.
+enum Row<'a> {
+    /// A chunk other than CORE, as found at open.
+    Chunk(&'a ChunkInfo),
+    /// One CORE chunk (`--chunks`).
+    Core { track: u32, entry: BlockEntry },
+}
+
+impl Row<'_> {
+    fn offset(&self) -> u64 {
+        match self {
+            Row::Chunk(c) => c.offset,
+            Row::Core { entry, .. } => entry.chunk_offset,
+        }
+    }
+
+    fn json(&self) -> Value {
+        match self {
+            Row::Chunk(c) => {
+                json!({"tag": c.tag.to_string(), "offset": c.offset, "payload_len": c.payload_len, "total_len": c.total_len})
+            }
+            Row::Core { track, entry: e } => {
+                json!({"tag": "CORE", "offset": e.chunk_offset, "payload_len": e.data_offset + e.stored_len - e.chunk_offset - 12, "block": e.number, "track": track})
+            }
+        }
+    }
+}
+
+/// Every chunk in file order, CORE chunks included, produced one at a time: the chunks
+/// other than CORE and each track's blocks are each in file order already, so this is
+/// a merge of those lists (through a heap, for files with many tracks). Memory stays
+/// the same whatever the number of blocks.
+fn all_rows(a: &Archive) -> impl Iterator<Item = Row<'_>> {
+    // Source 0 is the non-CORE chunk list, source 1 + i is track i.
+    let head = |src: usize, k: u64| -> Option<Row<'_>> {
+        match src {
+            0 => a.chunks.get(k as usize).map(Row::Chunk),
+            _ => {
+                let t = &a.tracks[src - 1];
+                t.blocks
+                    .get(k)
+                    .map(|entry| Row::Core { track: t.id, entry })
+            }
+        }
+    };
+    let mut next = vec![0u64; a.tracks.len() + 1];
+    let mut heap: BinaryHeap<Reverse<(u64, usize)>> = (0..next.len())
+        .filter_map(|src| head(src, 0).map(|r| Reverse((r.offset(), src))))
         .collect();
+    std::iter::from_fn(move || {
+        let Reverse((_, src)) = heap.pop()?;
+        let row = head(src, next[src])?;
+        next[src] += 1;
+        if let Some(r) = head(src, next[src]) {
+            heap.push(Reverse((r.offset(), src)));
+        }
+        Some(row)
+    })
+}
+
+/// The description from [`describe`] with its `chunks` list replaced, when `all`, by
+/// every chunk including CORE ones, written as it is produced rather than built first.
+struct WithCoreChunks<'a> {
+    doc: &'a Value,
+    a: &'a Archive,
+    all: bool,
+}
+
+impl Serialize for WithCoreChunks<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let Some(obj) = self.doc.as_object() else {
+            return self.doc.serialize(s);
+        };
+        let mut m = s.serialize_map(Some(obj.len()))?;
+        for (k, v) in obj {
+            if k == "chunks" && self.all {
+                m.serialize_entry(k, &AllChunks(self.a))?;
+            } else {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        m.end()
+    }
+}
+
+struct AllChunks<'a>(&'a Archive);
+
+impl Serialize for AllChunks<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(None)?;
+        for row in all_rows(self.0) {
+            match row {
+                Row::Chunk(_) => seq.serialize_element(&row.json())?,
+                // The same fields as `Row::json`, without building a map per block.
+                Row::Core { track, entry: e } => seq.serialize_element(&CoreRow {
+                    tag: "CORE",
+                    offset: e.chunk_offset,
+                    payload_len: e.data_offset + e.stored_len - e.chunk_offset - 12,
+                    block: e.number,
+                    track,
+                })?,
+            }
+        }
+        seq.end()
+    }
+}
+
+#[derive(serde::Serialize)]
+struct CoreRow {
+    tag: &'static str,
+    offset: u64,
+    payload_len: u64,
+    block: u64,
+    track: u32,
+}
+
+/// A JSON description of a container; its `chunks` list holds the chunks other than
+/// CORE (`--chunks` adds the CORE ones as it writes them).
+pub fn describe(a: &Archive) -> Value {
+    let chunks: Vec<Value> = a.chunks.iter().map(|c| Row::Chunk(c).json()).collect();
     let tracks: Vec<Value> = a
         .tracks
         .iter()
@@ -59,12 +181,6 @@ pub fn describe(a: &Archive, all_chunks: bool) -> Value {
                 (Some(f), Some(l)) => json!({"first_offset": f.chunk_offset, "end_offset": l.data_offset + l.stored_len}),
                 _ => Value::Null,
             };
-            if all_chunks {
-                for i in 0..n {
-                    let e = t.blocks.get(i).expect("i < n");
-                    chunks.push(json!({"tag": "CORE", "offset": e.chunk_offset, "payload_len": e.data_offset + e.stored_len - e.chunk_offset - 12, "block": i, "track": t.id}));
-                }
-            }
             let keyframes = if t.seek.is_empty() { Value::Null } else {
                 json!({"count": t.seek.len(), "first_pts_us": t.seek[0].pts_us, "last_pts_us": t.seek[t.seek.len()-1].pts_us})
             };
@@ -81,7 +197,6 @@ pub fn describe(a: &Archive, all_chunks: bool) -> Value {
             })
         })
         .collect();
-    chunks.sort_by_key(|c| c["offset"].as_u64());
     let integrity = match a.layout {
         Layout::H4fs => {
             let (at, f) = a.footer.expect("h4fs has a footer");
@@ -122,6 +237,7 @@ fn print_human(
     a: &Archive,
     d: &Value,
     path: &std::path::Path,
+    all_chunks: bool,
 ) -> std::io::Result<()> {
     writeln!(out, "file      {} ({} bytes)", path.display(), a.file_len)?;
     writeln!(out, "layout    {}", a.layout.describe())?;
@@ -197,38 +313,43 @@ fn print_human(
     }
     writeln!(out, "chunks")?;
     writeln!(out, "  {:>12}  {:<4}  {:>12}", "offset", "tag", "payload")?;
-    // Non-CORE chunks one per line; CORE chunks as one summary row per track unless
-    // --chunks listed them.
-    let listed_cores = d["chunks"]
-        .as_array()
-        .is_some_and(|v| v.iter().any(|c| c["tag"] == "CORE"));
-    let mut rows: Vec<(u64, String)> = Vec::new();
-    for c in d["chunks"].as_array().into_iter().flatten() {
-        let off = c["offset"].as_u64().unwrap_or(0);
-        let tag = c["tag"].as_str().unwrap_or("");
-        let plen = c["payload_len"].as_u64().unwrap_or(0);
-        let extra = if tag == "CORE" {
-            format!("  block {} track {}", c["block"], c["track"])
-        } else {
-            String::new()
-        };
-        rows.push((off, format!("  {off:>12}  {tag:<4}  {plen:>12}{extra}")));
-    }
-    if !listed_cores {
+    // Non-CORE chunks one per line; CORE chunks as one summary row per track, or with
+    // --chunks one line each, written as they are produced.
+    if all_chunks {
+        for row in all_rows(a) {
+            match row {
+                Row::Chunk(c) => print_chunk(out, c)?,
+                Row::Core { track, entry: e } => writeln!(
+                    out,
+                    "  {:>12}  CORE  {:>12}  block {} track {track}",
+                    e.chunk_offset,
+                    e.data_offset + e.stored_len - e.chunk_offset - 12,
+                    e.number
+                )?,
+            }
+        }
+    } else {
+        let mut rows: Vec<(u64, Option<&ChunkInfo>, String)> = Vec::new();
+        for c in &a.chunks {
+            rows.push((c.offset, Some(c), String::new()));
+        }
         for t in d["tracks"].as_array().into_iter().flatten() {
             if let Some(cc) = t["core_chunks"].as_object() {
                 let first = cc["first_offset"].as_u64().unwrap_or(0);
                 let end = cc["end_offset"].as_u64().unwrap_or(0);
-                rows.push((first, format!(
+                rows.push((first, None, format!(
                     "  {first:>12}  CORE  {:>12}  x {} blocks of track {} (bytes {first}..{end}; --chunks lists them)",
                     end - first, t["blocks"], t["id"]
                 )));
             }
         }
-    }
-    rows.sort_by_key(|r| r.0);
-    for (_, line) in rows {
-        writeln!(out, "{line}")?;
+        rows.sort_by_key(|r| r.0);
+        for (_, c, line) in rows {
+            match c {
+                Some(c) => print_chunk(out, c)?,
+                None => writeln!(out, "{line}")?,
+            }
+        }
     }
     for (name, v) in [("META", &d["meta"]), ("SAFE", &d["safe"])] {
         if !v.is_null() {
@@ -239,4 +360,14 @@ fn print_human(
         }
     }
     Ok(())
+}
+
+fn print_chunk(out: &mut impl Write, c: &ChunkInfo) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "  {:>12}  {:<4}  {:>12}",
+        c.offset,
+        c.tag.to_string(),
+        c.payload_len
+    )
 }

@@ -54,3 +54,15 @@ pub fn mount_stats(mountpoint: &Path) -> serde_json::Value {
     let out = ok(Command::new(BIN).arg("stats").arg("--json").arg(mountpoint));
     serde_json::from_slice(&out.stdout).expect("h4fs stats --json prints JSON")
 }
+
+/// The binary under test with its address space limited to `kib` KiB (`ulimit -v`), so
+/// a test fails when memory grows with the input instead of staying bounded. One rayon
+/// thread pool of 2 and at most 2 malloc arenas keep the baseline the same on machines
+/// with many cores.
+pub fn limited(kib: u64) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", &format!("ulimit -v {kib} && exec \"$0\" \"$@\""), BIN])
+        .env("RAYON_NUM_THREADS", "2")
+        .env("MALLOC_ARENA_MAX", "2");
+    cmd
+}
