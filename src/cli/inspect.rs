@@ -306,9 +306,14 @@ fn print_human(
     if let Some(v) = a.veri {
         writeln!(
             out,
-            "  VERI            {} at offset {} (run `h4fs verify --full`)",
+            "  VERI            {} at offset {} ({})",
             hex::encode(v.expected),
-            v.offset
+            v.offset,
+            if a.needs_veri() {
+                "run `h4fs verify`; checked before any byte is output"
+            } else {
+                "run `h4fs verify --full`"
+            }
         )?;
     }
     writeln!(out, "chunks")?;

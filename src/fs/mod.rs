@@ -1815,6 +1815,10 @@ impl Fs {
             }),
         };
         let veri = match (a.veri, a.layout) {
+            (None, Layout::ReferenceA) => json!({
+                "status": "absent",
+                "detail": "a reference file has no other check of its chunks: its data files return EIO",
+            }),
             (None, _) => json!({"status": "absent"}),
             (Some(v), Layout::ReferenceA) => match cont.veri.get() {
                 None => json!({

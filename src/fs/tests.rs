@@ -370,6 +370,9 @@ fn reference_container_without_veri_serves_no_data() {
         libc::EIO
     );
     assert!(read_all(&fs, "meta.json").is_ok());
+    let veri: Value = serde_json::from_slice(&read_all(&fs, "veri.json").unwrap()).unwrap();
+    assert_eq!(veri["veri"]["status"], "absent");
+    assert!(veri["veri"]["detail"].as_str().unwrap().contains("EIO"));
 }
 
 #[test]
