@@ -10,9 +10,11 @@ use std::path::{Path, PathBuf};
 
 /// Write decoded bytes to stdout: one block, the block for a time, a byte range of the
 /// stream, or the whole stream. Every block is verified before any of its bytes are
-/// written. A reference file (layout A without the h4fs index) has its whole-file VERI
-/// checked first, since its blocks carry only CRC-32: one read and SHA-256 of the whole
-/// file before the first byte.
+/// written.
+///
+/// A reference file (layout A without the h4fs index) has its whole-file VERI checked
+/// first, since its blocks carry only CRC-32: one read and SHA-256 of the whole file
+/// before the first byte.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
   h4fs cat movie.h4mk --block 12 > block12.bin
