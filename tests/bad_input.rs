@@ -1109,6 +1109,40 @@ fn reference_core_tag_flips_output_nothing() {
     assert_eq!(std::fs::read(&o).unwrap(), payload);
 }
 
+/// `extract` into a FIFO cannot take bytes back, so a reference file's VERI is checked
+/// before the first one: a damaged file sends the reader nothing, an intact one its
+/// whole stream.
+#[test]
+fn reference_extract_into_a_fifo_checks_veri_first() {
+    let sc = Scratch::new();
+    let a = seed_a();
+    let mut bad = a.clone();
+    bad[Layout::of(&a).block(3)] ^= 0x01;
+    for (name, bytes, code, want) in [
+        ("bad", bad, DAMAGED, Vec::new()),
+        ("good", a, 0, fixture("a_small10.payload")),
+    ] {
+        let f = sc.write(&format!("{name}.h4mk"), &bytes);
+        let fifo = sc.path(&format!("{name}.fifo"));
+        let c = std::ffi::CString::new(s(&fifo)).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::read(fifo).unwrap())
+        };
+        let r = run(&["extract", s(&f), "-o", s(&fifo)]);
+        // Should extract not have opened the FIFO, open it once so the reader ends.
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo);
+        assert_eq!(r.code, code, "{name}: {}", r.text);
+        assert_eq!(reader.join().unwrap(), want, "{name}");
+    }
+}
+
 /// The other reference samples keep working with the VERI checks: layout C (no VERI;
 /// its CRCs are checked at open) and the encrypted layout A sample (VERI checked, then
 /// decrypted with its secret), including `extract` to a file.

@@ -49,8 +49,9 @@ pub struct CatArgs {
 /// appears only when complete.
 ///
 /// A reference file (layout A without the h4fs index) also has its whole-file VERI
-/// checked, on a second thread while the blocks are written (before the first byte
-/// with `-o -`); on a mismatch nothing appears at OUT and the exit code is 1.
+/// checked, on a second thread while the blocks are written (before the first byte when
+/// OUT is `-`, a FIFO or a device); on a mismatch nothing appears at OUT and the exit
+/// code is 1.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
   h4fs extract movie.h4mk -o movie.mp4
