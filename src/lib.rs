@@ -16,6 +16,7 @@
 //!   (without `force`) an existing file.
 //! * [`writer`]: the deterministic packer.
 //! * [`rekey`]: key rotation of encrypted containers.
+//! * [`time`]: times as people type them (`12.5s`, `1500ms`, `00:01:30.5`).
 //! * [`cli`]: the `h4fs` command.
 
 pub mod cache;
@@ -32,6 +33,7 @@ pub mod output;
 pub mod reader;
 pub mod rekey;
 pub mod source;
+pub mod time;
 pub mod verify;
 pub mod writer;
 
