@@ -246,36 +246,45 @@ impl Track {
             let e = self.blocks.get(n)?;
             return (e.data_offset - lc::BLOCK_PREFIX_LEN as u64 == p.offset).then_some(n);
         }
-        // Blocks with this pts; prefer a keyframe at exactly this stream offset.
-        let first = self.blocks.partition_point(|e| e.pts_us < p.pts_us);
+        // Blocks are in (pts, stream offset) order: find the first block at this pts and
+        // offset by binary search, then prefer a keyframe among the empty blocks that
+        // share both. (However many blocks share one pts.)
+        let first = self
+            .blocks
+            .partition_point(|e| (e.pts_us, e.stream_offset) < (p.pts_us, p.offset));
         let mut fallback = None;
         let mut n = first;
         while let Some(e) = self.blocks.get(n) {
-            if e.pts_us != p.pts_us {
+            if e.pts_us != p.pts_us || e.stream_offset != p.offset {
                 break;
             }
-            if e.stream_offset == p.offset {
-                if e.keyframe {
-                    return Some(n);
-                }
-                fallback.get_or_insert(n);
+            if e.keyframe {
+                return Some(n);
             }
+            fallback.get_or_insert(n);
             n += 1;
-            if n - first > 64 {
-                break;
-            }
         }
         fallback
     }
 
-    /// The seek point at or before `pts` and the keyframe block it names.
+    /// The seek point for `pts` and the keyframe block it names: the last SEEK entry at
+    /// or before `pts` (the first of the entries sharing that time, so that every block
+    /// at that time follows it), or the first entry when `pts` is before it (a time
+    /// before the first keyframe starts at the first keyframe). `None` only when no
+    /// entry names a block.
     pub fn keyframe_at_or_before(&self, pts: u64) -> Option<(SeekPoint, u64)> {
-        let i = self
-            .seek
-            .partition_point(|s| s.pts_us <= pts)
-            .checked_sub(1)?;
-        let p = self.seek[i];
-        Some((p, self.resolve_seek(&p)?))
+        let i = match self.seek.partition_point(|s| s.pts_us <= pts) {
+            0 => 0,
+            k => {
+                let t = self.seek[k - 1].pts_us;
+                self.seek.partition_point(|s| s.pts_us < t)
+            }
+        };
+        let at = self.seek.get(i)?.pts_us;
+        self.seek[i..]
+            .iter()
+            .take_while(|s| s.pts_us == at)
+            .find_map(|p| Some((*p, self.resolve_seek(p)?)))
     }
 
     /// The block containing `pts`: the last block whose pts is at or before it.
@@ -283,19 +292,19 @@ impl Track {
         self.blocks.find_pts(pts)
     }
 
-    /// The blocks to decode to present time `pts`: the keyframe at or before it, then the
-    /// following blocks up to the one containing `pts`, stopping at the next keyframe.
+    /// The blocks to decode to present time `pts`, in file order: from the keyframe of
+    /// [`Track::keyframe_at_or_before`] through the block containing `pts` (just the
+    /// keyframe when `pts` is before it).
     pub fn decode_chain(&self, pts: u64) -> Option<Vec<u64>> {
-        let last = self.block_at(pts)?;
-        let mut start = last;
-        loop {
-            let e = self.blocks.get(start)?;
-            if e.keyframe {
-                break;
-            }
-            start = start.checked_sub(1)?;
-        }
-        Some((start..=last).collect())
+        let (_, key) = self.keyframe_at_or_before(pts)?;
+        let last = self.block_at(pts).filter(|&l| l > key).unwrap_or(key);
+        Some((key..=last).collect())
+    }
+
+    /// The pts of the track's last block.
+    pub fn last_pts(&self) -> Option<u64> {
+        let n = self.blocks.len().checked_sub(1)?;
+        Some(self.blocks.get(n)?.pts_us)
     }
 
     pub fn stream_len(&self) -> u64 {
@@ -1205,6 +1214,50 @@ impl Archive {
 
     pub fn source(&self) -> &dyn ReadAt {
         &*self.src
+    }
+
+    /// Where the media's own clock starts, in microseconds (META `start_time_us`, written
+    /// by `h4fs pack --index` from the CSV's `# start_time_us=` line; 0 when absent).
+    /// Block pts are relative to it: pts 0 is the start of the media as players count it.
+    pub fn start_time_us(&self) -> i64 {
+        self.meta_value("start_time_us")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+    }
+
+    fn meta_value(&self, key: &str) -> Option<&Value> {
+        self.meta.as_ref()?.value.get(key)
+    }
+
+    /// The end of track `track`'s media in microseconds, as far as the container tells:
+    /// the later of its last block's pts and (single-track containers) the first block's
+    /// pts plus META `duration_us`, or else the last pts plus one frame of META
+    /// `fps_hint`.
+    pub fn end_us(&self, track: usize) -> u64 {
+        let Some(t) = self.tracks.get(track) else {
+            return 0;
+        };
+        let last = t.last_pts().unwrap_or(0);
+        if self.tracks.len() != 1 {
+            return last;
+        }
+        let first = t.blocks.get(0).map_or(0, |e| e.pts_us);
+        if let Some(d) = self.meta_value("duration_us").and_then(Value::as_u64) {
+            return last.max(first.saturating_add(d));
+        }
+        match self.meta_value("fps_hint").and_then(Value::as_f64) {
+            Some(fps) if fps.is_finite() && fps > 0.0 => last.saturating_add((1e6 / fps) as u64),
+            _ => last,
+        }
+    }
+
+    /// Whether `pts` lies past the end of track `track`'s media: after its last block
+    /// and at or after [`Archive::end_us`].
+    pub fn is_past_end(&self, track: usize, pts: u64) -> bool {
+        let Some(t) = self.tracks.get(track) else {
+            return false;
+        };
+        pts > t.last_pts().unwrap_or(0) && pts >= self.end_us(track)
     }
 
     /// Total number of blocks over all tracks.

@@ -67,6 +67,7 @@ pub const RESERVED_META_KEYS: &[&str] = &[
     "source",
     "block_count",
     "duration_us",
+    "start_time_us",
     "h4fs",
     "block_size",
     "fps_hint",
@@ -469,6 +470,43 @@ pub fn parse_index_csv(text: &str, origin: &str) -> Result<Vec<IndexRow>> {
     Ok(rows)
 }
 
+/// The start time an index CSV records: a line `# start_time_us=N` (N a decimal
+/// integer, may be negative; spaces around `=` allowed) before its header line.
+/// `scripts/ffprobe-index.sh` writes it from the format's start time; block pts in the
+/// CSV count from it. Other `#` lines are comments. `None` when there is no such line.
+pub fn index_csv_start_time(text: &str, origin: &str) -> Result<Option<i64>> {
+    let mut found = None;
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if l.is_empty() {
+            continue;
+        }
+        let Some(comment) = l.strip_prefix('#') else {
+            break; // the header: properties come before it
+        };
+        let Some((key, value)) = comment.split_once('=') else {
+            continue;
+        };
+        if key.trim() != "start_time_us" {
+            continue;
+        }
+        let lineno = i + 1;
+        if found.is_some() {
+            return Err(Error::Invalid(format!(
+                "{origin}:{lineno}: a second start_time_us line"
+            )));
+        }
+        let v = value.trim();
+        let n = v.parse::<i64>().map_err(|_| {
+            Error::Invalid(format!(
+                "{origin}:{lineno}: start_time_us \"{v}\" is not an integer (microseconds)"
+            ))
+        })?;
+        found = Some(n);
+    }
+    Ok(found)
+}
+
 /// What to pack.
 #[derive(Debug, Clone)]
 pub enum Input {
@@ -504,6 +542,9 @@ pub struct PackOptions {
     pub created: Option<String>,
     /// Encrypt every block under this master key (AES-256-GCM, see [`crate::crypto`]).
     pub key: Option<MasterKey>,
+    /// Where the media's own clock starts (META `start_time_us`; block pts count from
+    /// it). From an index CSV's `# start_time_us=` line ([`index_csv_start_time`]).
+    pub start_time_us: Option<i64>,
 }
 
 impl Default for PackOptions {
@@ -516,6 +557,7 @@ impl Default for PackOptions {
             safe: default_safe(),
             created: None,
             key: None,
+            start_time_us: None,
         }
     }
 }
@@ -1180,6 +1222,9 @@ pub fn pack_to<W: Write + Send>(
         meta.insert("block_count".into(), json!(w.blocks()));
         let duration = input.duration_us(w.blocks(), w.first_pts, w.last_pts);
         meta.insert("duration_us".into(), json!(duration));
+        if let Some(start) = opts.start_time_us {
+            meta.insert("start_time_us".into(), json!(start));
+        }
         if let Some(c) = &opts.created {
             meta.insert("created".into(), json!(c));
         }

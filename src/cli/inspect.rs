@@ -220,6 +220,7 @@ pub fn describe(a: &Archive) -> Value {
         "layout_description": a.layout.describe(),
         "timestamp": a.timestamp,
         "blocks": a.block_count(),
+        "start_time_us": a.start_time_us(),
         "engine": a.engine.name(),
         "engine_known": matches!(a.engine, crate::engine::EngineChoice::Known(_)),
         "sizes_exact": a.sizes_exact,
@@ -260,6 +261,11 @@ fn print_human(
         None => writeln!(out, "encrypted no")?,
     }
     writeln!(out, "blocks    {}", a.block_count())?;
+    writeln!(
+        out,
+        "start     {} us (the media's clock at pts 0; pts count from the start of the media)",
+        a.start_time_us()
+    )?;
     for t in d["tracks"].as_array().into_iter().flatten() {
         writeln!(
             out,

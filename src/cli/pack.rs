@@ -43,7 +43,8 @@ pub struct Args {
     #[arg(long, value_parser = parse_size, conflicts_with = "index")]
     pub block_size: Option<u64>,
     /// Block index CSV: header `offset,size,pts_us,keyframe[,duration_us]`, rows tiling
-    /// the input.
+    /// the input; an optional `# start_time_us=N` line before the header records where
+    /// the media's clock starts (scripts/ffprobe-index.sh writes both).
     #[arg(long, value_name = "FILE.csv")]
     pub index: Option<PathBuf>,
     /// Frames (blocks) per second, for pts of fixed blocks and directory entries.
@@ -142,6 +143,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     if !args.input.exists() {
         bail!("input {} does not exist", args.input.display());
     }
+    let mut start_time_us = None;
     let input = if args.input.is_dir() {
         if args.block_size.is_some() || args.index.is_some() {
             bail!("a directory input takes one block per file: drop --block-size/--index");
@@ -156,6 +158,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         let text = std::fs::read_to_string(csv)
             .with_context(|| format!("cannot read index {}", csv.display()))?;
         let rows = writer::parse_index_csv(&text, &csv.display().to_string())?;
+        start_time_us = writer::index_csv_start_time(&text, &csv.display().to_string())?;
         Input::Indexed {
             path: args.input.clone(),
             rows,
@@ -197,6 +200,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         meta_extra: extra_meta(&args)?,
         created: args.created.clone(),
         key,
+        start_time_us,
         ..PackOptions::default()
     };
     let total = input.total_len()?;
