@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
   h4fs cat movie.h4mk --block 12 > block12.bin
-  h4fs cat movie.h4mk --pts 5000000 --chain | ffprobe -
+  h4fs cat movie.h4mk --pts 12.5s > keyframe.bin
+  h4fs cat clip-ts.h4mk --pts 5s --chain | ffprobe -   (MPEG-TS: blocks are whole packets)
   h4fs cat movie.h4mk --range 0-1048575 | sha256sum
   h4fs cat --raw --block 0 unknown-engine.h4mk | xxd")]
 pub struct CatArgs {
@@ -26,12 +27,17 @@ pub struct CatArgs {
     /// Block number (within the track).
     #[arg(long, group = "what")]
     pub block: Option<u64>,
-    /// The keyframe block at or before this time (microseconds), as by-pts/ does.
-    #[arg(long, group = "what", value_name = "US")]
+    /// The keyframe block at or before this time, as by-pts/ does: microseconds, or
+    /// 12s, 12.5s, 1500ms, 00:01:30.5 (from the start of the media; before the first
+    /// keyframe gives the first keyframe).
+    #[arg(long, group = "what", value_name = "TIME", value_parser = crate::time::parse_time_arg, allow_hyphen_values = true)]
     pub pts: Option<u64>,
     /// With --pts: the whole decode chain, from that keyframe to the block containing PTS.
     #[arg(long, requires = "pts")]
     pub chain: bool,
+    /// With --pts: a time past the end of the media is an error, not a warning.
+    #[arg(long, requires = "pts")]
+    pub strict: bool,
     /// Stream bytes A through B inclusive ("A-B"), or from A to the end ("A-").
     #[arg(long, group = "what", value_name = "A-B")]
     pub range: Option<String>,
@@ -119,8 +125,9 @@ pub fn run_cat(args: CatArgs) -> anyhow::Result<u8> {
             out.write_all(a.read_block_entry(&e)?.bytes())?;
         }
     } else if let Some(pts) = args.pts {
+        super::seek::check_end(&a, ti, pts, args.strict)?;
         let Some((_, key)) = t.keyframe_at_or_before(pts) else {
-            bail!("no keyframe at or before {pts} us");
+            bail!("no keyframe for {pts} us: the seek table names no block");
         };
         let last = if args.chain {
             t.decode_chain(pts)

@@ -949,7 +949,12 @@ impl Fs {
                 Node::Block(c, t, n)
             }
             Node::ByPtsDir(c, t) => {
-                let pts = parse_decimal(name).ok_or(FsError::NotFound)?;
+                // Any time people type (12s, 1500ms, 00:01:30.5, microseconds) up to the
+                // end of the media; before the first keyframe means the first keyframe.
+                let pts = crate::time::parse_time(name).map_err(|_| FsError::NotFound)?;
+                if self.containers[c].src.archive.is_past_end(t, pts) {
+                    return Err(FsError::NotFound);
+                }
                 let (_, n) = self
                     .track(c, t)
                     .keyframe_at_or_before(pts)

@@ -185,24 +185,76 @@ fn stream_and_blocks_read_back_exactly() {
 fn by_pts_resolves_lazily_to_the_keyframe_at_or_before() {
     let data = blocks(&[10; 7]);
     let fs = fs_of(pack(&data, 3, 5000, Engine::Identity, Map::new()));
-    // Keyframes: blocks 0, 3, 6 at pts 5000, 8000, 11000.
+    // Keyframes: blocks 0, 3, 6 at pts 5000, 8000, 11000 (the end: META has no
+    // duration). A time before the first keyframe gives the first keyframe.
     let by = path_ino(&fs, "by-pts").unwrap();
-    for (n, want) in [
-        (5000u64, 0u64),
-        (7999, 0),
-        (8000, 3),
-        (10_999, 3),
-        (11_000, 6),
-        (99_999_999, 6),
+    for (name, want) in [
+        ("0", 0u64),
+        ("4999", 0),
+        ("5000", 0),
+        ("7999", 0),
+        ("8000", 3),
+        ("8ms", 3),
+        ("0.010999s", 3),
+        ("11000", 6),
+        ("0:00.011", 6),
     ] {
-        let a = fs.lookup(by, &n.to_string()).unwrap();
+        let a = fs.lookup(by, name).unwrap();
         assert_eq!(a.kind, Kind::Symlink);
-        assert_eq!(fs.readlink(a.ino).unwrap(), format!("../blocks/{want:06}"));
+        assert_eq!(
+            fs.readlink(a.ino).unwrap(),
+            format!("../blocks/{want:06}"),
+            "{name}"
+        );
     }
-    assert!(matches!(fs.lookup(by, "4999"), Err(FsError::NotFound)));
-    assert!(matches!(fs.lookup(by, "-1"), Err(FsError::NotFound)));
-    assert!(matches!(fs.lookup(by, "1e3"), Err(FsError::NotFound)));
+    for name in ["11001", "99999999", "-1", "1e3", "1.5", "x"] {
+        assert!(
+            matches!(fs.lookup(by, name), Err(FsError::NotFound)),
+            "{name}"
+        );
+    }
     assert!(matches!(fs.readlink(1), Err(FsError::NotSymlink)));
+}
+
+#[test]
+fn by_pts_finds_a_time_shared_by_a_thousand_blocks_without_a_listing() {
+    // Raw H.264 indexes with every pts 0: 1000 blocks at one time, a keyframe every 10th.
+    let mut w = Writer::new(Vec::new(), Engine::Identity).unwrap();
+    for i in 0..1000u64 {
+        let pts_us = if i < 990 { 0 } else { 40_000 };
+        w.add_block(
+            &[i as u8],
+            BlockMeta {
+                pts_us,
+                keyframe: i % 10 == 0,
+            },
+        )
+        .unwrap();
+    }
+    let (bytes, _) = w
+        .finish(Map::new(), &crate::writer::default_safe())
+        .unwrap();
+    let fs = fs_of(bytes);
+    let by = path_ino(&fs, "by-pts").unwrap();
+    // A fresh tree: look-ups before any listing.
+    let a = fs.lookup(by, "0").unwrap();
+    assert_eq!(fs.readlink(a.ino).unwrap(), "../blocks/000000");
+    let a = fs.lookup(by, "40000").unwrap();
+    assert_eq!(fs.readlink(a.ino).unwrap(), "../blocks/000990");
+    assert_eq!(list(&fs, "by-pts"), [".", "..", "0", "40000"]);
+    let a = fs.lookup(by, "0").unwrap();
+    assert_eq!(fs.readlink(a.ino).unwrap(), "../blocks/000000");
+    // Every SEEK entry names its block in seek.csv.
+    let seek = String::from_utf8(read_all(&fs, "seek.csv").unwrap()).unwrap();
+    let rows: Vec<&str> = seek.lines().skip(1).collect();
+    assert_eq!(rows.len(), 100);
+    for (k, row) in rows.iter().enumerate() {
+        assert_eq!(
+            row.split(',').nth(1),
+            Some((k * 10).to_string().as_str()),
+            "{row}"
+        );
+    }
 }
 
 #[test]
@@ -595,8 +647,10 @@ mod model {
             // by-pts: every keyframe's pts names itself, a time just before the next
             // keyframe names the previous one.
             let by = path_ino(&fs, "by-pts").unwrap();
+            let last = (sizes.len() as u64 - 1) * 1000;
             for k in (0..sizes.len()).step_by(gop) {
-                let l = fs.lookup(by, &(k as u64 * 1000 + 999).to_string()).unwrap();
+                let t = (k as u64 * 1000 + 999).min(last);
+                let l = fs.lookup(by, &t.to_string()).unwrap();
                 prop_assert_eq!(fs.readlink(l.ino).unwrap(), format!("../blocks/{k:06}"));
             }
         }

@@ -66,3 +66,38 @@ pub fn limited(kib: u64) -> Command {
         .env("MALLOC_ARENA_MAX", "2");
     cmd
 }
+
+/// A container mounted with `h4fs mount` in a fresh temporary directory; unmounted on
+/// drop (also when the test fails), so no mount outlives its test.
+pub struct TestMount {
+    dir: std::path::PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl TestMount {
+    /// Mount `source` (the command returns once the mount is ready).
+    pub fn new(source: &Path) -> TestMount {
+        let tmp = tempfile::Builder::new()
+            .prefix("h4fs-mnt-")
+            .tempdir()
+            .unwrap();
+        let dir = tmp.path().join("m");
+        std::fs::create_dir(&dir).unwrap();
+        ok(Command::new(BIN).arg("mount").arg(source).arg(&dir));
+        TestMount { dir, _tmp: tmp }
+    }
+
+    /// A path inside the mount.
+    pub fn path(&self, rel: &str) -> std::path::PathBuf {
+        self.dir.join(rel)
+    }
+}
+
+impl Drop for TestMount {
+    fn drop(&mut self) {
+        let r = Command::new(BIN).arg("umount").arg(&self.dir).output();
+        if !matches!(&r, Ok(o) if o.status.success()) {
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
+    }
+}
