@@ -5,30 +5,45 @@
 # so a real MP4/MKV/TS file is cut at packet boundaries with real timestamps and real
 # keyframes.
 #
-# Output: a header line `offset,size,pts_us,keyframe,duration_us`, then one row per block,
-# in file order. The rows tile the whole file: the first starts at byte 0, each starts
-# where the previous ended, the last ends at EOF.
+# Output (the contract `h4fs pack --index` reads, docs/FORMAT.md section 4.3):
+#   # start_time_us=S                      where the media's clock starts (see pts_us)
+#   offset,size,pts_us,keyframe,duration_us
+#   one row per block, in file order
+# The rows tile the whole file: the first starts at byte 0, each starts where the
+# previous ended, the last ends at EOF.
 #
 # How the blocks are chosen:
+#   * Input: refused unless ffprobe sees audio or video in it (text files, which ffprobe
+#     reads as ANSI art, and single still images are refused).
 #   * Stream: the first video stream that is not an attached picture (cover art); if the
 #     file has none, the first audio stream. Packets of other streams stay inside the
 #     block of the preceding packet of the chosen stream.
 #   * Cut points: the byte position (`pos`) of every packet of that stream, sorted by
 #     position. Packets without a position are skipped; packets sharing a position form
-#     one block (keyframe if any of them is one, earliest timestamp).
+#     one block (keyframe if any of them is one, earliest timestamp). What a block holds
+#     is what lies between two positions: in MP4 and MPEG-TS, a packet's position is
+#     where its bytes (MP4 sample, first TS packet of its PES) begin; in Matroska/WebM it
+#     is inside the packet's (Simple)Block element, past the element ID and size, and in
+#     AVI past the chunk's 8-byte header, so there a block ends with the next packet's
+#     element ID and size (and any cluster or other streams' data before it).
 #   * Block 0 starts at byte 0, so it holds the container header as well as the first
 #     packet. The packer requires block 0 to be a keyframe: when the first packets are not
 #     keyframes, they are merged into block 0 up to and including the first keyframe
-#     packet. If the stream has no keyframe at all, block 0 is marked as one anyway (it
-#     starts the file, so decoding from it is as good as it gets).
-#   * pts_us: the packet's DECODE timestamp (dts), because it is non-decreasing in file
-#     order where presentation timestamps are not (B-frames). It is converted to
-#     microseconds with the stream's time base (exact integer arithmetic, rounded down),
-#     clamped at 0 (MP4 edit lists give negative dts to the first packets). A packet with
-#     no dts takes the previous block's value (0 at the start), and a dts that goes back
-#     in time is raised to the previous block's value, so pts never decreases.
-#   * keyframe: the packet's K flag. duration_us: the packet duration in the same time
-#     base, empty when ffprobe does not know it.
+#     packet, whose time block 0 takes. If the stream has no keyframe at all, block 0 is
+#     marked as one anyway (it starts the file, so decoding from it is as good as it gets).
+#   * start_time_us: the format's start time (ffprobe `format=start_time`, what players
+#     and `ffmpeg -ss` count from), in microseconds, may be negative; 0 when unknown.
+#   * pts_us: PRESENTATION times in microseconds from that start (the packet's pts, or its
+#     dts when it has no pts; converted with the stream's time base by exact integer
+#     arithmetic, rounded down; the start subtracted; clamped at 0). A keyframe block
+#     records its own packet's time. Any other block records the earliest time of itself
+#     and every later packet (B-frames present before packets stored ahead of them), so
+#     the last block whose pts_us is at or before T is the last one to decode to show T.
+#     Either way a value below the previous block's is raised to it, so pts_us never
+#     decreases; blocks with no time at all take the previous block's (0 at the start).
+#   * keyframe: the packet's K flag. duration_us: how long after pts_us the block's
+#     packets finish presenting (pts + duration - pts_us; the packet duration when the
+#     stream has no B-frames), empty when ffprobe does not know the duration.
 #
 # Needs: bash, ffprobe (from ffmpeg), awk, sort, stat.
 # Exit status: 0 on success; 1 when the file cannot be read as media or has no usable
@@ -64,7 +79,7 @@ trap 'rm -rf "$tmp"' EXIT
 # Pick the stream: first non-picture video stream, else first audio stream.
 stream=""
 for spec in V:0 a:0; do
-  if ! ffprobe -v error -select_streams "$spec" -show_entries stream=index,time_base \
+  if ! ffprobe -v error -select_streams "$spec" -show_entries stream=index,time_base,codec_name \
     -of compact=p=0 -- "$media" >"$tmp/stream" 2>"$tmp/err"; then
     msg=$(head -c 400 "$tmp/err" | tr '\n' ' ')
     die 1 "$media: ffprobe cannot read it as media: ${msg:-unknown error}"
@@ -78,6 +93,7 @@ done
 
 index=$(printf '%s\n' "$stream" | tr '|' '\n' | sed -n 's/^index=//p')
 time_base=$(printf '%s\n' "$stream" | tr '|' '\n' | sed -n 's/^time_base=//p')
+codec=$(printf '%s\n' "$stream" | tr '|' '\n' | sed -n 's/^codec_name=//p')
 case "$time_base" in
   [0-9]*/[0-9]*) ;;
   *) die 1 "$media: stream $index has no usable time base (\"$time_base\")" ;;
@@ -88,8 +104,33 @@ if [ "$tb_num" -le 0 ] || [ "$tb_den" -le 0 ]; then
   die 1 "$media: stream $index has time base $time_base"
 fi
 
-# One line per packet with a byte position: pos dts duration key.
-if ! ffprobe -v error -select_streams "$index" -show_entries packet=pos,dts,duration,flags \
+# The container format and its start time (where players' time 0 is).
+if ! ffprobe -v error -show_entries format=format_name,start_time -of compact=p=0 -- "$media" \
+  >"$tmp/format" 2>"$tmp/err"; then
+  msg=$(head -c 400 "$tmp/err" | tr '\n' ' ')
+  die 1 "$media: ffprobe cannot read it as media: ${msg:-unknown error}"
+fi
+format=$(tr '|' '\n' <"$tmp/format" | sed -n 's/^format_name=//p' | head -n 1)
+start_time=$(tr '|' '\n' <"$tmp/format" | sed -n 's/^start_time=//p' | head -n 1)
+
+# ffprobe opens nearly anything: text as ANSI art (tty), a single picture as a one-frame
+# video (image2, *_pipe). Those are not audio or video.
+case "$format,$codec" in
+  tty,* | *,ansi) die 1 "$media: not audio or video (ffprobe reads it as text, format \"$format\")" ;;
+  image2,* | *_pipe,*) die 1 "$media: not audio or video (a still image, format \"$format\")" ;;
+esac
+
+# start_time is decimal seconds with 6 digits (exact microseconds), or N/A.
+start_us=0
+if [[ "$start_time" =~ ^(-?)([0-9]+)\.([0-9]{6})$ ]]; then
+  start_us=$((10#${BASH_REMATCH[2]} * 1000000 + 10#${BASH_REMATCH[3]}))
+  [ -n "${BASH_REMATCH[1]}" ] && start_us=$((-start_us))
+elif [[ "$start_time" =~ ^-?[0-9]+$ ]]; then
+  start_us=$((start_time * 1000000))
+fi
+
+# One line per packet with a byte position: pos pts dts duration key.
+if ! ffprobe -v error -select_streams "$index" -show_entries packet=pos,pts,dts,duration,flags \
   -of compact=p=0 -- "$media" >"$tmp/packets" 2>"$tmp/err"; then
   msg=$(head -c 400 "$tmp/err" | tr '\n' ' ')
   die 1 "$media: ffprobe failed to list packets: ${msg:-unknown error}"
@@ -97,27 +138,29 @@ fi
 
 awk -F'|' -v size="$size" '
   {
-    pos = "N/A"; dts = "N/A"; dur = "N/A"; key = 0
+    pos = "N/A"; pts = "N/A"; dts = "N/A"; dur = "N/A"; key = 0
     for (i = 1; i <= NF; i++) {
       eq = index($i, "=")
       k = substr($i, 1, eq - 1); v = substr($i, eq + 1)
       if (k == "pos") pos = v
+      else if (k == "pts") pts = v
       else if (k == "dts") dts = v
       else if (k == "duration") dur = v
       else if (k == "flags") key = (index(v, "K") > 0)
     }
     if (pos !~ /^[0-9]+$/ || pos + 0 >= size + 0) next
-    if (dts !~ /^-?[0-9]+$/) dts = "N/A"
+    # Presentation time; the decode time only when a packet has no pts.
+    t = (pts ~ /^-?[0-9]+$/) ? pts : ((dts ~ /^-?[0-9]+$/) ? dts : "N/A")
     if (dur !~ /^[0-9]+$/) dur = "N/A"
     # Packet order (NR) breaks ties so equal positions keep their decode order.
-    printf "%s %d %s %s %d\n", pos, NR, dts, dur, key
+    printf "%s %d %s %s %d\n", pos, NR, t, dur, key
   }' "$tmp/packets" | sort -k1,1n -k2,2n >"$tmp/sorted"
 
 [ -s "$tmp/sorted" ] || die 1 "$media: stream $index has no packets with byte positions"
 
-awk -v size="$size" -v num="$tb_num" -v den="$tb_den" '
-  # floor(t * num * 1e6 / den) for t >= 0, in exact integer steps while t * num and the
-  # result stay below 2^53: whole time-base units first, then the remainder.
+awk -v size="$size" -v num="$tb_num" -v den="$tb_den" -v start_us="$start_us" '
+  # floor(t * num * 1e6 / den) for any integer t, in exact integer steps while |t * num|
+  # and the result stay below 2^53: whole time-base units first, then the remainder.
   function to_us(t,    a, q, r, f, g) {
     a = t * num
     q = int(a / den)
@@ -130,45 +173,51 @@ awk -v size="$size" -v num="$tb_num" -v den="$tb_den" '
     else if (g >= den) f += 1
     return q * 1000000 + f
   }
+  # Microseconds from the start of the media, never below 0.
+  function rel(t,    u) {
+    u = to_us(t) - start_us
+    return (u < 0) ? 0 : u
+  }
   {
-    pos = $1 + 0; dts = $3; dur = $4; key = $5 + 0
+    pos = $1 + 0; t = $3; dur = $4; key = $5 + 0
+    us = (t == "N/A") ? "N/A" : rel(t + 0)
+    end = (us == "N/A" || dur == "N/A") ? "N/A" : rel(t + dur)
     if (n > 0 && pos == p_pos[n]) {
       # Same position as the previous packet: one block.
       if (key) p_key[n] = 1
-      if (dts != "N/A" && (p_dts[n] == "N/A" || dts + 0 < p_dts[n] + 0)) p_dts[n] = dts
-      if (p_dur[n] == "N/A") p_dur[n] = dur
+      if (us != "N/A" && (p_us[n] == "N/A" || us < p_us[n])) p_us[n] = us
+      if (end != "N/A" && (p_end[n] == "N/A" || end > p_end[n])) p_end[n] = end
       next
     }
     n++
-    p_pos[n] = pos; p_dts[n] = dts; p_dur[n] = dur; p_key[n] = key
+    p_pos[n] = pos; p_us[n] = us; p_end[n] = end; p_key[n] = key
     if (key && first_key == 0) first_key = n
   }
   END {
     # Blocks start at packet positions; block 0 starts at byte 0 and, when the stream
-    # does not start with a keyframe, extends through the first keyframe packet.
+    # does not start with a keyframe, extends through the first keyframe packet (whose
+    # time it takes: the packets before it cannot be shown).
     start = (first_key > 0) ? first_key : 1
+    # Earliest presentation time of this block and every later one (B-frames present
+    # before packets that precede them in the file).
+    later = "N/A"
+    for (i = n; i >= start; i--) {
+      if (p_us[i] != "N/A" && (later == "N/A" || p_us[i] < later)) later = p_us[i]
+      s_us[i] = later
+    }
+    printf "# start_time_us=%.0f\n", start_us
     print "offset,size,pts_us,keyframe,duration_us"
     prev_us = 0
     for (i = start; i <= n; i++) {
       off = (i == start) ? 0 : p_pos[i]
-      end = (i < n) ? p_pos[i + 1] : size
-      if (i == start) {
-        # Earliest timestamp of the packets merged into block 0.
-        t = "N/A"
-        for (j = 1; j <= start; j++)
-          if (p_dts[j] != "N/A" && (t == "N/A" || p_dts[j] + 0 < t + 0)) t = p_dts[j]
-        k = 1
-      } else {
-        t = p_dts[i]
-        k = p_key[i]
-      }
+      stop = (i < n) ? p_pos[i + 1] : size
+      k = (i == start) ? 1 : p_key[i]
+      w = (k && p_us[i] != "N/A") ? p_us[i] : s_us[i]
       us = prev_us
-      if (t != "N/A") {
-        us = (t + 0 < 0) ? 0 : to_us(t + 0)
-        if (us < prev_us) us = prev_us
-      }
+      if (w != "N/A" && w > prev_us) us = w
       prev_us = us
-      d = (p_dur[i] == "N/A") ? "" : sprintf("%.0f", to_us(p_dur[i] + 0))
-      printf "%.0f,%.0f,%.0f,%d,%s\n", off, end - off, us, k, d
+      d = ""
+      if (p_end[i] != "N/A") d = sprintf("%.0f", (p_end[i] > us) ? p_end[i] - us : 0)
+      printf "%.0f,%.0f,%.0f,%d,%s\n", off, stop - off, us, k, d
     }
   }' "$tmp/sorted"
