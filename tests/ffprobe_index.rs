@@ -632,3 +632,75 @@ fn timestamps_convert_exactly_with_the_stream_time_base() {
     }
     assert_eq!(rows.len(), pts.len());
 }
+
+/// The README's line containing `needle`, without its trailing comment.
+fn readme_line(needle: &str) -> String {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let line = readme
+        .lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("the README has no line with {needle:?}"));
+    line.split(" # ").next().unwrap().trim().to_string()
+}
+
+/// Run a shell command line in `dir` with the h4fs under test first on PATH.
+fn shell(dir: &Path, line: &str) -> std::process::Output {
+    let bin = Path::new(env!("CARGO_BIN_EXE_h4fs")).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    run(Command::new("sh")
+        .arg("-c")
+        .arg(line)
+        .current_dir(dir)
+        .env("PATH", path)
+        .stdin(std::process::Stdio::null()))
+}
+
+#[test]
+fn readme_examples_of_decoding_from_a_time_work() {
+    let dir = tempfile::tempdir().unwrap();
+    // MPEG-TS: the decode chain from a time is itself a stream ffprobe reads.
+    let ts = ffmpeg(
+        dir.path(),
+        "-f lavfi -i testsrc2=duration=5:size=160x120:rate=25 -f lavfi -i sine=duration=5 -c:v libx264 -g 25 -bf 2 -pix_fmt yuv420p -c:a aac -shortest -f mpegts",
+        "clip.ts",
+    );
+    pack_and_roundtrip(&ts);
+    let line = readme_line("--chain | ffprobe -");
+    assert!(line.starts_with("h4fs cat clip.h4mk --pts"), "{line}");
+    let out = shell(dir.path(), &line);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{line}: {err}");
+    assert!(err.contains("Video: h264"), "{line}: {err}");
+
+    // Any format: ffmpeg seeks in the mount's stream.
+    for name in ["clip.mp4", "clip.mkv"] {
+        let sub = dir.path().join(name.replace('.', "-"));
+        std::fs::create_dir(&sub).unwrap();
+        let media = ffmpeg(
+            &sub,
+            "-f lavfi -i testsrc2=duration=5:size=160x120:rate=25 -c:v libx264 -g 25 -bf 2 -pix_fmt yuv420p",
+            name,
+        );
+        let a = pack_and_roundtrip(&media);
+        drop(a);
+        let m = common::TestMount::new(&media.with_extension("h4mk"));
+        let line = readme_line("ffmpeg -ss 2 -i /mnt/clip/stream");
+        let line = line.replace(
+            "/mnt/clip",
+            m.path("").to_str().unwrap().trim_end_matches('/'),
+        );
+        let out = shell(&sub, &line);
+        assert!(
+            out.status.success(),
+            "{line}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let png = std::fs::metadata(sub.join("frame.png")).unwrap();
+        assert!(png.len() > 100, "{name}: frame.png has {} bytes", png.len());
+    }
+}

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 #[command(after_help = "Examples:
   h4fs cat movie.h4mk --block 12 > block12.bin
   h4fs cat movie.h4mk --pts 12.5s > keyframe.bin
-  h4fs cat clip-ts.h4mk --pts 5s --chain | ffprobe -   (MPEG-TS: blocks are whole packets)
+  h4fs cat clip.h4mk --pts 5s --chain | ffprobe -   # MPEG-TS: a chain is a playable stream
   h4fs cat movie.h4mk --range 0-1048575 | sha256sum
   h4fs cat --raw --block 0 unknown-engine.h4mk | xxd")]
 pub struct CatArgs {

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 /// Find the keyframe block at or before a time (where decoding starts) and the block
 /// containing it (the last block whose pts is at or before it), by binary search.
 ///
-/// Times count from the start of the media as players do (pts 0 is the first frame a
-/// player shows, whatever the stream's own clock says; see `start_time_us` in META).
+/// Times count from the start of the media as players do (time 0 is where `ffmpeg -ss 0`
+/// starts, whatever the stream's own clock says; see `start_time_us` in META).
 /// A time before the first keyframe answers with the first keyframe. A time past the end
 /// of the media answers with the last keyframe and a warning, or fails with --strict.
 ///
