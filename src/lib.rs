@@ -3,7 +3,7 @@
 //! Layers, each importing only from those before it:
 //!
 //! ```text
-//! format, output -> integrity, engine, crypto -> source, reader, writer, rekey -> cache -> fs -> fuse -> cli
+//! format, output, time -> integrity, engine, crypto -> source, reader, writer, rekey -> cache -> fs -> fuse -> cli
 //! ```
 //!
 //! * [`mod@format`]: bytes <-> structs for the three layouts; no I/O.
