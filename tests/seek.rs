@@ -222,7 +222,9 @@ fn media_starting_off_zero_count_from_their_start() {
 
     // Without a start time (older containers): start 0, and a time before the first
     // keyframe still gives the first keyframe.
-    let (c, _) = pack(dir.path(), &rows, None);
+    let older = dir.path().join("older");
+    std::fs::create_dir(&older).unwrap();
+    let (c, _) = pack(&older, &rows, None);
     let doc = seek_json(&c, "0");
     assert_eq!(
         (
