@@ -73,6 +73,7 @@ pub const RESERVED_META_KEYS: &[&str] = &[
     "fps_hint",
     "gop",
     "masked",
+    "names",
 ];
 
 /// Timing of one block.
@@ -543,7 +544,8 @@ pub struct PackOptions {
     /// Encrypt every block under this master key (AES-256-GCM, see [`crate::crypto`]).
     pub key: Option<MasterKey>,
     /// Where the media's own clock starts (META `start_time_us`; block pts count from
-    /// it). From an index CSV's `# start_time_us=` line ([`index_csv_start_time`]).
+    /// it). From an index CSV's `# start_time_us=` line ([`index_csv_start_time`]),
+    /// or from ffprobe for `pack --media`.
     pub start_time_us: Option<i64>,
 }
 

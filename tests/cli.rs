@@ -678,3 +678,277 @@ fn error_messages_say_each_cause_once() {
         );
     }
 }
+
+/// `pack --help` keeps its list of input forms one per line; every container argument is
+/// described; the top-level examples include mounting.
+#[test]
+fn help_texts_list_forms_describe_file_and_show_mount() {
+    let pack = String::from_utf8(ok(&["pack", "--help"]).stdout).unwrap();
+    for form in [
+        "\n  * FILE --media:",
+        "\n  * FILE --index CSV:",
+        "\n  * FILE --block-size SIZE:",
+        "\n  * DIRECTORY:",
+    ] {
+        assert!(
+            pack.contains(form),
+            "pack --help lacks line {form:?}:\n{pack}"
+        );
+    }
+    for cmd in ["inspect", "verify", "cat", "extract"] {
+        let help = String::from_utf8(ok(&[cmd, "--help"]).stdout).unwrap();
+        // `--help` puts an argument's description on the line after its name.
+        let line: String = help
+            .lines()
+            .skip_while(|l| !l.starts_with("Arguments:"))
+            .skip(1)
+            .take(2)
+            .collect();
+        assert!(
+            line.contains("<FILE>") && line.contains("The container"),
+            "{cmd} --help does not describe FILE: {line:?}"
+        );
+    }
+    let top = String::from_utf8(ok(&["--help"]).stdout).unwrap();
+    assert!(
+        top.contains("\n  h4fs mount movie.h4mk /mnt/movie"),
+        "{top}"
+    );
+    assert!(top.contains("\n  h4fs umount /mnt/movie"), "{top}");
+}
+
+#[test]
+fn pack_json_says_what_was_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("in.bin");
+    std::fs::write(&src, noise(10_000, 4)).unwrap();
+    let out = dir.path().join("in.h4mk");
+    let o = ok(&[
+        "pack",
+        arg(&src),
+        "--block-size",
+        "3000",
+        "--gop",
+        "2",
+        "-o",
+        arg(&out),
+        "--json",
+    ]);
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: Value = serde_json::from_slice(&o.stdout).expect("pack --json prints JSON");
+    assert_eq!(v["output"], arg(&out));
+    assert_eq!(v["file_size"], std::fs::metadata(&out).unwrap().len());
+    assert_eq!(v["stream_size"], 10_000);
+    assert_eq!(v["blocks"], 4);
+    assert_eq!(v["keyframes"], 2);
+    assert_eq!(v["engine"], "identity");
+    assert_eq!(v["encrypted"], false);
+    let doc = inspect_json(&out);
+    let root = v["root"].as_str().unwrap();
+    assert_eq!(root.len(), 64);
+    assert!(
+        doc.to_string().contains(root),
+        "inspect does not show root {root}"
+    );
+}
+
+#[test]
+fn verify_json_per_check_and_per_failing_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("in.bin");
+    std::fs::write(&src, noise(8_000, 5)).unwrap();
+    let out = dir.path().join("in.h4mk");
+    ok(&["pack", arg(&src), "--block-size", "1000", "-o", arg(&out)]);
+    let o = ok(&["verify", "--json", "--full", "-q", arg(&out)]);
+    let v: Value = serde_json::from_slice(&o.stdout).expect("verify --json prints JSON");
+    assert_eq!(v["ok"], true);
+    let checks: Vec<&str> = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["check"].as_str().unwrap())
+        .collect();
+    assert_eq!(checks, ["structure", "blocks", "veri"]);
+    assert_eq!(v["checks"][1]["checked"], 8);
+    assert_eq!(v["failures"].as_array().unwrap().len(), 0);
+    // Damage blocks 2 and 5 (the payload of block n starts 12 bytes into its chunk).
+    let mut bytes = std::fs::read(&out).unwrap();
+    let a = h4fs::Archive::open(&out).unwrap();
+    let offs: Vec<u64> = [2, 5]
+        .iter()
+        .map(|&n| a.tracks[0].blocks.get(n).unwrap().data_offset)
+        .collect();
+    drop(a);
+    for o in &offs {
+        bytes[*o as usize + 10] ^= 0x40;
+    }
+    std::fs::write(&out, &bytes).unwrap();
+    let o = h4fs(&["verify", "--json", "-q", arg(&out)]);
+    assert_eq!(o.status.code(), Some(1), "exit code as without --json");
+    let v: Value = serde_json::from_slice(&o.stdout).expect("verify --json prints JSON");
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["checks"][1]["ok"], false);
+    assert_eq!(v["checks"][1]["failed"], 2);
+    let f = v["failures"].as_array().unwrap();
+    assert_eq!(f.len(), 2);
+    assert_eq!(f[0]["block"], 2);
+    assert_eq!(f[1]["block"], 5);
+    assert_eq!(f[0]["kind"], "sha256");
+    assert!(f[0]["offset"].as_u64().unwrap() < offs[0]);
+    assert!(f[1]["message"].as_str().unwrap().contains("block 5"));
+    // A damaged structure is a failing "structure" check, still exit 1.
+    let meta_at = bytes
+        .windows(9)
+        .position(|w| w == b"\"project\"")
+        .expect("META in the file");
+    bytes[meta_at + 2] ^= 1;
+    std::fs::write(&out, &bytes).unwrap();
+    let o = h4fs(&["verify", "--json", "-q", arg(&out)]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("verify --json prints JSON");
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["checks"][0]["check"], "structure");
+    assert_eq!(v["checks"][0]["ok"], false);
+    assert_eq!(v["failures"].as_array().unwrap().len(), 1);
+}
+
+/// Run ffmpeg with whitespace-separated `args`, writing `dir/name`.
+fn ffmpeg(dir: &Path, args: &str, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    common::ok(
+        Command::new("ffmpeg")
+            .args(["-v", "error", "-nostdin", "-y"])
+            .args(args.split_whitespace())
+            .arg(&path),
+    );
+    path
+}
+
+/// Presentation times (µs, relative to the format start) of the keyframes of the first
+/// video stream, as ffprobe lists them.
+fn keyframe_pts_us(media: &Path) -> Vec<u64> {
+    let o = common::ok(
+        Command::new("ffprobe")
+            .args(["-v", "error", "-select_streams", "V:0", "-of", "json"])
+            .args([
+                "-show_entries",
+                "packet=pts,flags:stream=time_base:format=start_time",
+            ])
+            .arg(media),
+    );
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let tb = v["streams"][0]["time_base"].as_str().unwrap();
+    let (num, den) = tb.split_once('/').unwrap();
+    let (num, den): (i128, i128) = (num.parse().unwrap(), den.parse().unwrap());
+    let start: f64 = v["format"]["start_time"].as_str().unwrap().parse().unwrap();
+    let start_us = (start * 1e6).round() as i128;
+    let mut out: Vec<u64> = v["packets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["flags"].as_str().unwrap().contains('K'))
+        .map(|p| {
+            let pts = p["pts"].as_i64().unwrap() as i128;
+            ((pts * num * 1_000_000).div_euclid(den) - start_us).max(0) as u64
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// `pack --media` on an H.264 MP4 with B-frames: keyframe blocks carry the keyframes'
+/// presentation times, so a seek lands on the keyframe a player starts from; the stream
+/// extracts byte for byte.
+#[test]
+fn pack_media_uses_presentation_times_of_b_frame_mp4() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = ffmpeg(
+        dir.path(),
+        "-f lavfi -i testsrc=duration=4:size=160x120:rate=25 -c:v libx264 -preset ultrafast \
+         -bf 3 -g 25 -pix_fmt yuv420p",
+        "bframes.mp4",
+    );
+    let out = dir.path().join("bframes.h4mk");
+    let o = ok(&["pack", arg(&clip), "--media", "-o", arg(&out), "--json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["media"]["codec_name"], "h264");
+    let a = h4fs::Archive::open(&out).unwrap();
+    let blocks = &a.tracks[0].blocks;
+    let keys: Vec<u64> = (0..blocks.len())
+        .map(|n| blocks.get(n).unwrap())
+        .filter(|e| e.keyframe)
+        .map(|e| e.pts_us)
+        .collect();
+    let want = keyframe_pts_us(&clip);
+    assert_eq!(keys, want);
+    assert_eq!(want[..2], [0, 1_000_000]);
+    // The keyframe at or before 1.95 s presents at 1.0 s.
+    let s = seek_json(&out, 1_950_000, &[]);
+    assert_eq!(s["keyframe"]["pts_us"], 1_000_000);
+    let back = dir.path().join("back.mp4");
+    ok(&["extract", arg(&out), "-o", arg(&back)]);
+    assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&clip).unwrap());
+}
+
+/// MPEG-TS starts at 1.4 s: times count from there, the start is recorded in META, and
+/// time 0 is block 0.
+#[test]
+fn pack_media_counts_mpeg_ts_times_from_its_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = ffmpeg(
+        dir.path(),
+        "-f lavfi -i testsrc=duration=3:size=160x120:rate=25 -c:v libx264 -preset ultrafast \
+         -bf 2 -g 25 -pix_fmt yuv420p -f mpegts",
+        "clip.ts",
+    );
+    let out = dir.path().join("clip.h4mk");
+    ok(&["pack", arg(&clip), "--media", "-q", "-o", arg(&out)]);
+    let doc = inspect_json(&out);
+    let start = doc["meta"]["start_time_us"]
+        .as_i64()
+        .expect("start_time_us");
+    assert!(start >= 1_000_000, "start {start}");
+    let s = seek_json(&out, 0, &[]);
+    assert_eq!(s["keyframe"]["block"], 0);
+    let a = h4fs::Archive::open(&out).unwrap();
+    let keys: Vec<u64> = (0..a.tracks[0].blocks.len())
+        .map(|n| a.tracks[0].blocks.get(n).unwrap())
+        .filter(|e| e.keyframe)
+        .map(|e| e.pts_us)
+        .collect();
+    assert_eq!(keys, keyframe_pts_us(&clip));
+    assert_eq!(keys[0], 0);
+}
+
+/// Text is not media; without ffprobe `--media` says what to install. Neither leaves
+/// an output file.
+#[test]
+fn pack_media_refuses_text_and_needs_ffprobe() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, "# Notes\n\nNot a movie.\n".repeat(50)).unwrap();
+    let out = dir.path().join("out.h4mk");
+    let o = h4fs(&["pack", arg(&text), "--media", "-o", arg(&out)]);
+    assert_eq!(o.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("not audio or video"), "{err}");
+    assert!(!out.exists());
+    let clip = ffmpeg(
+        dir.path(),
+        "-f lavfi -i testsrc=duration=1:size=64x48:rate=5 -c:v mpeg4",
+        "c.mp4",
+    );
+    let o = Command::new(BIN)
+        .args(["pack", arg(&clip), "--media", "-o", arg(&out)])
+        .env("PATH", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("ffprobe, which is not installed"), "{err}");
+    assert!(!out.exists());
+}

@@ -19,6 +19,7 @@ use std::path::PathBuf;
   h4fs inspect --json movie.h4mk | jq .meta
   h4fs inspect --chunks reference.h4mk")]
 pub struct Args {
+    /// The container to inspect (.h4mk: h4fs or reference layout A/C).
     pub file: PathBuf,
     /// Machine-readable JSON.
     #[arg(long)]

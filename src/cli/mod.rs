@@ -17,6 +17,7 @@ mod inspect;
 mod keys;
 mod mount;
 mod pack;
+mod probe;
 mod progress;
 mod seek;
 mod stats;
@@ -31,12 +32,14 @@ pub const EXIT_ERROR: u8 = 3;
 
 const AFTER_HELP: &str = "\
 Examples:
-  h4fs pack movie.mp4 --index movie.csv -o movie.h4mk
+  h4fs pack movie.mp4 --media -o movie.h4mk
   h4fs inspect movie.h4mk
   h4fs verify --full movie.h4mk
   h4fs seek movie.h4mk 5000000
   h4fs cat movie.h4mk --range 0-1023 | xxd | head
   h4fs extract movie.h4mk -o movie.copy.mp4
+  h4fs mount movie.h4mk /mnt/movie && mpv /mnt/movie/stream.mp4
+  h4fs umount /mnt/movie
 
 Exit codes: 0 ok, 1 container damaged, 2 bad usage, 3 other error.";
 

@@ -9,22 +9,30 @@ use std::path::PathBuf;
 
 /// Pack a media file (or a directory of files) into an h4fs container.
 ///
-/// Three input forms:
-///   * FILE with --block-size: fixed-size blocks; pts = i * floor(1e6/fps), a keyframe
+/// Four input forms:
+///   * FILE --media: blocks at the packets of its first video stream (else its first
+///     audio stream), with presentation times and keyframes from ffprobe.
+///   * FILE --index CSV: blocks at the CSV's byte ranges, with its pts and keyframes
+///     (scripts/ffprobe-index.sh writes one for a real MP4/MKV/TS).
+///   * FILE --block-size SIZE: fixed-size blocks; pts = i * floor(1e6/fps), a keyframe
 ///     every --gop blocks.
-///   * FILE with --index CSV: blocks at the CSV's byte ranges, with its pts and
-///     keyframes (scripts/ffprobe-index.sh writes one for a real MP4/MKV).
-///   * DIRECTORY: one block per regular file, in byte order of the names.
+///   * DIRECTORY: one block per regular file directly inside it, in byte order of the
+///     names; the names are recorded (META "names", by-name/ in a mount).
 ///
 /// The output is deterministic (same input and options give the same bytes) and appears
 /// only when complete; an interrupted pack leaves nothing. A symbolic link, FIFO, socket
 /// or device inside a directory input is refused (see --follow-symlinks).
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:
+#[command(
+    verbatim_doc_comment,
+    after_help = "Examples:
+  h4fs pack movie.mp4 --media -o movie.h4mk
   h4fs pack capture.raw --block-size 1MiB --fps 25 --gop 25 -o capture.h4mk
   scripts/ffprobe-index.sh movie.mp4 > movie.csv
   h4fs pack movie.mp4 --index movie.csv -o movie.h4mk
-  h4fs pack frames/ --fps 30 --gop 30 -o frames.h4mk --meta camera=\\\"cam-2\\\"")]
+  h4fs pack frames/ --fps 30 --gop 30 -o frames.h4mk --meta camera=\\\"cam-2\\\"
+  h4fs pack movie.mp4 --media -o movie.h4mk --json | jq .root"
+)]
 pub struct Args {
     /// Input file or directory.
     pub input: PathBuf,
@@ -47,6 +55,12 @@ pub struct Args {
     /// the media's clock starts (scripts/ffprobe-index.sh writes both).
     #[arg(long, value_name = "FILE.csv")]
     pub index: Option<PathBuf>,
+    /// Probe the input with ffprobe (must be installed) and cut it at the packets of its
+    /// first video stream (else first audio stream), with presentation times relative to
+    /// the media's start and real keyframes: what `scripts/ffprobe-index.sh` and --index do
+    /// in one step. Refuses input that is not audio or video.
+    #[arg(long, conflicts_with_all = ["index", "block_size"])]
+    pub media: bool,
     /// Frames (blocks) per second, for pts of fixed blocks and directory entries.
     #[arg(long, default_value_t = 30.0)]
     pub fps: f64,
@@ -77,6 +91,10 @@ pub struct Args {
     /// No progress bar.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Print what was written as JSON on stdout (output path, sizes, blocks, keyframes,
+    /// root, VERI, engine, encryption) instead of the summary line on stderr.
+    #[arg(long)]
+    pub json: bool,
     /// Encrypt every block (AES-256-GCM under a per-container key) with the master key
     /// from --key-file or $H4FS_KEY_FILE (create one with `h4fs keygen -o FILE`).
     #[arg(long)]
@@ -144,15 +162,31 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         bail!("input {} does not exist", args.input.display());
     }
     let mut start_time_us = None;
+    let mut media = serde_json::Value::Null;
     let input = if args.input.is_dir() {
-        if args.block_size.is_some() || args.index.is_some() {
-            bail!("a directory input takes one block per file: drop --block-size/--index");
+        if args.block_size.is_some() || args.index.is_some() || args.media {
+            bail!("a directory input takes one block per file: drop --block-size/--index/--media");
         }
         Input::Directory {
             path: args.input.clone(),
             fps: args.fps,
             gop: args.gop,
             follow_symlinks: args.follow_symlinks,
+        }
+    } else if args.media {
+        let size = std::fs::metadata(&args.input)
+            .with_context(|| format!("cannot stat {}", args.input.display()))?
+            .len();
+        let plan = super::probe::plan(&args.input, size)?;
+        start_time_us = Some(plan.start_time_us);
+        media = serde_json::json!({
+            "codec_type": plan.codec_type,
+            "codec_name": plan.codec_name,
+            "start_time_us": plan.start_time_us,
+        });
+        Input::Indexed {
+            path: args.input.clone(),
+            rows: plan.rows,
         }
     } else if let Some(csv) = &args.index {
         let text = std::fs::read_to_string(csv)
@@ -165,7 +199,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         }
     } else {
         let Some(block_size) = args.block_size else {
-            bail!("packing a file needs --block-size SIZE or --index FILE.csv");
+            bail!("packing a file needs --media, --index FILE.csv or --block-size SIZE");
         };
         Input::Fixed {
             path: args.input.clone(),
@@ -230,7 +264,26 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     let bar = super::progress::bytes_bar(total, "pack", args.quiet);
     let summary = writer::pack_into(&input, out, &opts, &|done| bar.set_position(done))?;
     bar.finish_and_clear();
-    if !args.quiet {
+    let key_id = opts.key.as_ref().map(crate::crypto::container::key_id_hex);
+    if args.json {
+        let v = serde_json::json!({
+            "output": args.output.display().to_string(),
+            "file_size": summary.file_len,
+            "stream_size": summary.stream_len,
+            "blocks": summary.blocks,
+            "keyframes": summary.keyframes,
+            "root": hex::encode(summary.root),
+            "veri": hex::encode(summary.veri),
+            "engine": args.engine,
+            "encrypted": key_id.is_some(),
+            "key_id": key_id,
+            "media": media,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).expect("JSON values serialize")
+        );
+    } else if !args.quiet {
         eprintln!(
             "packed {} ({}, {} bytes) into {} ({} bytes), root {}{}",
             plural(summary.blocks, "block"),
@@ -239,11 +292,8 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             args.output.display(),
             summary.file_len,
             hex::encode(summary.root),
-            match &opts.key {
-                Some(k) => format!(
-                    ", encrypted (AES-256-GCM) with key id {}",
-                    crate::crypto::container::key_id_hex(k)
-                ),
+            match &key_id {
+                Some(id) => format!(", encrypted (AES-256-GCM) with key id {id}"),
                 None => String::new(),
             }
         );

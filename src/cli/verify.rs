@@ -1,6 +1,8 @@
 //! `h4fs verify`.
 
+use crate::Error;
 use crate::reader::{Archive, OpenCheck};
+use serde_json::{Value, json};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -15,8 +17,14 @@ use std::path::PathBuf;
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
   h4fs verify movie.h4mk
-  h4fs verify --full movie.h4mk     # also the reference VERI over the whole file")]
+  h4fs verify --full movie.h4mk     # also the reference VERI over the whole file
+  h4fs verify --json movie.h4mk | jq '.failures[].block'
+
+--json prints one object: \"ok\", \"checks\" (structure, blocks, veri, each with \"ok\"),
+\"failures\" (one per failing block or chunk: \"block\", \"offset\", \"kind\",
+\"message\"). The exit code is the same as without it.")]
 pub struct Args {
+    /// The container to verify (.h4mk: h4fs or reference layout A/C).
     pub file: PathBuf,
     /// Also check an h4fs container's VERI (SHA-256 over every chunk: one more read and
     /// hash of the whole file). Reference files have it checked without --full.
@@ -25,6 +33,9 @@ pub struct Args {
     /// No progress bar.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Print the result as JSON on stdout (per check, per failing block); same exit code.
+    #[arg(long)]
+    pub json: bool,
     /// With a key, every block of an encrypted container is also authenticated.
     #[command(flatten)]
     pub keys: super::keys::KeyArgs,
@@ -32,29 +43,34 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
     let mut out = std::io::stdout().lock();
+    let file = args.file.display().to_string();
     let mut a = match Archive::open_with(&args.file, OpenCheck::Structure) {
         Ok(a) => a,
         Err(e) if e.is_integrity() => {
-            writeln!(out, "DAMAGED {}: {e}", args.file.display())?;
+            if args.json {
+                let checks = vec![json!({"check": "structure", "ok": false})];
+                print_json(&mut out, &file, checks, &[e], None)?;
+            } else {
+                writeln!(out, "DAMAGED {file}: {e}")?;
+            }
             return Ok(super::EXIT_DAMAGED);
         }
         Err(e) => {
-            return Err(
-                anyhow::Error::new(e).context(format!("cannot open {}", args.file.display()))
-            );
+            return Err(anyhow::Error::new(e).context(format!("cannot open {file}")));
         }
     };
     if let Err(e) = args.keys.apply(&mut a) {
-        if let Some(err) = e
-            .downcast_ref::<crate::Error>()
-            .filter(|e| e.is_integrity())
-        {
-            writeln!(out, "BAD {err}")?;
-            writeln!(
-                out,
-                "DAMAGED {}: a block failed while decrypting",
-                args.file.display()
-            )?;
+        if let Some(err) = e.downcast_ref::<Error>().filter(|e| e.is_integrity()) {
+            if args.json {
+                let checks = vec![
+                    json!({"check": "structure", "ok": true}),
+                    json!({"check": "authentication", "ok": false}),
+                ];
+                print_json(&mut out, &file, checks, std::slice::from_ref(err), None)?;
+            } else {
+                writeln!(out, "BAD {err}")?;
+                writeln!(out, "DAMAGED {file}: a block failed while decrypting")?;
+            }
             return Ok(super::EXIT_DAMAGED);
         }
         return Err(e);
@@ -68,6 +84,35 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     let bar = super::progress::bytes_bar(total, "verify", args.quiet);
     let report = crate::verify::verify(&a, args.full, &|n| bar.inc(n));
     bar.finish_and_clear();
+    let code = if report.ok() { 0 } else { super::EXIT_DAMAGED };
+    if args.json {
+        let block_failures = report
+            .failures
+            .iter()
+            .filter(|f| block_of(f).is_some())
+            .count();
+        let mut checks = vec![
+            json!({"check": "structure", "ok": true, "root_checked": a.root_checked}),
+            json!({
+                "check": "blocks",
+                "ok": block_failures == 0,
+                "checked": report.blocks_checked,
+                "bytes": report.bytes_checked,
+                "failed": block_failures,
+                "authenticated": a.key_attached(),
+            }),
+        ];
+        if report.veri_checked {
+            let veri_ok = !report
+                .failures
+                .iter()
+                .any(|f| matches!(f, Error::VeriMismatch { .. }));
+            checks.push(json!({"check": "veri", "ok": veri_ok}));
+        }
+        let encrypted = a.encryption.is_some();
+        print_json(&mut out, &file, checks, &report.failures, Some(encrypted))?;
+        return Ok(code);
+    }
     let structure = if a.root_checked {
         "structure root ok, "
     } else {
@@ -76,8 +121,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     if report.ok() {
         writeln!(
             out,
-            "ok {}: {structure}{} blocks ({} bytes) verified{}{}",
-            args.file.display(),
+            "ok {file}: {structure}{} blocks ({} bytes) verified{}{}",
             report.blocks_checked,
             report.bytes_checked,
             if report.veri_checked { ", VERI ok" } else { "" },
@@ -89,18 +133,77 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
                 ""
             }
         )?;
-        Ok(0)
     } else {
         for f in &report.failures {
             writeln!(out, "BAD {f}")?;
         }
         writeln!(
             out,
-            "DAMAGED {}: {} problem(s) in {} blocks checked",
-            args.file.display(),
+            "DAMAGED {file}: {} problem(s) in {} blocks checked",
             report.failures.len(),
             report.blocks_checked
         )?;
-        Ok(super::EXIT_DAMAGED)
     }
+    Ok(code)
+}
+
+/// The block a failure is about, if it is about one.
+fn block_of(e: &Error) -> Option<u64> {
+    match e {
+        Error::BlockHash { block, .. }
+        | Error::BlockCrc { block, .. }
+        | Error::Block { block, .. }
+        | Error::BlockAuth { block, .. }
+        | Error::Index { block, .. } => Some(*block),
+        _ => None,
+    }
+}
+
+/// One failure as JSON: which block (or chunk), where, what kind, the message.
+fn failure_json(e: &Error) -> Value {
+    let (kind, offset) = match e {
+        Error::BlockHash { offset, .. } => ("sha256", Some(*offset)),
+        Error::BlockCrc { offset, .. } | Error::CrcMismatch { offset, .. } => {
+            ("crc32", Some(*offset))
+        }
+        Error::BlockAuth { offset, .. } => ("authentication", Some(*offset)),
+        Error::Block { offset, .. } => ("block", Some(*offset)),
+        Error::Index { .. } => ("index", None),
+        Error::VeriMismatch { offset, .. } => ("veri", Some(*offset)),
+        Error::RootMismatch { offset, .. } => ("structure-root", Some(*offset)),
+        Error::Chunk { offset, .. } | Error::Json { offset, .. } => ("chunk", Some(*offset)),
+        Error::Truncated { offset, .. } => ("truncated", Some(*offset)),
+        Error::Io { .. } => ("io", None),
+        _ => ("other", None),
+    };
+    json!({
+        "block": block_of(e),
+        "offset": offset,
+        "kind": kind,
+        "message": e.to_string(),
+    })
+}
+
+fn print_json(
+    out: &mut impl Write,
+    file: &str,
+    checks: Vec<Value>,
+    failures: &[Error],
+    encrypted: Option<bool>,
+) -> std::io::Result<()> {
+    let ok = failures.is_empty() && checks.iter().all(|c| c["ok"] == true);
+    let mut v = json!({
+        "file": file,
+        "ok": ok,
+        "checks": checks,
+        "failures": failures.iter().map(failure_json).collect::<Vec<_>>(),
+    });
+    if let Some(enc) = encrypted {
+        v["encrypted"] = json!(enc);
+    }
+    writeln!(
+        out,
+        "{}",
+        serde_json::to_string_pretty(&v).expect("JSON values serialize")
+    )
 }

@@ -1,0 +1,442 @@
+//! `pack --media`: the block plan of a media file from ffprobe's packet list.
+//!
+//! This is the Rust twin of `scripts/ffprobe-index.sh` (which stays for pipelines that
+//! want the CSV); the two must be kept in step: same stream choice, same cut points,
+//! same timestamps. The rules:
+//!
+//! * Input: refused unless ffprobe reads it as media with a video or audio stream (text
+//!   that ffprobe's `tty` demuxer would show as ANSI art is refused too).
+//! * Stream: the first video stream that is not an attached picture (cover art), else
+//!   the first audio stream. Packets of other streams stay inside the block of the
+//!   preceding packet of the chosen stream.
+//! * Cut points: the byte position (`pos`) of every packet of that stream, sorted by
+//!   position; packets without a position (or past the end) are skipped; packets sharing
+//!   a position form one block (keyframe if any is one, earliest time). Block 0 starts
+//!   at byte 0 and extends through the first keyframe packet.
+//! * Times: the packet's PRESENTATION time (pts; dts when pts is missing), converted to
+//!   microseconds exactly (rounded down) and made relative to the format's start time
+//!   (what players and `ffmpeg -ss` count from), clamped at 0. Blocks must have
+//!   non-decreasing times: a block whose packet presents earlier than the block before it
+//!   (B-frames) takes that block's time. Keyframes present in order, so a keyframe
+//!   block keeps its own presentation time and `by-pts/N` / `seek N` land on the
+//!   keyframe a player would start from.
+//! * The format's start time is recorded in META as `start_time_us`.
+
+use crate::writer::{IndexRow, MAX_BLOCK};
+use anyhow::{Context, bail};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// What the probe found: the block plan and the media's start time.
+#[derive(Debug)]
+pub struct MediaPlan {
+    pub rows: Vec<IndexRow>,
+    /// The format's start time in microseconds (may be negative).
+    pub start_time_us: i64,
+    /// "video" or "audio".
+    pub codec_type: String,
+    pub codec_name: String,
+}
+
+/// One packet of the chosen stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Packet {
+    pos: u64,
+    /// Presentation time (dts when pts is unknown), in time-base units.
+    time: Option<i64>,
+    duration: Option<i64>,
+    key: bool,
+}
+
+/// A time base `num/den`, both positive.
+#[derive(Debug, Clone, Copy)]
+struct TimeBase {
+    num: i128,
+    den: i128,
+}
+
+impl TimeBase {
+    fn parse(s: &str) -> Option<TimeBase> {
+        let (n, d) = s.split_once('/')?;
+        let (num, den) = (n.parse::<i128>().ok()?, d.parse::<i128>().ok()?);
+        (num > 0 && den > 0 && num < 1 << 40 && den < 1 << 40).then_some(TimeBase { num, den })
+    }
+
+    /// `floor(t * num * 1e6 / den)`.
+    fn to_us(self, t: i64) -> i128 {
+        (t as i128 * self.num * 1_000_000).div_euclid(self.den)
+    }
+}
+
+fn ffprobe(args: &[&str], media: &Path) -> anyhow::Result<Command> {
+    let mut cmd = Command::new("ffprobe");
+    cmd.args(["-v", "error"]).args(args).arg("--").arg(media);
+    Ok(cmd)
+}
+
+fn not_found(e: &std::io::Error) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        anyhow::anyhow!(
+            "--media runs ffprobe, which is not installed (install ffmpeg, e.g. \
+             `apt-get install ffmpeg`), or pass --index FILE.csv"
+        )
+    } else {
+        anyhow::anyhow!("cannot run ffprobe: {e}")
+    }
+}
+
+/// Parse the format's start time ("1.400000", "-0.041000", "N/A") into microseconds.
+fn parse_start_us(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let (neg, s) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s),
+    };
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    if int.is_empty() || !int.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let whole: i64 = int.parse().ok()?;
+    let mut micros = 0i64;
+    for (i, b) in frac.bytes().take(6).enumerate() {
+        micros += i64::from(b - b'0') * 10i64.pow(5 - i as u32);
+    }
+    let us = whole.checked_mul(1_000_000)?.checked_add(micros)?;
+    Some(if neg { -us } else { us })
+}
+
+/// The chosen stream: (index, time base, codec type, codec name), and the start time.
+fn choose_stream(media: &Path) -> anyhow::Result<(u64, TimeBase, String, String, i64)> {
+    let out = ffprobe(
+        &[
+            "-show_entries",
+            "format=format_name,start_time:stream=index,codec_type,codec_name,time_base:stream_disposition=attached_pic",
+            "-of",
+            "json",
+        ],
+        media,
+    )?
+    .output()
+    .map_err(|e| not_found(&e))?;
+    if !out.status.success() {
+        let msg = String::from_utf8_lossy(&out.stderr);
+        let msg: String = msg.trim().chars().take(400).collect();
+        bail!(
+            "{}: ffprobe cannot read it as media: {}",
+            media.display(),
+            if msg.is_empty() {
+                "unknown error"
+            } else {
+                &msg
+            }
+        );
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).context("ffprobe printed invalid JSON")?;
+    let format = v["format"]["format_name"].as_str().unwrap_or("");
+    if format == "tty" {
+        bail!(
+            "{}: not audio or video (ffprobe reads it only as text, format \"tty\")",
+            media.display()
+        );
+    }
+    let streams = v["streams"].as_array().cloned().unwrap_or_default();
+    let is = |s: &Value, kind: &str| {
+        s["codec_type"] == kind
+            && s["codec_name"] != "ansi"
+            && s["disposition"]["attached_pic"].as_i64() != Some(1)
+    };
+    let chosen = streams
+        .iter()
+        .find(|s| is(s, "video"))
+        .or_else(|| streams.iter().find(|s| is(s, "audio")))
+        .with_context(|| {
+            format!(
+                "{}: not audio or video: ffprobe finds no video or audio stream in it",
+                media.display()
+            )
+        })?;
+    let index = chosen["index"]
+        .as_u64()
+        .context("ffprobe gave a stream without an index")?;
+    let tb_text = chosen["time_base"].as_str().unwrap_or("");
+    let tb = TimeBase::parse(tb_text).with_context(|| {
+        format!(
+            "{}: stream {index} has no usable time base (\"{tb_text}\")",
+            media.display()
+        )
+    })?;
+    let start = v["format"]["start_time"]
+        .as_str()
+        .and_then(parse_start_us)
+        .unwrap_or(0);
+    Ok((
+        index,
+        tb,
+        chosen["codec_type"].as_str().unwrap_or("").to_string(),
+        chosen["codec_name"].as_str().unwrap_or("").to_string(),
+        start,
+    ))
+}
+
+/// Parse one line of `-of compact=p=0` packet output (`pts=..|dts=..|...`).
+fn parse_packet(line: &str, size: u64) -> Option<Packet> {
+    let (mut pos, mut pts, mut dts, mut dur, mut key) = (None, None, None, None, false);
+    for field in line.split('|') {
+        let Some((k, v)) = field.split_once('=') else {
+            continue;
+        };
+        match k {
+            "pos" => pos = v.parse::<u64>().ok(),
+            "pts" => pts = v.parse::<i64>().ok(),
+            "dts" => dts = v.parse::<i64>().ok(),
+            "duration" => dur = v.parse::<i64>().ok().filter(|d| *d >= 0),
+            "flags" => key = v.contains('K'),
+            _ => {}
+        }
+    }
+    let pos = pos.filter(|p| *p < size)?;
+    Some(Packet {
+        pos,
+        time: pts.or(dts),
+        duration: dur,
+        key,
+    })
+}
+
+/// Probe `media` (of `size` bytes) and build its block plan.
+pub fn plan(media: &Path, size: u64) -> anyhow::Result<MediaPlan> {
+    if size == 0 {
+        bail!("{}: empty file, not media", media.display());
+    }
+    let (index, tb, codec_type, codec_name, start_us) = choose_stream(media)?;
+    let idx = index.to_string();
+    let mut child = ffprobe(
+        &[
+            "-select_streams",
+            &idx,
+            "-show_entries",
+            "packet=pts,dts,duration,pos,flags",
+            "-of",
+            "compact=p=0",
+        ],
+        media,
+    )?
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .map_err(|e| not_found(&e))?;
+    let mut packets: Vec<(Packet, usize)> = Vec::new();
+    let stdout = child.stdout.take().expect("piped");
+    for (n, line) in BufReader::new(stdout).lines().enumerate() {
+        let line = line.context("reading ffprobe's packet list")?;
+        if let Some(p) = parse_packet(&line, size) {
+            packets.push((p, n));
+        }
+    }
+    let out = child.wait_with_output().context("waiting for ffprobe")?;
+    if !out.status.success() {
+        let msg = String::from_utf8_lossy(&out.stderr);
+        let msg: String = msg.trim().chars().take(400).collect();
+        bail!(
+            "{}: ffprobe failed to list packets: {}",
+            media.display(),
+            if msg.is_empty() {
+                "unknown error"
+            } else {
+                &msg
+            }
+        );
+    }
+    packets.sort_by_key(|(p, n)| (p.pos, *n));
+    let packets: Vec<Packet> = packets.into_iter().map(|(p, _)| p).collect();
+    let rows = build_rows(&packets, size, tb, start_us).with_context(|| {
+        format!(
+            "{}: stream {index} ({codec_type} {codec_name})",
+            media.display()
+        )
+    })?;
+    Ok(MediaPlan {
+        rows,
+        start_time_us: start_us,
+        codec_type,
+        codec_name,
+    })
+}
+
+/// Blocks from packets sorted by position; see the module docs for the rules.
+fn build_rows(
+    packets: &[Packet],
+    size: u64,
+    tb: TimeBase,
+    start_us: i64,
+) -> anyhow::Result<Vec<IndexRow>> {
+    // Packets sharing a position are one block.
+    let mut merged: Vec<Packet> = Vec::new();
+    for p in packets {
+        match merged.last_mut() {
+            Some(m) if m.pos == p.pos => {
+                m.key |= p.key;
+                m.time = match (m.time, p.time) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                m.duration = m.duration.or(p.duration);
+            }
+            _ => merged.push(*p),
+        }
+    }
+    if merged.is_empty() {
+        bail!("no packets with byte positions");
+    }
+    // Block 0 runs from byte 0 through the first keyframe packet.
+    let first_key = merged.iter().position(|p| p.key).unwrap_or(0);
+    let rel_us = |t: i64| -> u64 {
+        let us = tb.to_us(t) - i128::from(start_us);
+        us.clamp(0, i128::from(u64::MAX >> 1)) as u64
+    };
+    let mut rows: Vec<IndexRow> = Vec::with_capacity(merged.len() - first_key);
+    let mut prev_us = 0u64;
+    for i in first_key..merged.len() {
+        let offset = if i == first_key { 0 } else { merged[i].pos };
+        let end = merged.get(i + 1).map_or(size, |p| p.pos);
+        let (time, key) = if i == first_key {
+            (merged[..=i].iter().filter_map(|p| p.time).min(), true)
+        } else {
+            (merged[i].time, merged[i].key)
+        };
+        let us = time.map_or(prev_us, |t| rel_us(t).max(prev_us));
+        prev_us = us;
+        let block = end - offset;
+        if block > MAX_BLOCK {
+            bail!(
+                "a packet block of {block} bytes at offset {offset} exceeds the {MAX_BLOCK}-byte limit"
+            );
+        }
+        rows.push(IndexRow {
+            offset,
+            size: block,
+            pts_us: us,
+            keyframe: key,
+            duration_us: merged[i]
+                .duration
+                .map(|d| tb.to_us(d).clamp(0, i128::from(u64::MAX >> 1)) as u64),
+        });
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pk(pos: u64, time: i64, key: bool) -> Packet {
+        Packet {
+            pos,
+            time: Some(time),
+            duration: Some(1),
+            key,
+        }
+    }
+
+    const TB_25: TimeBase = TimeBase { num: 1, den: 25 };
+
+    #[test]
+    fn start_time_parses_exactly() {
+        assert_eq!(parse_start_us("1.400000"), Some(1_400_000));
+        assert_eq!(parse_start_us("0.007"), Some(7_000));
+        assert_eq!(parse_start_us("-0.041016"), Some(-41_016));
+        assert_eq!(parse_start_us("12"), Some(12_000_000));
+        assert_eq!(parse_start_us("N/A"), None);
+        assert_eq!(parse_start_us("1.2e3"), None);
+        assert_eq!(parse_start_us("99999999999999999999"), None);
+    }
+
+    #[test]
+    fn packet_lines_parse_and_bad_positions_are_skipped() {
+        let p = parse_packet("pts=1024|dts=512|duration=512|pos=48|flags=K__", 100).unwrap();
+        assert_eq!(
+            p,
+            Packet {
+                pos: 48,
+                time: Some(1024),
+                duration: Some(512),
+                key: true
+            }
+        );
+        let p = parse_packet("pts=N/A|dts=7|duration=N/A|pos=0|flags=___", 100).unwrap();
+        assert_eq!((p.time, p.duration, p.key), (Some(7), None, false));
+        assert!(parse_packet("pts=1|dts=1|duration=1|pos=N/A|flags=K_", 100).is_none());
+        assert!(parse_packet("pts=1|dts=1|duration=1|pos=100|flags=K_", 100).is_none());
+    }
+
+    /// Decode order I0 P3 B1 B2 I4 B... (B-frames): keyframes keep their presentation
+    /// time, other blocks never go back in time.
+    #[test]
+    fn presentation_times_with_b_frames() {
+        let packets = [
+            pk(10, 0, true),
+            pk(20, 3, false),
+            pk(30, 1, false),
+            pk(40, 2, false),
+            pk(50, 6, true),
+            pk(60, 4, false),
+        ];
+        let rows = build_rows(&packets, 70, TB_25, 0).unwrap();
+        let got: Vec<(u64, u64, u64, bool)> = rows
+            .iter()
+            .map(|r| (r.offset, r.size, r.pts_us, r.keyframe))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, 20, 0, true),
+                (20, 10, 120_000, false),
+                (30, 10, 120_000, false),
+                (40, 10, 120_000, false),
+                (50, 10, 240_000, true),
+                (60, 10, 240_000, false),
+            ]
+        );
+        assert_eq!(rows[0].duration_us, Some(40_000));
+    }
+
+    /// Times count from the format's start (MPEG-TS starts at 1.4 s); leading
+    /// non-keyframes merge into block 0; equal positions are one block.
+    #[test]
+    fn start_offset_leading_non_keyframes_and_shared_positions() {
+        let tb = TimeBase {
+            num: 1,
+            den: 90_000,
+        };
+        let packets = [
+            pk(0, 126_000, false),
+            pk(188, 129_600, true),
+            pk(376, 133_200, false),
+            pk(376, 136_800, false),
+            pk(564, 140_400, true),
+        ];
+        let rows = build_rows(&packets, 700, tb, 1_400_000).unwrap();
+        let got: Vec<(u64, u64, u64, bool)> = rows
+            .iter()
+            .map(|r| (r.offset, r.size, r.pts_us, r.keyframe))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, 376, 0, true),
+                (376, 188, 80_000, false),
+                (564, 136, 160_000, true),
+            ]
+        );
+    }
+
+    #[test]
+    fn no_packets_is_an_error() {
+        assert!(build_rows(&[], 10, TB_25, 0).is_err());
+    }
+}
