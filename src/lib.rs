@@ -15,6 +15,8 @@
 //! * [`output`]: every file h4fs writes: atomic, never replacing a device, an input or
 //!   (without `force`) an existing file.
 //! * [`writer`]: the deterministic packer.
+//! * [`naming`]: recorded file names and the source's extension, checked before a
+//!   mount shows them.
 //! * [`rekey`]: key rotation of encrypted containers.
 //! * [`time`]: times as people type them (`12.5s`, `1500ms`, `00:01:30.5`).
 //! * [`cli`]: the `h4fs` command.
@@ -29,6 +31,7 @@ pub mod format;
 pub mod fs;
 pub mod fuse;
 pub mod integrity;
+pub mod naming;
 pub mod output;
 pub mod reader;
 pub mod rekey;

@@ -801,6 +801,29 @@ impl DirListing {
     }
 }
 
+/// The names of a directory's files as recorded in META `"names"`: one per block, in
+/// block order. A name that JSON cannot carry as it is (not UTF-8) or that a reader
+/// would not accept (see [`crate::naming::valid_name`]) is refused, naming the file.
+pub fn directory_names(listing: &DirListing) -> Result<Vec<String>> {
+    listing
+        .files
+        .iter()
+        .map(|(p, name, _)| {
+            let name = OsStr::from_bytes(name.as_bytes());
+            match name.to_str() {
+                Some(n) if crate::naming::valid_name(n) => Ok(n.to_string()),
+                _ => Err(Error::Invalid(format!(
+                    "{}: the file name {:?} cannot be recorded (names must be UTF-8, at most \
+                     {} bytes, without control characters); rename the file",
+                    p.display(),
+                    name,
+                    crate::naming::MAX_NAME
+                ))),
+            }
+        })
+        .collect()
+}
+
 impl Input {
     pub fn path(&self) -> &Path {
         match self {
@@ -838,16 +861,22 @@ impl Input {
                 path,
                 follow_symlinks,
                 ..
-            } => Ok(directory_files(path, *follow_symlinks)?
-                .files
-                .iter()
-                .map(|f| f.2)
-                .sum()),
+            } => {
+                let listing = directory_files(path, *follow_symlinks)?;
+                directory_names(&listing)?;
+                Ok(listing.files.iter().map(|f| f.2).sum())
+            }
         }
     }
 
     fn blocks(&self) -> Result<BlockIter<'_>> {
-        match self {
+        Ok(self.blocks_and_names()?.0)
+    }
+
+    /// The blocks, and for a directory the names recorded for them (META `names`), from
+    /// the one listing the blocks are read by, so names and blocks cannot disagree.
+    fn blocks_and_names(&self) -> Result<(BlockIter<'_>, Option<Vec<String>>)> {
+        let iter: BlockIter<'_> = match self {
             Input::Fixed {
                 path,
                 block_size,
@@ -857,15 +886,15 @@ impl Input {
                 let (mut f, len) = open_input(path)?;
                 let (frame, gop, bs) = (frame_us(*fps)?, (*gop).max(1), *block_size);
                 let n = len.div_ceil(bs);
-                Ok(Box::new((0..n).map(move |i| {
+                Box::new((0..n).map(move |i| {
                     let size = bs.min(len - i * bs);
                     let data = read_exact_block(&mut f, size, path, i * bs)?;
                     Ok((data, fixed_meta(i, frame, gop)))
-                })))
+                }))
             }
             Input::Indexed { path, rows } => {
                 let (mut f, _) = open_input(path)?;
-                Ok(Box::new(rows.iter().map(move |r| {
+                Box::new(rows.iter().map(move |r| {
                     let data = read_exact_block(&mut f, r.size, path, r.offset)?;
                     Ok((
                         data,
@@ -874,7 +903,7 @@ impl Input {
                             keyframe: r.keyframe,
                         },
                     ))
-                })))
+                }))
             }
             Input::Directory {
                 path,
@@ -883,17 +912,20 @@ impl Input {
                 follow_symlinks,
             } => {
                 let listing = directory_files(path, *follow_symlinks)?;
+                let names = directory_names(&listing)?;
                 let (frame, gop) = (frame_us(*fps)?, (*gop).max(1));
-                Ok(Box::new((0..listing.files.len()).map(move |i| {
+                let iter = Box::new((0..listing.files.len()).map(move |i| {
                     let data = listing.read(i)?;
                     Ok((data, fixed_meta(i as u64, frame, gop)))
-                })))
+                }));
+                return Ok((iter, Some(names)));
             }
-        }
+        };
+        Ok((iter, None))
     }
 
     /// META keys describing the input, in the reference's order.
-    fn meta_keys(&self, opts: &PackOptions) -> Map<String, Value> {
+    fn meta_keys(&self, opts: &PackOptions, names: Option<Vec<String>>) -> Map<String, Value> {
         let mut m = Map::new();
         m.insert("project".into(), json!(opts.project));
         m.insert("domain".into(), json!(opts.domain));
@@ -915,6 +947,9 @@ impl Input {
             Input::Indexed { .. } => {}
         }
         m.insert("masked".into(), json!(false));
+        if let Some(names) = names {
+            m.insert("names".into(), json!(names));
+        }
         m
     }
 
@@ -1051,7 +1086,7 @@ pub fn pack_to<W: Write + Send>(
         None => (None, None),
     };
     let writer_crypto = sealing.clone();
-    let mut blocks = input.blocks()?;
+    let (mut blocks, names) = input.blocks_and_names()?;
     let engine = opts.engine;
     let prep = |base: u64, blocks: RawBlocks, hash: bool| -> Result<Vec<Prepared>> {
         blocks
@@ -1208,7 +1243,7 @@ pub fn pack_to<W: Write + Send>(
                 w.stream_len()
             )));
         }
-        let mut meta = input.meta_keys(opts);
+        let mut meta = input.meta_keys(opts, names);
         let name = input
             .path()
             .file_name()

@@ -952,3 +952,40 @@ fn pack_media_refuses_text_and_needs_ffprobe() {
     assert!(err.contains("ffprobe, which is not installed"), "{err}");
     assert!(!out.exists());
 }
+
+/// A directory pack records each file's name (META "names", in block order); names a
+/// reader could not show safely are refused at pack time, naming the file.
+#[test]
+fn directory_pack_records_names_and_refuses_unsafe_ones() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let frames = dir.path().join("frames");
+    std::fs::create_dir(&frames).unwrap();
+    for (n, c) in [("f0002.jpg", 2), ("f0001.jpg", 1), ("a,b.jpg", 3)] {
+        std::fs::write(frames.join(n), noise(100, c)).unwrap();
+    }
+    let out = dir.path().join("frames.h4mk");
+    ok(&["pack", arg(&frames), "-o", arg(&out)]);
+    let doc = inspect_json(&out);
+    assert_eq!(
+        doc["meta"]["names"],
+        serde_json::json!(["a,b.jpg", "f0001.jpg", "f0002.jpg"])
+    );
+    assert_eq!(
+        ok(&["cat", arg(&out), "--block", "1"]).stdout,
+        noise(100, 1),
+        "block 1 is f0001.jpg"
+    );
+    // A file name with a line break, then one that is not UTF-8.
+    for bad in [&b"evil\nname.jpg"[..], &b"latin1-\xe9.jpg"[..]] {
+        let p = frames.join(std::ffi::OsStr::from_bytes(bad));
+        std::fs::write(&p, b"x").unwrap();
+        let out2 = dir.path().join("bad.h4mk");
+        let o = h4fs(&["pack", arg(&frames), "-o", arg(&out2)]);
+        assert_eq!(o.status.code(), Some(3));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("cannot be recorded"), "{err}");
+        assert!(!out2.exists());
+        std::fs::remove_file(&p).unwrap();
+    }
+}

@@ -318,7 +318,7 @@ fn ls_cat_find_stat_getfattr() {
     assert_eq!(m.json("meta.json")["source"]["sha256"], sha256_hex(&p.data));
     let index = String::from_utf8(m.read("index.csv").unwrap()).unwrap();
     assert_eq!(index.lines().count(), 47);
-    assert!(index.starts_with("block,pts_us,keyframe,track,offset,stored_size,size,sha256\n"));
+    assert!(index.starts_with("block,pts_us,keyframe,track,offset,stored_size,size,sha256,name\n"));
 }
 
 #[test]
@@ -1528,4 +1528,82 @@ fn stats_command_reads_the_daemon() {
     assert!(
         String::from_utf8_lossy(&proc_out.stderr).contains("is a proc mount, not an h4fs mount")
     );
+}
+
+/// A directory pack mounted: `by-name/` links each recorded file name to its block,
+/// blocks carry `user.h4mk.name`, and index.csv has a name column.
+#[test]
+fn directory_pack_names_in_by_name_xattr_and_index_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = dir.path().join("frames");
+    std::fs::create_dir(&frames).unwrap();
+    let files = [("f0001.jpg", 1u64), ("f0002.jpg", 2), ("with space.jpg", 3)];
+    for (n, seed) in files {
+        std::fs::write(frames.join(n), noise(5000, seed)).unwrap();
+    }
+    let container = dir.path().join("frames.h4mk");
+    ok(h4fs()
+        .arg("pack")
+        .arg(&frames)
+        .arg("-q")
+        .arg("-o")
+        .arg(&container));
+    let m = Mount::new(&container, &[]);
+    let ls = stdout(Command::new("ls").arg(m.path("by-name")));
+    assert_eq!(ls, "f0001.jpg\nf0002.jpg\nwith space.jpg\n");
+    for (k, (n, seed)) in files.iter().enumerate() {
+        let link = m.path(&format!("by-name/{n}"));
+        assert_eq!(
+            std::fs::read_link(&link).unwrap(),
+            PathBuf::from(format!("../blocks/{k:06}"))
+        );
+        assert_eq!(std::fs::read(&link).unwrap(), noise(5000, *seed), "{n}");
+        let name = stdout(
+            Command::new("getfattr")
+                .args(["--only-values", "-n", "user.h4mk.name"])
+                .arg(m.path(&format!("blocks/{k:06}"))),
+        );
+        assert_eq!(name, *n);
+    }
+    let index = String::from_utf8(m.read("index.csv").unwrap()).unwrap();
+    let lines: Vec<&str> = index.lines().collect();
+    assert!(lines[0].ends_with(",sha256,name"), "{}", lines[0]);
+    assert!(lines[3].ends_with(",with space.jpg"), "{}", lines[3]);
+    // A name that is not there.
+    assert!(!m.path("by-name/f0003.jpg").exists());
+}
+
+/// `stream.mp4` (a link to `stream` named with the source's extension) is what tools
+/// that go by name need: ffprobe and mediainfo-style detection see an MP4; `stream`
+/// carries `user.h4mk.mime`.
+#[test]
+fn stream_with_the_source_extension_for_ffprobe() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = make_clip(dir.path());
+    let container = dir.path().join("clip.h4mk");
+    ok(h4fs()
+        .arg("pack")
+        .arg(&clip)
+        .args(["--media", "-q", "-o"])
+        .arg(&container));
+    let m = Mount::new(&container, &[]);
+    let link = m.path("stream.mp4");
+    assert_eq!(std::fs::read_link(&link).unwrap(), PathBuf::from("stream"));
+    let (codec, dur) = probe(&link);
+    assert_eq!(codec, "h264");
+    assert!((dur - 10.0).abs() < 0.2, "duration {dur}");
+    let fmt = stdout(
+        Command::new("ffprobe")
+            .args(["-v", "error", "-show_entries", "format=format_name"])
+            .args(["-of", "default=nw=1:nk=1"])
+            .arg(&link),
+    );
+    assert!(fmt.contains("mp4"), "{fmt}");
+    let mime = stdout(
+        Command::new("getfattr")
+            .args(["--only-values", "-n", "user.h4mk.mime"])
+            .arg(m.path("stream")),
+    );
+    assert_eq!(mime, "video/mp4");
+    assert_eq!(std::fs::read(&link).unwrap(), std::fs::read(&clip).unwrap());
 }

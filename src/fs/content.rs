@@ -8,38 +8,39 @@
 use crate::reader::{Archive, Layout, Track};
 use serde_json::{Map, Value, json};
 use std::io::Write;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 /// Rows between two recorded offsets.
 pub const ROWS_PER_MARK: u64 = 256;
 
 /// Which table a [`RowFile`] renders.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Table {
-    /// `index.csv`: one row per block.
-    Index,
+    /// `index.csv`: one row per block, with the recorded file names of a directory pack
+    /// (checked by [`crate::naming`]) in its last column.
+    Index(Option<Arc<Vec<Option<String>>>>),
     /// `seek.csv`: one row per SEEK entry.
     Seek,
 }
 
 impl Table {
-    fn header(self) -> &'static [u8] {
+    fn header(&self) -> &'static [u8] {
         match self {
-            Table::Index => b"block,pts_us,keyframe,track,offset,stored_size,size,sha256\n",
+            Table::Index(_) => b"block,pts_us,keyframe,track,offset,stored_size,size,sha256,name\n",
             Table::Seek => b"pts_us,block,offset\n",
         }
     }
 
-    fn rows(self, t: &Track) -> u64 {
+    fn rows(&self, t: &Track) -> u64 {
         match self {
-            Table::Index => t.blocks.len(),
+            Table::Index(_) => t.blocks.len(),
             Table::Seek => t.seek.len() as u64,
         }
     }
 
-    fn write_row(self, t: &Track, i: u64, out: &mut Vec<u8>) {
+    fn write_row(&self, t: &Track, i: u64, out: &mut Vec<u8>) {
         match self {
-            Table::Index => {
+            Table::Index(names) => {
                 let Some(e) = t.blocks.get(i) else { return };
                 let _ = write!(
                     out,
@@ -57,6 +58,13 @@ impl Table {
                     let _ = hex::encode_to_slice(h, &mut hex);
                     out.extend_from_slice(&hex);
                 }
+                out.push(b',');
+                let name = names
+                    .as_ref()
+                    .and_then(|v| v.get(usize::try_from(i).ok()?)?.as_deref());
+                if let Some(name) = name {
+                    csv_field(name, out);
+                }
                 out.push(b'\n');
             }
             Table::Seek => {
@@ -70,6 +78,18 @@ impl Table {
                 let _ = writeln!(out, ",{}", p.offset);
             }
         }
+    }
+}
+
+/// `field` as a CSV field (RFC 4180): quoted, with quotes doubled, when it holds a comma,
+/// a quote or a line break.
+fn csv_field(field: &str, out: &mut Vec<u8>) {
+    if field.contains([',', '"', '\n', '\r']) {
+        out.push(b'"');
+        out.extend_from_slice(field.replace('"', "\"\"").as_bytes());
+        out.push(b'"');
+    } else {
+        out.extend_from_slice(field.as_bytes());
     }
 }
 

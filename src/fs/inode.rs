@@ -14,8 +14,8 @@
 //! * track slot: 0 is the container's own directory; `t + 1` is the directory of track
 //!   `t` of a multitrack (layout C) container.
 //! * local: small constants for the directory itself and its generated files, then
-//!   `BLOCK_BASE + n` for `blocks/n` and `LINK_BASE + n` for a `by-pts/` symlink whose
-//!   target is block `n`.
+//!   `BLOCK_BASE + n` for `blocks/n`, `LINK_BASE + n` for a `by-pts/` symlink whose
+//!   target is block `n`, and `NAME_BASE + n` for the `by-name/` symlink of block `n`.
 //!
 //! The root is always inode 1 (FUSE requires it): container slot 0, track slot 0,
 //! local [`Local::Dir`] = 1.
@@ -30,6 +30,8 @@ pub const BLOCK_BASE: u64 = 1 << 34;
 pub const LINK_BASE: u64 = 1 << 35;
 /// Blocks per track that inode numbers can address.
 pub const MAX_BLOCKS: u64 = LINK_BASE - BLOCK_BASE;
+/// First local number of `by-name/` symlinks.
+pub const NAME_BASE: u64 = LINK_BASE + MAX_BLOCKS;
 /// Track slots per container (slot 0 is the container itself).
 pub const MAX_TRACKS: usize = (1 << TRACK_BITS) - 1;
 /// Container slots per mount.
@@ -53,10 +55,14 @@ pub enum Local {
     /// kept so that the numbers after it do not move.
     Unused11 = 11,
     Tracks = 12,
+    /// `by-name/`, the recorded file names of a directory pack.
+    ByName = 13,
+    /// `stream.EXT`, a symlink to `stream` named with the source's extension.
+    StreamLink = 14,
 }
 
 impl Local {
-    const ALL: [Local; 12] = [
+    const ALL: [Local; 14] = [
         Local::Dir,
         Local::Meta,
         Local::Safe,
@@ -69,6 +75,8 @@ impl Local {
         Local::ByPts,
         Local::Unused11,
         Local::Tracks,
+        Local::ByName,
+        Local::StreamLink,
     ];
 
     fn from_u64(v: u64) -> Option<Local> {
@@ -90,6 +98,7 @@ pub enum What {
     Fixed(Local),
     Block(u64),
     Link(u64),
+    NameLink(u64),
 }
 
 impl Place {
@@ -99,6 +108,7 @@ impl Place {
             What::Fixed(l) => l as u64,
             What::Block(n) => BLOCK_BASE + n,
             What::Link(n) => LINK_BASE + n,
+            What::NameLink(n) => NAME_BASE + n,
         };
         ((self.container_slot as u64) << (LOCAL_BITS + TRACK_BITS))
             | ((self.track_slot as u64) << LOCAL_BITS)
@@ -110,7 +120,9 @@ impl Place {
         let local = ino & ((1 << LOCAL_BITS) - 1);
         let track_slot = ((ino >> LOCAL_BITS) & ((1 << TRACK_BITS) - 1)) as u16;
         let container_slot = (ino >> (LOCAL_BITS + TRACK_BITS)) as u16;
-        let what = if local >= LINK_BASE {
+        let what = if local >= NAME_BASE {
+            What::NameLink(local - NAME_BASE)
+        } else if local >= LINK_BASE {
             What::Link(local - LINK_BASE)
         } else if local >= BLOCK_BASE {
             What::Block(local - BLOCK_BASE)
@@ -140,16 +152,17 @@ mod tests {
         assert_eq!(root.ino(), 1);
         assert_eq!(Place::from_ino(1), Some(root));
         assert_eq!(Place::from_ino(0), None);
-        assert_eq!(Place::from_ino(13), None);
+        assert_eq!(Place::from_ino(15), None);
     }
 
     proptest! {
         #[test]
-        fn round_trip(c in 0u16.., t in 0u16..4096, kind in 0u8..3, n in 0u64..MAX_BLOCKS, l in 0usize..12) {
+        fn round_trip(c in 0u16.., t in 0u16..4096, kind in 0u8..4, n in 0u64..MAX_BLOCKS, l in 0usize..14) {
             let what = match kind {
                 0 => What::Fixed(Local::ALL[l]),
                 1 => What::Block(n),
-                _ => What::Link(n),
+                2 => What::Link(n),
+                _ => What::NameLink(n),
             };
             let p = Place { container_slot: c, track_slot: t, what };
             prop_assert_eq!(Place::from_ino(p.ino()), Some(p));

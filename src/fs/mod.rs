@@ -10,7 +10,9 @@
 //!
 //! ```text
 //! meta.json safe.json seek.csv index.csv veri.json manifest.json stream
+//! stream.EXT -> stream     (when the source file's name had an extension)
 //! blocks/000000 ...        by-pts/<pts_us> -> ../blocks/NNNNNN
+//! by-name/<file> -> ../blocks/NNNNNN   (directory packs: the recorded file names)
 //! ```
 //!
 //! Invariants:
@@ -438,6 +440,12 @@ struct TrackView {
     width: usize,
     /// Directory name (multitrack containers).
     dir_name: String,
+    /// Recorded file names of a directory pack, per block ([`crate::naming`]).
+    names: Option<Arc<Vec<Option<String>>>>,
+    /// `by-name/`: (name, block), sorted by name.
+    by_name: Vec<(String, u64)>,
+    /// The source's extension, for `stream.EXT`.
+    stream_ext: Option<String>,
 }
 
 struct Container {
@@ -518,8 +526,11 @@ enum Node {
     Stream(usize, usize),
     BlocksDir(usize, usize),
     ByPtsDir(usize, usize),
+    ByNameDir(usize, usize),
     Block(usize, usize, u64),
     Link(usize, usize, u64),
+    NameLink(usize, usize, u64),
+    StreamLink(usize, usize),
 }
 
 fn now_unix() -> u64 {
@@ -580,8 +591,24 @@ impl Fs {
                         }
                         names.push(name.clone());
                         let width = digits(t.blocks.len().saturating_sub(1)).max(6);
+                        let names = (!multitrack)
+                            .then(|| crate::naming::block_names(a))
+                            .flatten()
+                            .map(Arc::new);
+                        let mut by_name: Vec<(String, u64)> = names
+                            .iter()
+                            .flat_map(|v| v.iter().enumerate())
+                            .filter_map(|(n, name)| Some((name.clone()?, n as u64)))
+                            .collect();
+                        by_name.sort();
+                        let stream_ext = (!multitrack)
+                            .then(|| crate::naming::stream_extension(a))
+                            .flatten();
                         TrackView {
-                            index_csv: RowFile::new(Table::Index),
+                            index_csv: RowFile::new(Table::Index(names.clone())),
+                            names,
+                            by_name,
+                            stream_ext,
                             seek_csv: RowFile::new(Table::Seek),
                             by_pts: OnceLock::new(),
                             generated: Mutex::new(HashMap::new()),
@@ -749,6 +776,17 @@ impl Fs {
                 self.tslot(c, Some(t)),
                 What::Fixed(Local::ByPts),
             ),
+            Node::ByNameDir(c, t) => (
+                self.cslot(c),
+                self.tslot(c, Some(t)),
+                What::Fixed(Local::ByName),
+            ),
+            Node::StreamLink(c, t) => (
+                self.cslot(c),
+                self.tslot(c, Some(t)),
+                What::Fixed(Local::StreamLink),
+            ),
+            Node::NameLink(c, t, n) => (self.cslot(c), self.tslot(c, Some(t)), What::NameLink(n)),
             Node::Block(c, t, n) => (self.cslot(c), self.tslot(c, Some(t)), What::Block(n)),
             Node::Link(c, t, n) => (self.cslot(c), self.tslot(c, Some(t)), What::Link(n)),
         };
@@ -815,6 +853,15 @@ impl Fs {
             (Some(t), What::Fixed(Local::Stream)) => Ok(Node::Stream(c, t)),
             (Some(t), What::Fixed(Local::Blocks)) => Ok(Node::BlocksDir(c, t)),
             (Some(t), What::Fixed(Local::ByPts)) => Ok(Node::ByPtsDir(c, t)),
+            (Some(t), What::Fixed(Local::ByName)) if cont.tracks[t].names.is_some() => {
+                Ok(Node::ByNameDir(c, t))
+            }
+            (Some(t), What::Fixed(Local::StreamLink)) if cont.tracks[t].stream_ext.is_some() => {
+                Ok(Node::StreamLink(c, t))
+            }
+            (Some(t), What::NameLink(n)) if self.block_file_name(c, t, n).is_some() => {
+                Ok(Node::NameLink(c, t, n))
+            }
             (Some(t), What::Block(n)) if n < self.track(c, t).blocks.len() => {
                 Ok(Node::Block(c, t, n))
             }
@@ -853,11 +900,14 @@ impl Fs {
             }
             Node::Dir(c, Some(_)) => Node::Dir(c, None),
             Node::Gen(c, t, _) => Node::Dir(c, t),
-            Node::Stream(c, t) | Node::BlocksDir(c, t) | Node::ByPtsDir(c, t) => {
-                Node::Dir(c, self.dir_track(c, t))
-            }
+            Node::Stream(c, t)
+            | Node::StreamLink(c, t)
+            | Node::BlocksDir(c, t)
+            | Node::ByPtsDir(c, t)
+            | Node::ByNameDir(c, t) => Node::Dir(c, self.dir_track(c, t)),
             Node::Block(c, t, _) => Node::BlocksDir(c, t),
             Node::Link(c, t, _) => Node::ByPtsDir(c, t),
+            Node::NameLink(c, t, _) => Node::ByNameDir(c, t),
         }
     }
 
@@ -884,6 +934,7 @@ impl Fs {
                         out.push((tv.dir_name.clone(), Node::Dir(c, Some(i))));
                     }
                 } else if let Some(dt) = self.data_track(c, t) {
+                    let tv = &cont.tracks[dt];
                     for (name, l) in TRACK_FILES {
                         let n = match l {
                             Local::Stream => Node::Stream(c, dt),
@@ -892,6 +943,12 @@ impl Fs {
                             l => Node::Gen(c, t, l),
                         };
                         out.push((name.to_string(), n));
+                        if let (Local::Stream, Some(ext)) = (l, &tv.stream_ext) {
+                            out.push((format!("stream.{ext}"), Node::StreamLink(c, dt)));
+                        }
+                        if l == Local::ByPts && tv.names.is_some() {
+                            out.push(("by-name".to_string(), Node::ByNameDir(c, dt)));
+                        }
                     }
                     if cont.multitrack {
                         out.push(("track.json".to_string(), Node::Gen(c, t, Local::Tracks)));
@@ -917,6 +974,24 @@ impl Fs {
 
     fn link_target(&self, c: usize, t: usize, n: u64) -> String {
         format!("../blocks/{}", self.block_name(c, t, n))
+    }
+
+    /// The recorded file name of block `n` (directory packs), if it has one.
+    fn block_file_name(&self, c: usize, t: usize, n: u64) -> Option<&str> {
+        self.containers[c].tracks[t]
+            .names
+            .as_ref()?
+            .get(usize::try_from(n).ok()?)?
+            .as_deref()
+    }
+
+    /// Target of a symlink node.
+    fn symlink_target(&self, node: Node) -> Option<String> {
+        match node {
+            Node::Link(c, t, n) | Node::NameLink(c, t, n) => Some(self.link_target(c, t, n)),
+            Node::StreamLink(..) => Some("stream".to_string()),
+            _ => None,
+        }
     }
 
     fn by_pts(&self, c: usize, t: usize) -> &[(u64, u64)] {
@@ -961,6 +1036,13 @@ impl Fs {
                     .ok_or(FsError::NotFound)?;
                 Node::Link(c, t, n)
             }
+            Node::ByNameDir(c, t) => {
+                let list = &self.containers[c].tracks[t].by_name;
+                let k = list
+                    .binary_search_by(|(n, _)| n.as_str().cmp(name))
+                    .map_err(|_| FsError::NotFound)?;
+                Node::NameLink(c, t, list[k].1)
+            }
             Node::Top | Node::Dir(..) => self
                 .small_children(node)
                 .into_iter()
@@ -986,8 +1068,11 @@ impl Fs {
             | Node::Stream(c, _)
             | Node::BlocksDir(c, _)
             | Node::ByPtsDir(c, _)
+            | Node::ByNameDir(c, _)
+            | Node::StreamLink(c, _)
             | Node::Block(c, ..)
-            | Node::Link(c, ..) => self.containers[c].src.mtime,
+            | Node::Link(c, ..)
+            | Node::NameLink(c, ..) => self.containers[c].src.mtime,
         }
     }
 
@@ -1002,7 +1087,9 @@ impl Fs {
                 };
                 (Kind::Dir, 0, false, 2 + subdirs)
             }
-            Node::BlocksDir(..) | Node::ByPtsDir(..) => (Kind::Dir, 0, false, 2),
+            Node::BlocksDir(..) | Node::ByPtsDir(..) | Node::ByNameDir(..) => {
+                (Kind::Dir, 0, false, 2)
+            }
             Node::Gen(c, _, Local::Veri) => (Kind::File, self.veri_json(c).len() as u64, true, 1),
             Node::Gen(c, t, l) => (Kind::File, self.gen_len(c, t, l), false, 1),
             Node::Stream(c, t) => (Kind::File, self.track(c, t).stream_len(), false, 1),
@@ -1010,12 +1097,10 @@ impl Fs {
                 let e = self.track(c, t).blocks.get(n).ok_or(FsError::NotFound)?;
                 (Kind::File, e.decoded_len, false, 1)
             }
-            Node::Link(c, t, n) => (
-                Kind::Symlink,
-                self.link_target(c, t, n).len() as u64,
-                false,
-                1,
-            ),
+            Node::Link(..) | Node::NameLink(..) | Node::StreamLink(..) => {
+                let len = self.symlink_target(node).map_or(0, |s| s.len() as u64);
+                (Kind::Symlink, len, false, 1)
+            }
         };
         let perm = match kind {
             Kind::Dir => 0o555,
@@ -1095,14 +1180,30 @@ impl Fs {
                     }
                 }
             }
+            Node::ByNameDir(c, t) => {
+                let list = &self.containers[c].tracks[t].by_name;
+                for (k, (name, n)) in list.iter().enumerate().skip((i - 2) as usize) {
+                    let e = DirEntry {
+                        ino: self.ino(Node::NameLink(c, t, *n)),
+                        next: k as u64 + 3,
+                        kind: Kind::Symlink,
+                        name: name.clone(),
+                    };
+                    if add(e) {
+                        break;
+                    }
+                }
+            }
             Node::Top | Node::Dir(..) => {
                 let kids = self.small_children(node);
                 for (k, (name, child)) in kids.into_iter().enumerate().skip((i - 2) as usize) {
                     let kind = match child {
-                        Node::Top | Node::Dir(..) | Node::BlocksDir(..) | Node::ByPtsDir(..) => {
-                            Kind::Dir
-                        }
-                        Node::Link(..) => Kind::Symlink,
+                        Node::Top
+                        | Node::Dir(..)
+                        | Node::BlocksDir(..)
+                        | Node::ByPtsDir(..)
+                        | Node::ByNameDir(..) => Kind::Dir,
+                        Node::Link(..) | Node::NameLink(..) | Node::StreamLink(..) => Kind::Symlink,
                         Node::Gen(..) | Node::Stream(..) | Node::Block(..) => Kind::File,
                     };
                     let e = DirEntry {
@@ -1124,7 +1225,11 @@ impl Fs {
     /// Check a directory can be opened.
     pub fn opendir(&self, ino: u64) -> std::result::Result<(), FsError> {
         match self.node(ino)? {
-            Node::Top | Node::Dir(..) | Node::BlocksDir(..) | Node::ByPtsDir(..) => Ok(()),
+            Node::Top
+            | Node::Dir(..)
+            | Node::BlocksDir(..)
+            | Node::ByPtsDir(..)
+            | Node::ByNameDir(..) => Ok(()),
             _ => Err(FsError::NotDir),
         }
     }
@@ -1136,10 +1241,16 @@ impl Fs {
             return Err(FsError::ReadOnly);
         }
         let snapshot = match node {
-            Node::Top | Node::Dir(..) | Node::BlocksDir(..) | Node::ByPtsDir(..) => {
+            Node::Top
+            | Node::Dir(..)
+            | Node::BlocksDir(..)
+            | Node::ByPtsDir(..)
+            | Node::ByNameDir(..) => {
                 return Err(FsError::IsDir);
             }
-            Node::Link(..) => return Err(FsError::NotFound),
+            Node::Link(..) | Node::NameLink(..) | Node::StreamLink(..) => {
+                return Err(FsError::NotFound);
+            }
             Node::Gen(c, _, Local::Veri) => self.veri_json(c),
             Node::Gen(..) => {
                 return Ok(Opened {
@@ -1247,10 +1358,16 @@ impl Fs {
         self.largest_read.fetch_max(size as u64, Ordering::Relaxed);
         let size = size as usize;
         let data = match node {
-            Node::Top | Node::Dir(..) | Node::BlocksDir(..) | Node::ByPtsDir(..) => {
+            Node::Top
+            | Node::Dir(..)
+            | Node::BlocksDir(..)
+            | Node::ByPtsDir(..)
+            | Node::ByNameDir(..) => {
                 return Err(FsError::IsDir);
             }
-            Node::Link(..) => return Err(FsError::NotFound),
+            Node::Link(..) | Node::NameLink(..) | Node::StreamLink(..) => {
+                return Err(FsError::NotFound);
+            }
             Node::Gen(_, _, Local::Veri) => {
                 let snap = self
                     .handles
@@ -1639,10 +1756,8 @@ impl Fs {
 
     /// Target of a `by-pts/` symlink.
     pub fn readlink(&self, ino: u64) -> std::result::Result<String, FsError> {
-        match self.node(ino)? {
-            Node::Link(c, t, n) => Ok(self.link_target(c, t, n)),
-            _ => Err(FsError::NotSymlink),
-        }
+        self.symlink_target(self.node(ino)?)
+            .ok_or(FsError::NotSymlink)
     }
 
     fn xattrs(&self, node: Node) -> Vec<(&'static str, Vec<u8>)> {
@@ -1666,8 +1781,18 @@ impl Fs {
                     v.push(("user.h4mk.sha256", hex::encode(h).into_bytes()));
                 }
                 v.push(("user.h4mk.offset", e.stream_offset.to_string().into_bytes()));
+                if let Some(name) = self.block_file_name(c, t, n) {
+                    v.push(("user.h4mk.name", name.as_bytes().to_vec()));
+                }
                 v
             }
+            Node::Stream(c, t) => match &self.containers[c].tracks[t].stream_ext {
+                Some(ext) => vec![(
+                    "user.h4mk.mime",
+                    crate::naming::mime_type(ext).as_bytes().to_vec(),
+                )],
+                None => Vec::new(),
+            },
             Node::Dir(c, None) => vec![("user.h4mk.veri", self.veri_summary(c).into_bytes())],
             _ => Vec::new(),
         }
@@ -1710,9 +1835,10 @@ impl Fs {
         let mut bytes = 0u64;
         let mut files = 2u64;
         for c in &self.containers {
-            for t in &c.src.archive.tracks {
+            for (t, tv) in c.src.archive.tracks.iter().zip(&c.tracks) {
                 bytes += t.stream_len();
                 files += 2 * t.blocks.len() + TRACK_FILES.len() as u64 + 1;
+                files += tv.by_name.len() as u64 + 2;
             }
             files += CONTAINER_FILES.len() as u64 + 1;
         }
@@ -1787,7 +1913,9 @@ impl Fs {
             | Local::Stream
             | Local::Blocks
             | Local::ByPts
-            | Local::Unused11 => Vec::new(),
+            | Local::Unused11
+            | Local::ByName
+            | Local::StreamLink => Vec::new(),
         };
         let v = Arc::new(bytes);
         slot.lock()

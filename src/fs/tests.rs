@@ -265,12 +265,13 @@ fn csv_tables_and_json_files() {
     let lines: Vec<&str> = index.lines().collect();
     assert_eq!(
         lines[0],
-        "block,pts_us,keyframe,track,offset,stored_size,size,sha256"
+        "block,pts_us,keyframe,track,offset,stored_size,size,sha256,name"
     );
     assert_eq!(lines.len(), 601);
     let row: Vec<&str> = lines[5].split(',').collect();
     assert_eq!(&row[..7], ["4", "4000", "1", "0", "12", "3", "3"]);
     assert_eq!(row[7], hex::encode(crate::integrity::sha256(&data[4])));
+    assert_eq!(row[8], "", "no recorded names, an empty name column");
     // Its size is exact and reads at any offset agree with the whole.
     let ino = path_ino(&fs, "index.csv").unwrap();
     assert_eq!(fs.getattr(ino).unwrap().size, index.len() as u64);
@@ -830,4 +831,132 @@ fn reference_veri_json_changes_once_when_checked() {
     read_all(&fs, "stream").unwrap();
     read_all(&fs, "blocks/000001").unwrap();
     assert_eq!(stat_of(&fs, "veri.json"), v1);
+}
+
+/// A directory pack's recorded names: `by-name/` symlinks, an xattr on each block, the
+/// `name` column of index.csv (CSV-quoted). Hostile names in a crafted META (`..`, `/`,
+/// NUL, control characters, too long, duplicates, not strings) are left out; the blocks
+/// stay reachable by number.
+#[test]
+fn recorded_names_by_name_xattr_and_index_column() {
+    let data = blocks(&[10, 20, 30, 40, 50, 60, 70, 80, 90, 100]);
+    let mut meta = Map::new();
+    meta.insert(
+        "names".into(),
+        json!([
+            "f0001.jpg",
+            "a,b \"quoted\".jpg",
+            "..",
+            "sub/dir.jpg",
+            "nul\u{0}.jpg",
+            "line\nbreak.jpg",
+            "x".repeat(256),
+            "f0001.jpg",
+            7,
+            "z.jpg"
+        ]),
+    );
+    let fs = fs_of(pack(&data, 2, 0, Engine::Identity, meta));
+    let root = list(&fs, "");
+    assert!(root.contains(&"by-name".to_string()), "{root:?}");
+    assert!(!root.iter().any(|n| n.starts_with("stream.")), "{root:?}");
+    assert_eq!(
+        list(&fs, "by-name"),
+        [".", "..", "a,b \"quoted\".jpg", "f0001.jpg", "z.jpg"]
+    );
+    let ino = path_ino(&fs, "by-name/f0001.jpg").unwrap();
+    assert_eq!(fs.readlink(ino).unwrap(), "../blocks/000000");
+    assert_eq!(fs.getattr(ino).unwrap().kind, Kind::Symlink);
+    let ino = path_ino(&fs, "by-name/z.jpg").unwrap();
+    assert_eq!(fs.readlink(ino).unwrap(), "../blocks/000009");
+    for bad in ["..", "sub", "nul", "x", "missing.jpg"] {
+        assert!(
+            matches!(
+                path_ino(&fs, &format!("by-name/{bad}")),
+                Err(FsError::NotFound)
+            ),
+            "{bad}"
+        );
+    }
+    let xattr = |path: &str| {
+        let ino = path_ino(&fs, path).unwrap();
+        match fs.getxattr(ino, "user.h4mk.name", 4096) {
+            Ok(XattrReply::Data(v)) => Some(String::from_utf8(v).unwrap()),
+            Err(FsError::NoXattr) => None,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(
+        xattr("blocks/000001").as_deref(),
+        Some("a,b \"quoted\".jpg")
+    );
+    assert_eq!(xattr("blocks/000002"), None);
+    assert_eq!(xattr("blocks/000007"), None, "duplicate of block 0's name");
+    let index = String::from_utf8(read_all(&fs, "index.csv").unwrap()).unwrap();
+    let lines: Vec<&str> = index.lines().collect();
+    assert!(lines[1].ends_with(",f0001.jpg"), "{}", lines[1]);
+    assert!(
+        lines[2].ends_with(",\"a,b \"\"quoted\"\".jpg\""),
+        "{}",
+        lines[2]
+    );
+    assert!(lines[3].ends_with(','), "{}", lines[3]);
+    assert!(lines[10].ends_with(",z.jpg"), "{}", lines[10]);
+    // Inode numbers of by-name links are distinct from blocks and by-pts links.
+    let a = path_ino(&fs, "by-name/z.jpg").unwrap();
+    let b = path_ino(&fs, "blocks/000009").unwrap();
+    assert_ne!(a, b);
+    assert_eq!(fs.getattr(a).unwrap().ino, a);
+}
+
+/// A list of names whose length is not the block count is ignored as a whole.
+#[test]
+fn names_of_the_wrong_count_are_ignored() {
+    let data = blocks(&[10, 20]);
+    let mut meta = Map::new();
+    meta.insert("names".into(), json!(["only-one.jpg"]));
+    let fs = fs_of(pack(&data, 1, 0, Engine::Identity, meta));
+    assert!(!list(&fs, "").contains(&"by-name".to_string()));
+    assert!(matches!(path_ino(&fs, "by-name"), Err(FsError::NotFound)));
+}
+
+/// `stream.EXT` names the source's extension and links to `stream`; `stream` carries
+/// the MIME type. Odd extensions give no link.
+#[test]
+fn stream_link_with_the_source_extension_and_mime_xattr() {
+    let data = blocks(&[10, 20]);
+    let mut meta = Map::new();
+    meta.insert("source".into(), json!({"name": "movie.mp4", "size": 30}));
+    let fs = fs_of(pack(&data, 1, 0, Engine::Identity, meta));
+    let root = list(&fs, "");
+    let at = root.iter().position(|n| n == "stream").unwrap();
+    assert_eq!(root[at + 1], "stream.mp4");
+    let ino = path_ino(&fs, "stream.mp4").unwrap();
+    assert_eq!(fs.readlink(ino).unwrap(), "stream");
+    let st = path_ino(&fs, "stream").unwrap();
+    match fs.getxattr(st, "user.h4mk.mime", 100).unwrap() {
+        XattrReply::Data(v) => assert_eq!(v, b"video/mp4"),
+        other => panic!("{other:?}"),
+    }
+    for odd in [
+        "movie",
+        ".hidden",
+        "a.b/c",
+        "x.tar gz",
+        "x.verylongextension",
+    ] {
+        let mut meta = Map::new();
+        meta.insert("source".into(), json!({"name": odd, "size": 30}));
+        let fs = fs_of(pack(&data, 1, 0, Engine::Identity, meta));
+        let root = list(&fs, "");
+        assert!(
+            !root.iter().any(|n| n.starts_with("stream.")),
+            "{odd}: {root:?}"
+        );
+        let st = path_ino(&fs, "stream").unwrap();
+        assert!(matches!(
+            fs.getxattr(st, "user.h4mk.mime", 100),
+            Err(FsError::NoXattr)
+        ));
+    }
 }
