@@ -25,7 +25,7 @@
 use crate::writer::{IndexRow, MAX_BLOCK};
 use anyhow::{Context, bail};
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -70,10 +70,10 @@ impl TimeBase {
     }
 }
 
-fn ffprobe(args: &[&str], media: &Path) -> anyhow::Result<Command> {
+fn ffprobe(args: &[&str], media: &Path) -> Command {
     let mut cmd = Command::new("ffprobe");
     cmd.args(["-v", "error"]).args(args).arg("--").arg(media);
-    Ok(cmd)
+    cmd
 }
 
 fn not_found(e: &std::io::Error) -> anyhow::Error {
@@ -120,7 +120,7 @@ fn choose_stream(media: &Path) -> anyhow::Result<(u64, TimeBase, String, String,
             "json",
         ],
         media,
-    )?
+    )
     .output()
     .map_err(|e| not_found(&e))?;
     if !out.status.success() {
@@ -225,22 +225,44 @@ pub fn plan(media: &Path, size: u64) -> anyhow::Result<MediaPlan> {
             "compact=p=0",
         ],
         media,
-    )?
+    )
     .stdout(Stdio::piped())
     .stderr(Stdio::piped())
     .spawn()
     .map_err(|e| not_found(&e))?;
     let mut packets: Vec<(Packet, usize)> = Vec::new();
     let stdout = child.stdout.take().expect("piped");
+    // Its messages are read alongside, so a chatty ffprobe never blocks on a full pipe;
+    // only the first 64 KiB are kept.
+    let mut stderr = child.stderr.take().expect("piped");
+    let errs = std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        let _ = (&mut stderr).take(64 << 10).read_to_end(&mut kept);
+        let _ = std::io::copy(&mut stderr, &mut std::io::sink());
+        kept
+    });
+    let mut read_err = None;
     for (n, line) in BufReader::new(stdout).lines().enumerate() {
-        let line = line.context("reading ffprobe's packet list")?;
-        if let Some(p) = parse_packet(&line, size) {
-            packets.push((p, n));
+        match line {
+            Ok(line) => {
+                if let Some(p) = parse_packet(&line, size) {
+                    packets.push((p, n));
+                }
+            }
+            Err(e) => {
+                read_err = Some(e);
+                let _ = child.kill();
+                break;
+            }
         }
     }
-    let out = child.wait_with_output().context("waiting for ffprobe")?;
-    if !out.status.success() {
-        let msg = String::from_utf8_lossy(&out.stderr);
+    let status = child.wait().context("waiting for ffprobe")?;
+    let stderr = errs.join().unwrap_or_default();
+    if let Some(e) = read_err {
+        return Err(anyhow::Error::new(e).context("reading ffprobe's packet list"));
+    }
+    if !status.success() {
+        let msg = String::from_utf8_lossy(&stderr);
         let msg: String = msg.trim().chars().take(400).collect();
         bail!(
             "{}: ffprobe failed to list packets: {}",
