@@ -754,6 +754,30 @@ fn pack_json_says_what_was_written() {
         doc.to_string().contains(root),
         "inspect does not show root {root}"
     );
+    // Encrypted: the key id, as the summary line gives it.
+    let key = dir.path().join("k.key");
+    ok(&["keygen", "-o", arg(&key)]);
+    let enc = dir.path().join("enc.h4mk");
+    let o = ok(&[
+        "pack",
+        arg(&src),
+        "--block-size",
+        "3000",
+        "--encrypt",
+        "--key-file",
+        arg(&key),
+        "-o",
+        arg(&enc),
+        "--json",
+    ]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["encrypted"], true);
+    let id = v["key_id"].as_str().unwrap();
+    assert!(
+        !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{id}"
+    );
+    assert_eq!(v["file_size"], std::fs::metadata(&enc).unwrap().len());
 }
 
 #[test]
