@@ -754,6 +754,19 @@ fn pack_json_says_what_was_written() {
         doc.to_string().contains(root),
         "inspect does not show root {root}"
     );
+    // Standard output cannot carry both the container and the JSON.
+    let o = h4fs(&[
+        "pack",
+        arg(&src),
+        "--block-size",
+        "3000",
+        "-o",
+        "-",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(o.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--json prints to standard output"));
     // Encrypted: the key id, as the summary line gives it.
     let key = dir.path().join("k.key");
     ok(&["keygen", "-o", arg(&key)]);

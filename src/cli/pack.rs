@@ -161,6 +161,12 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     if !args.input.exists() {
         bail!("input {} does not exist", args.input.display());
     }
+    if args.json && args.output.as_os_str() == "-" {
+        bail!(
+            "--json prints to standard output, which -o - uses for the container: write the \
+             container to a file, or drop --json"
+        );
+    }
     let mut start_time_us = None;
     let mut media = serde_json::Value::Null;
     let input = if args.input.is_dir() {
