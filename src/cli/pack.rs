@@ -5,6 +5,7 @@ use crate::output::{Output, OutputOptions};
 use crate::writer::{self, Input, PackOptions};
 use anyhow::{Context, bail};
 use serde_json::{Map, Value};
+use std::io::Write;
 use std::path::PathBuf;
 
 /// Pack a media file (or a directory of files) into an h4fs container.
@@ -285,10 +286,12 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             "key_id": key_id,
             "media": media,
         });
-        println!(
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
             "{}",
             serde_json::to_string_pretty(&v).expect("JSON values serialize")
-        );
+        )?;
     } else if !args.quiet {
         eprintln!(
             "packed {} ({}, {} bytes) into {} ({} bytes), root {}{}",
