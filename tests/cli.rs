@@ -809,7 +809,7 @@ fn verify_json_per_check_and_per_failing_block() {
         .iter()
         .map(|c| c["check"].as_str().unwrap())
         .collect();
-    assert_eq!(checks, ["structure", "blocks", "veri"]);
+    assert_eq!(checks, ["structure", "blocks", "chunks", "veri"]);
     assert_eq!(v["checks"][1]["checked"], 8);
     assert_eq!(v["failures"].as_array().unwrap().len(), 0);
     // Damage blocks 2 and 5 (the payload of block n starts 12 bytes into its chunk).

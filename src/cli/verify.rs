@@ -20,7 +20,7 @@ use std::path::PathBuf;
   h4fs verify --full movie.h4mk     # also the reference VERI over the whole file
   h4fs verify --json movie.h4mk | jq '.failures[].block'
 
---json prints one object: \"ok\", \"checks\" (structure, blocks, veri, each with \"ok\"),
+--json prints one object: \"ok\", \"checks\" (structure, blocks, chunks, veri, each with \"ok\"),
 \"failures\" (one per failing block or chunk: \"block\", \"offset\", \"kind\",
 \"message\"). The exit code is the same as without it.")]
 pub struct Args {
@@ -102,11 +102,17 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
                 "authenticated": a.key_attached(),
             }),
         ];
+        let is_veri = |f: &Error| matches!(f, Error::VeriMismatch { .. });
+        // Everything else: chunk CRCs, the index CRC, the chunk sequence.
+        let chunk_failures = report
+            .failures
+            .iter()
+            .filter(|f| block_of(f).is_none() && !is_veri(f))
+            .count();
+        checks
+            .push(json!({"check": "chunks", "ok": chunk_failures == 0, "failed": chunk_failures}));
         if report.veri_checked {
-            let veri_ok = !report
-                .failures
-                .iter()
-                .any(|f| matches!(f, Error::VeriMismatch { .. }));
+            let veri_ok = !report.failures.iter().any(is_veri);
             checks.push(json!({"check": "veri", "ok": veri_ok}));
         }
         let encrypted = a.encryption.is_some();
