@@ -961,8 +961,61 @@ fn pack_media_counts_mpeg_ts_times_from_its_start() {
     assert_eq!(keys[0], 0);
 }
 
-/// Text is not media; without ffprobe `--media` says what to install. Neither leaves
-/// an output file.
+/// `pack --media` is the script's rules in Rust: on every kind of media, it gives the
+/// same container, byte for byte, as `scripts/ffprobe-index.sh` followed by
+/// `pack --index` (B-frames, a start offset, fragmented MP4, Matroska, WebM, audio).
+#[test]
+fn pack_media_equals_the_script_and_pack_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = "-f lavfi -i testsrc=duration=3:size=160x120:rate=25";
+    let x264 = "-c:v libx264 -preset ultrafast -bf 3 -g 25 -pix_fmt yuv420p";
+    let clips = [
+        ffmpeg(dir.path(), &format!("{v} {x264}"), "b.mp4"),
+        ffmpeg(dir.path(), &format!("{v} {x264} -f mpegts"), "b.ts"),
+        ffmpeg(
+            dir.path(),
+            &format!("{v} {x264} -movflags frag_keyframe+empty_moov"),
+            "frag.mp4",
+        ),
+        ffmpeg(dir.path(), &format!("{v} {x264}"), "b.mkv"),
+        ffmpeg(
+            dir.path(),
+            &format!("{v} -c:v libvpx -b:v 200k -g 25"),
+            "v.webm",
+        ),
+        ffmpeg(
+            dir.path(),
+            "-f lavfi -i sine=duration=2 -c:a libmp3lame",
+            "a.mp3",
+        ),
+    ];
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ffprobe-index.sh");
+    for clip in &clips {
+        let name = clip.file_name().unwrap().to_str().unwrap();
+        let csv = dir.path().join(format!("{name}.csv"));
+        let o = common::ok(Command::new(&script).arg(clip));
+        std::fs::write(&csv, &o.stdout).unwrap();
+        let via_csv = dir.path().join(format!("{name}.csv.h4mk"));
+        let via_media = dir.path().join(format!("{name}.media.h4mk"));
+        ok(&[
+            "pack",
+            arg(clip),
+            "--index",
+            arg(&csv),
+            "-q",
+            "-o",
+            arg(&via_csv),
+        ]);
+        ok(&["pack", arg(clip), "--media", "-q", "-o", arg(&via_media)]);
+        assert!(
+            std::fs::read(&via_csv).unwrap() == std::fs::read(&via_media).unwrap(),
+            "{name}: pack --media differs from ffprobe-index.sh + pack --index"
+        );
+    }
+}
+
+/// Text and still images are not media; without ffprobe `--media` says what to
+/// install. None leaves an output file.
 #[test]
 fn pack_media_refuses_text_and_needs_ffprobe() {
     let dir = tempfile::tempdir().unwrap();
@@ -973,6 +1026,16 @@ fn pack_media_refuses_text_and_needs_ffprobe() {
     assert_eq!(o.status.code(), Some(3));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("not audio or video"), "{err}");
+    assert!(!out.exists());
+    let png = ffmpeg(
+        dir.path(),
+        "-f lavfi -i testsrc=size=64x48 -frames:v 1",
+        "still.png",
+    );
+    let o = h4fs(&["pack", arg(&png), "--media", "-o", arg(&out)]);
+    assert_eq!(o.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("not audio or video (a still image"), "{err}");
     assert!(!out.exists());
     let clip = ffmpeg(
         dir.path(),

@@ -1,26 +1,31 @@
 //! `pack --media`: the block plan of a media file from ffprobe's packet list.
 //!
-//! This is the Rust twin of `scripts/ffprobe-index.sh` (which stays for pipelines that
-//! want the CSV); the two must be kept in step: same stream choice, same cut points,
-//! same timestamps. The rules:
+//! A Rust copy of the rules of `scripts/ffprobe-index.sh` (which stays for pipelines
+//! that want the CSV; its header comment and docs/FORMAT.md section 4.3 are the
+//! contract): `pack --media` and the script followed by `pack --index` give the same
+//! container byte for byte (`tests/cli.rs` checks it). Change the two together.
 //!
-//! * Input: refused unless ffprobe reads it as media with a video or audio stream (text
-//!   that ffprobe's `tty` demuxer would show as ANSI art is refused too).
+//! * Input: refused unless ffprobe reads it as media with a video or audio stream; text
+//!   (format `tty`, codec `ansi`) and still images (format `image2` or `*_pipe`) are
+//!   refused too.
 //! * Stream: the first video stream that is not an attached picture (cover art), else
 //!   the first audio stream. Packets of other streams stay inside the block of the
 //!   preceding packet of the chosen stream.
 //! * Cut points: the byte position (`pos`) of every packet of that stream, sorted by
 //!   position; packets without a position (or past the end) are skipped; packets sharing
-//!   a position form one block (keyframe if any is one, earliest time). Block 0 starts
-//!   at byte 0 and extends through the first keyframe packet.
-//! * Times: the packet's PRESENTATION time (pts; dts when pts is missing), converted to
-//!   microseconds exactly (rounded down) and made relative to the format's start time
-//!   (what players and `ffmpeg -ss` count from), clamped at 0. Blocks must have
-//!   non-decreasing times: a block whose packet presents earlier than the block before it
-//!   (B-frames) takes that block's time. Keyframes present in order, so a keyframe
-//!   block keeps its own presentation time and `by-pts/N` / `seek N` land on the
-//!   keyframe a player would start from.
-//! * The format's start time is recorded in META as `start_time_us`.
+//!   a position form one block (keyframe if any is one, earliest time, latest end).
+//!   Block 0 starts at byte 0 and extends through the first keyframe packet, whose time
+//!   it takes.
+//! * Start: the format's start time (what players and `ffmpeg -ss` count from), in
+//!   microseconds, 0 when unknown; recorded in META as `start_time_us`.
+//! * Times: a packet's PRESENTATION time (pts; dts when it has no pts), converted to
+//!   microseconds exactly (rounded down), minus the start, clamped at 0. A keyframe
+//!   block records its own time; any other block the earliest time of itself and every
+//!   later block (B-frames present before packets stored ahead of them). A time below
+//!   the previous block's is raised to it, so times never decrease; a block with no
+//!   time takes the previous block's (0 at the start).
+//! * Durations: how long after its time the block's packets finish presenting (the
+//!   latest pts + duration, minus the block's time, at least 0); none when unknown.
 
 use crate::writer::{IndexRow, MAX_BLOCK};
 use anyhow::{Context, bail};
@@ -46,6 +51,7 @@ struct Packet {
     pos: u64,
     /// Presentation time (dts when pts is unknown), in time-base units.
     time: Option<i64>,
+    /// Duration in time-base units (not negative).
     duration: Option<i64>,
     key: bool,
 }
@@ -65,8 +71,10 @@ impl TimeBase {
     }
 
     /// `floor(t * num * 1e6 / den)`.
-    fn to_us(self, t: i64) -> i128 {
-        (t as i128 * self.num * 1_000_000).div_euclid(self.den)
+    fn to_us_wide(self, t: i128) -> i128 {
+        t.saturating_mul(self.num)
+            .saturating_mul(1_000_000)
+            .div_euclid(self.den)
     }
 }
 
@@ -87,27 +95,30 @@ fn not_found(e: &std::io::Error) -> anyhow::Error {
     }
 }
 
-/// Parse the format's start time ("1.400000", "-0.041000", "N/A") into microseconds.
-fn parse_start_us(s: &str) -> Option<i64> {
+/// The format's start time in microseconds, as the script reads it: decimal seconds
+/// with exactly six decimals ("1.400000", "-0.007000") or whole seconds; 0 otherwise
+/// ("N/A").
+fn parse_start_us(s: &str) -> i64 {
     let s = s.trim();
-    let (neg, s) = match s.strip_prefix('-') {
+    let (neg, body) = match s.strip_prefix('-') {
         Some(r) => (true, r),
         None => (false, s),
     };
-    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
-    if int.is_empty() || !int.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+    let (int, frac) = body.split_once('.').unwrap_or((body, "000000"));
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    if !digits(int) || !digits(frac) || frac.len() != 6 {
+        return 0;
     }
-    if !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+    let us = int
+        .parse::<i64>()
+        .ok()
+        .and_then(|w| w.checked_mul(1_000_000))
+        .and_then(|w| w.checked_add(frac.parse().ok()?));
+    match us {
+        Some(us) if neg => -us,
+        Some(us) => us,
+        None => 0,
     }
-    let whole: i64 = int.parse().ok()?;
-    let mut micros = 0i64;
-    for (i, b) in frac.bytes().take(6).enumerate() {
-        micros += i64::from(b - b'0') * 10i64.pow(5 - i as u32);
-    }
-    let us = whole.checked_mul(1_000_000)?.checked_add(micros)?;
-    Some(if neg { -us } else { us })
 }
 
 /// The chosen stream: (index, time base, codec type, codec name), and the start time.
@@ -138,17 +149,9 @@ fn choose_stream(media: &Path) -> anyhow::Result<(u64, TimeBase, String, String,
     }
     let v: Value = serde_json::from_slice(&out.stdout).context("ffprobe printed invalid JSON")?;
     let format = v["format"]["format_name"].as_str().unwrap_or("");
-    if format == "tty" {
-        bail!(
-            "{}: not audio or video (ffprobe reads it only as text, format \"tty\")",
-            media.display()
-        );
-    }
     let streams = v["streams"].as_array().cloned().unwrap_or_default();
     let is = |s: &Value, kind: &str| {
-        s["codec_type"] == kind
-            && s["codec_name"] != "ansi"
-            && s["disposition"]["attached_pic"].as_i64() != Some(1)
+        s["codec_type"] == kind && s["disposition"]["attached_pic"].as_i64() != Some(1)
     };
     let chosen = streams
         .iter()
@@ -160,6 +163,22 @@ fn choose_stream(media: &Path) -> anyhow::Result<(u64, TimeBase, String, String,
                 media.display()
             )
         })?;
+    let codec = chosen["codec_name"].as_str().unwrap_or("");
+    // ffprobe opens nearly anything: text as ANSI art (tty), a single picture as a
+    // one-frame video (image2, *_pipe). Those are not audio or video.
+    let format_codec = format!("{format},{codec}");
+    if format_codec.starts_with("tty,") || format_codec.ends_with(",ansi") {
+        bail!(
+            "{}: not audio or video (ffprobe reads it as text, format \"{format}\")",
+            media.display()
+        );
+    }
+    if format_codec.starts_with("image2,") || format_codec.contains("_pipe,") {
+        bail!(
+            "{}: not audio or video (a still image, format \"{format}\")",
+            media.display()
+        );
+    }
     let index = chosen["index"]
         .as_u64()
         .context("ffprobe gave a stream without an index")?;
@@ -170,10 +189,7 @@ fn choose_stream(media: &Path) -> anyhow::Result<(u64, TimeBase, String, String,
             media.display()
         )
     })?;
-    let start = v["format"]["start_time"]
-        .as_str()
-        .and_then(parse_start_us)
-        .unwrap_or(0);
+    let start = v["format"]["start_time"].as_str().map_or(0, parse_start_us);
     Ok((
         index,
         tb,
@@ -290,6 +306,17 @@ pub fn plan(media: &Path, size: u64) -> anyhow::Result<MediaPlan> {
     })
 }
 
+/// A block being formed: packets at one position.
+#[derive(Debug, Clone, Copy)]
+struct Merged {
+    pos: u64,
+    key: bool,
+    /// Earliest presentation time, µs from the start.
+    us: Option<u64>,
+    /// Latest end of presentation (time + duration), µs from the start.
+    end: Option<u64>,
+}
+
 /// Blocks from packets sorted by position; see the module docs for the rules.
 fn build_rows(
     packets: &[Packet],
@@ -297,56 +324,82 @@ fn build_rows(
     tb: TimeBase,
     start_us: i64,
 ) -> anyhow::Result<Vec<IndexRow>> {
-    // Packets sharing a position are one block.
-    let mut merged: Vec<Packet> = Vec::new();
+    let rel = |t: i128| -> u64 {
+        (tb.to_us_wide(t) - i128::from(start_us)).clamp(0, i128::from(i64::MAX)) as u64
+    };
+    let mut merged: Vec<Merged> = Vec::new();
+    // The first block whose first packet is a keyframe (as the script counts it).
+    let mut first_key = None;
     for p in packets {
+        let us = p.time.map(|t| rel(t.into()));
+        let end = match (p.time, p.duration) {
+            (Some(t), Some(d)) => Some(rel(i128::from(t) + i128::from(d))),
+            _ => None,
+        };
         match merged.last_mut() {
             Some(m) if m.pos == p.pos => {
                 m.key |= p.key;
-                m.time = match (m.time, p.time) {
+                m.us = match (m.us, us) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 };
-                m.duration = m.duration.or(p.duration);
+                m.end = match (m.end, end) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                };
             }
-            _ => merged.push(*p),
+            _ => {
+                if p.key && first_key.is_none() {
+                    first_key = Some(merged.len());
+                }
+                merged.push(Merged {
+                    pos: p.pos,
+                    key: p.key,
+                    us,
+                    end,
+                });
+            }
         }
     }
     if merged.is_empty() {
         bail!("no packets with byte positions");
     }
     // Block 0 runs from byte 0 through the first keyframe packet.
-    let first_key = merged.iter().position(|p| p.key).unwrap_or(0);
-    let rel_us = |t: i64| -> u64 {
-        let us = tb.to_us(t) - i128::from(start_us);
-        us.clamp(0, i128::from(u64::MAX >> 1)) as u64
-    };
-    let mut rows: Vec<IndexRow> = Vec::with_capacity(merged.len() - first_key);
+    let first = first_key.unwrap_or(0);
+    let blocks = &merged[first..];
+    // Earliest time of each block and every later one.
+    let mut later: Vec<Option<u64>> = vec![None; blocks.len()];
+    let mut min: Option<u64> = None;
+    for (i, b) in blocks.iter().enumerate().rev() {
+        if let Some(u) = b.us {
+            min = Some(min.map_or(u, |m| m.min(u)));
+        }
+        later[i] = min;
+    }
+    let mut rows: Vec<IndexRow> = Vec::with_capacity(blocks.len());
     let mut prev_us = 0u64;
-    for i in first_key..merged.len() {
-        let offset = if i == first_key { 0 } else { merged[i].pos };
-        let end = merged.get(i + 1).map_or(size, |p| p.pos);
-        let (time, key) = if i == first_key {
-            (merged[..=i].iter().filter_map(|p| p.time).min(), true)
-        } else {
-            (merged[i].time, merged[i].key)
+    for (i, b) in blocks.iter().enumerate() {
+        let offset = if i == 0 { 0 } else { b.pos };
+        let stop = blocks.get(i + 1).map_or(size, |n| n.pos);
+        let key = i == 0 || b.key;
+        let want = match (key, b.us) {
+            (true, Some(u)) => Some(u),
+            _ => later[i],
         };
-        let us = time.map_or(prev_us, |t| rel_us(t).max(prev_us));
+        let us = want.map_or(prev_us, |w| w.max(prev_us));
         prev_us = us;
-        let block = end - offset;
-        if block > MAX_BLOCK {
+        let len = stop - offset;
+        if len > MAX_BLOCK {
             bail!(
-                "a packet block of {block} bytes at offset {offset} exceeds the {MAX_BLOCK}-byte limit"
+                "a packet block of {len} bytes at offset {offset} exceeds the {MAX_BLOCK}-byte limit"
             );
         }
         rows.push(IndexRow {
             offset,
-            size: block,
+            size: len,
             pts_us: us,
             keyframe: key,
-            duration_us: merged[i]
-                .duration
-                .map(|d| tb.to_us(d).clamp(0, i128::from(u64::MAX >> 1)) as u64),
+            duration_us: b.end.map(|e| e.saturating_sub(us)),
         });
     }
     Ok(rows)
@@ -368,14 +421,14 @@ mod tests {
     const TB_25: TimeBase = TimeBase { num: 1, den: 25 };
 
     #[test]
-    fn start_time_parses_exactly() {
-        assert_eq!(parse_start_us("1.400000"), Some(1_400_000));
-        assert_eq!(parse_start_us("0.007"), Some(7_000));
-        assert_eq!(parse_start_us("-0.041016"), Some(-41_016));
-        assert_eq!(parse_start_us("12"), Some(12_000_000));
-        assert_eq!(parse_start_us("N/A"), None);
-        assert_eq!(parse_start_us("1.2e3"), None);
-        assert_eq!(parse_start_us("99999999999999999999"), None);
+    fn start_time_parses_as_the_script_does() {
+        assert_eq!(parse_start_us("1.400000"), 1_400_000);
+        assert_eq!(parse_start_us("-0.041016"), -41_016);
+        assert_eq!(parse_start_us("12"), 12_000_000);
+        assert_eq!(parse_start_us("0.007"), 0, "six decimals or none");
+        assert_eq!(parse_start_us("N/A"), 0);
+        assert_eq!(parse_start_us("1.2e3"), 0);
+        assert_eq!(parse_start_us("99999999999999999999"), 0);
     }
 
     #[test]
@@ -396,8 +449,9 @@ mod tests {
         assert!(parse_packet("pts=1|dts=1|duration=1|pos=100|flags=K_", 100).is_none());
     }
 
-    /// Decode order I0 P3 B1 B2 I4 B... (B-frames): keyframes keep their presentation
-    /// time, other blocks never go back in time.
+    /// Decode order I0 P3 B1 B2 I6 B4 (B-frames): keyframes keep their presentation
+    /// time, other blocks take the earliest time of themselves and all later blocks,
+    /// raised so that times never decrease.
     #[test]
     fn presentation_times_with_b_frames() {
         let packets = [
@@ -417,18 +471,26 @@ mod tests {
             got,
             [
                 (0, 20, 0, true),
-                (20, 10, 120_000, false),
-                (30, 10, 120_000, false),
-                (40, 10, 120_000, false),
+                (20, 10, 40_000, false),
+                (30, 10, 40_000, false),
+                (40, 10, 80_000, false),
                 (50, 10, 240_000, true),
                 (60, 10, 240_000, false),
             ]
         );
         assert_eq!(rows[0].duration_us, Some(40_000));
+        // P3 presents until 4 (160 ms), 120 ms after the block's time.
+        assert_eq!(rows[1].duration_us, Some(120_000));
+        assert_eq!(
+            rows[5].duration_us,
+            Some(0),
+            "B4 ends at 200 ms, before 240 ms"
+        );
     }
 
     /// Times count from the format's start (MPEG-TS starts at 1.4 s); leading
-    /// non-keyframes merge into block 0; equal positions are one block.
+    /// non-keyframes merge into block 0, which takes the keyframe's time; equal
+    /// positions are one block.
     #[test]
     fn start_offset_leading_non_keyframes_and_shared_positions() {
         let tb = TimeBase {
@@ -450,7 +512,7 @@ mod tests {
         assert_eq!(
             got,
             [
-                (0, 376, 0, true),
+                (0, 376, 40_000, true),
                 (376, 188, 80_000, false),
                 (564, 136, 160_000, true),
             ]
