@@ -8,7 +8,7 @@
 //! Counters (hits, misses, evictions, prefetches, ...) are atomics read by `h4fs stats` (the mount root's `user.h4fs.stats` attribute).
 //! Lock order: the cache has one `Mutex`; nothing is called while it is held.
 
-use crate::integrity::VerifiedBlock;
+use crate::reader::VerifiedBlock;
 use lru::LruCache;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -189,7 +189,7 @@ mod tests {
     }
 
     fn blk(len: usize, fill: u8) -> Arc<VerifiedBlock> {
-        Arc::new(VerifiedBlock::new_checked(vec![fill; len]))
+        Arc::new(VerifiedBlock::for_test(vec![fill; len]))
     }
 
     #[test]

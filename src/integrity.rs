@@ -1,5 +1,6 @@
-//! Hashes that protect a container: the reference's VERI, h4fs's structure root and
-//! per-block SHA-256, and the [`VerifiedBlock`] type that only checking can build.
+//! Hashes that protect a container: the reference's VERI, h4fs's structure root
+//! and per-block SHA-256. (The reader's read path checks blocks against them and is the
+//! only builder of [`crate::reader::VerifiedBlock`].)
 //!
 //! Hash tree (h4fs containers):
 //!
@@ -101,37 +102,6 @@ impl VeriHasher {
     /// The VERI value of everything hashed.
     pub fn finish(self) -> [u8; 32] {
         self.0.finalize()
-    }
-}
-
-/// A block's decoded bytes, built only after its stored bytes passed their check
-/// (SHA-256 for h4fs containers, CRC-32 for reference ones, AES-GCM when encrypted)
-/// and decoding succeeded with the recorded length.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VerifiedBlock {
-    data: Vec<u8>,
-}
-
-impl VerifiedBlock {
-    /// Only the reader builds these, right after checking.
-    pub(crate) fn new_checked(data: Vec<u8>) -> Self {
-        VerifiedBlock { data }
-    }
-    /// The verified, decoded bytes.
-    pub fn bytes(&self) -> &[u8] {
-        &self.data
-    }
-    /// Take the verified bytes.
-    pub fn into_bytes(self) -> Vec<u8> {
-        self.data
-    }
-    /// Decoded length.
-    pub fn len(&self) -> usize {
-        self.data.len()
-    }
-    /// True for an empty block.
-    pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
     }
 }
 

@@ -3,15 +3,16 @@
 //! Layers, each importing only from those before it:
 //!
 //! ```text
-//! format, output, time -> integrity, engine, crypto -> source, reader, writer, rekey -> cache -> fs -> fuse -> cli
+//! format, output, time  ->  integrity, engine, crypto  ->  source  ->  reader, writer, rekey, verify  ->  blocks  ->  extract, fs, serve  ->  fuse  ->  cli
 //! ```
 //!
 //! * [`mod@format`]: bytes <-> structs for the three layouts; no I/O.
-//! * [`integrity`]: VERI, the structure root, block hashes, [`integrity::VerifiedBlock`].
+//! * [`integrity`]: VERI, the structure root, block hashes.
 //! * [`engine`]: compression engines (identity, geometric-reference).
 //! * [`crypto`]: keys, per-block AES-256-GCM under per-container keys, and reading the
 //!   reference's Living Cipher v3.
-//! * [`reader`]: [`reader::Archive`], a lazy view of any container.
+//! * [`reader`]: [`reader::Archive`], a lazy view of any container, and the one read
+//!   path that checks a block and alone builds a [`reader::VerifiedBlock`].
 //! * [`output`]: every file h4fs writes: atomic, never replacing a device, an input or
 //!   (without `force`) an existing file.
 //! * [`writer`]: the deterministic packer.

@@ -40,6 +40,7 @@
 
 use super::{be32, be64};
 use crate::error::{Error, Result, Tag};
+use rayon::prelude::*;
 
 /// Version in the HIDX header; others are refused.
 pub const INDEX_VERSION: u32 = 1;
@@ -261,6 +262,82 @@ impl Footer {
         b[FOOTER_PREFIX_LEN..].copy_from_slice(&self.root);
         b
     }
+}
+
+/// Check every index entry: inside the block region, contiguous stream offsets,
+/// non-decreasing pts, known flags. Parallel over pages.
+pub fn validate_index(index: &[u8], count: u64, region_end: u64, stream_len: u64) -> Result<()> {
+    let entries = &index[INDEX_HEADER_LEN..];
+    let page = PAGE_ENTRIES * ENTRY_LEN;
+    let get = |i: u64| {
+        let at = i as usize * ENTRY_LEN;
+        IndexEntry::parse(&entries[at..at + ENTRY_LEN])
+    };
+    entries
+        .par_chunks(page)
+        .enumerate()
+        .try_for_each(|(p, chunk)| {
+            let first = (p * PAGE_ENTRIES) as u64;
+            let mut prev = first.checked_sub(1).map(get);
+            for (k, b) in chunk.chunks_exact(ENTRY_LEN).enumerate() {
+                let i = first + k as u64;
+                let e = IndexEntry::parse(b);
+                let bad = |msg: String| Error::Index { block: i, msg };
+                let end = e
+                    .chunk_offset
+                    .checked_add(12 + e.stored_len as u64)
+                    .filter(|&end| e.chunk_offset >= super::layout_a::HEADER_LEN as u64 && end <= region_end);
+                if end.is_none() {
+                    return Err(bad(format!(
+                        "chunk at offset {} with {} stored bytes lies outside the block region [8, {region_end})",
+                        e.chunk_offset, e.stored_len
+                    )));
+                }
+                if e.flags & !FLAG_KEYFRAME != 0 {
+                    return Err(bad(format!("unknown flag bits {:#x}", e.flags)));
+                }
+                let (want_off, min_pts) = match &prev {
+                    Some(p) => (p.stream_offset + p.decoded_len as u64, p.pts_us),
+                    None => (0, 0),
+                };
+                if e.stream_offset != want_off {
+                    return Err(bad(format!(
+                        "stream offset {} should be {want_off} (the previous block's end)",
+                        e.stream_offset
+                    )));
+                }
+                if e.pts_us < min_pts {
+                    return Err(bad(format!(
+                        "pts {} is before the previous block's {min_pts}",
+                        e.pts_us
+                    )));
+                }
+                if let Some(p) = &prev
+                    && e.chunk_offset < p.chunk_offset + 12 + p.stored_len as u64
+                {
+                    return Err(bad(format!(
+                        "chunk at offset {} overlaps the previous block",
+                        e.chunk_offset
+                    )));
+                }
+                prev = Some(e);
+            }
+            Ok(())
+        })?;
+    let total = match count {
+        0 => 0,
+        n => {
+            let e = get(n - 1);
+            e.stream_offset + e.decoded_len as u64
+        }
+    };
+    if total != stream_len {
+        return Err(Error::Index {
+            block: count.saturating_sub(1),
+            msg: format!("blocks decode to {total} bytes, the footer says {stream_len}"),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

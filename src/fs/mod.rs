@@ -41,7 +41,7 @@ pub use error::FsError;
 use crate::cache::{BlockCache, BlockKey, CacheStats};
 use crate::engine::EngineChoice;
 use crate::error::{Error, Result};
-use crate::integrity::VerifiedBlock;
+use crate::reader::VerifiedBlock;
 use crate::reader::{Archive, Layout, OpenCheck, Track};
 use content::{RowFile, Table};
 use inode::{Local, MAX_BLOCKS, MAX_CONTAINERS, MAX_TRACKS, Place, What};

@@ -1,0 +1,164 @@
+//! Bounded reads from the source: every read is checked against the file length known
+//! at open, and a file that shrank since is a [`Error::Truncated`], never a short buffer.
+
+use super::JsonChunk;
+use crate::error::{Error, Result, Tag};
+use crate::format::h4fs as hf;
+use crate::format::layout_a::{self as la, ChunkHeader};
+use crate::integrity;
+use crate::source::ReadAt;
+use rayon::prelude::*;
+
+pub(crate) fn read_vec(src: &dyn ReadAt, offset: u64, len: u64, what: &str) -> Result<Vec<u8>> {
+    let file_len = src.len();
+    if offset.checked_add(len).is_none_or(|end| end > file_len) {
+        return Err(Error::Truncated {
+            what: what.to_string(),
+            offset,
+            need: len,
+            file_len,
+        });
+    }
+    let mut v = vec![0u8; len as usize];
+    read_into(src, &mut v, offset, what)?;
+    Ok(v)
+}
+
+/// Fill `buf` from `offset` (already bounds-checked against the length at open).
+pub(super) fn read_into(src: &dyn ReadAt, buf: &mut [u8], offset: u64, what: &str) -> Result<()> {
+    src.read_exact_at(buf, offset).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            Error::Truncated {
+                what: format!("{what} (file shrank since open)"),
+                offset,
+                need: buf.len() as u64,
+                file_len: src.len(),
+            }
+        } else {
+            Error::io(
+                format!("reading {what} at offset {offset} of {}", src.name()),
+                e,
+            )
+        }
+    })
+}
+
+/// A zeroed buffer for a large read, backed by transparent huge pages where the kernel
+/// offers them (`madvise` mode): filling a 72 MB index then takes ~36 page faults
+/// instead of ~18,000, a third of the time to open a 1,000,000-block container.
+pub(super) fn huge_page_buffer(len: usize) -> Vec<u8> {
+    // calloc maps fresh zero pages for a buffer this large and does not touch them, so
+    // the advice applies before the first fault.
+    let v = vec![0u8; len];
+    const HUGE: usize = 2 << 20;
+    #[cfg(target_os = "linux")]
+    if len >= 2 * HUGE {
+        let start = (v.as_ptr() as usize).next_multiple_of(HUGE);
+        let end = (v.as_ptr() as usize + len) & !(HUGE - 1);
+        if end > start {
+            // SAFETY: [start, end) lies inside `v`'s allocation, which we own, and is page
+            // aligned. MADV_HUGEPAGE only advises how the kernel backs those pages; it
+            // never changes their contents or validity. A failure (THP disabled) is
+            // harmless and ignored.
+            unsafe {
+                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+    v
+}
+
+/// Read the HIDX chunk at `offset` (its payload must end by `end`) and, when `hash`, the
+/// index digest, in one parallel pass: each worker reads a run of whole hash pages and
+/// hashes them while they are still in its cache. Opening a big container then costs
+/// about one read of the index spread over all cores, instead of a read then a hash.
+pub(super) fn read_index_chunk(
+    src: &dyn ReadAt,
+    offset: u64,
+    end: u64,
+    hash: bool,
+) -> Result<(Vec<u8>, Option<[u8; 32]>)> {
+    const PAGE: usize = hf::PAGE_ENTRIES * hf::ENTRY_LEN;
+    const PIECE: usize = 16 * PAGE;
+    let (h, payload_at) = read_chunk_header_a(src, offset, Tag::HIDX, end.min(src.len()))?;
+    let len = h.len as u64;
+    let mut v = huge_page_buffer(len as usize);
+    let head_len = hf::INDEX_HEADER_LEN.min(v.len());
+    let (head, entries) = v.split_at_mut(head_len);
+    read_into(src, head, payload_at, "HIDX payload")?;
+    let entries_at = payload_at + head_len as u64;
+    let pages: Vec<Vec<[u8; 32]>> = entries
+        .par_chunks_mut(PIECE)
+        .enumerate()
+        .map(|(i, piece)| {
+            read_into(src, piece, entries_at + (i * PIECE) as u64, "HIDX payload")?;
+            Ok(match hash {
+                true => piece.chunks(PAGE).map(integrity::sha256).collect(),
+                false => Vec::new(),
+            })
+        })
+        .collect::<Result<_>>()?;
+    let digest = hash.then(|| integrity::index_digest_from_pages(head, &pages.concat()));
+    Ok((v, digest))
+}
+
+pub(super) fn read_array<const N: usize>(
+    src: &dyn ReadAt,
+    offset: u64,
+    what: &str,
+) -> Result<[u8; N]> {
+    let v = read_vec(src, offset, N as u64, what)?;
+    Ok(v.try_into().expect("N bytes"))
+}
+
+/// Read the header of a layout-A chunk at `offset` that must carry `tag` and whose
+/// payload must end by `end`; returns the header and the payload's offset.
+pub(super) fn read_chunk_header_a(
+    src: &dyn ReadAt,
+    offset: u64,
+    tag: Tag,
+    end: u64,
+) -> Result<(ChunkHeader, u64)> {
+    let h = ChunkHeader::parse(&read_array(src, offset, &format!("{tag} chunk header"))?);
+    if h.tag != tag {
+        return Err(Error::Chunk {
+            tag,
+            offset,
+            msg: format!("expected a {tag} chunk here, found tag {}", h.tag),
+        });
+    }
+    let payload_at = offset + la::CHUNK_HEADER_LEN as u64;
+    if payload_at + h.len as u64 > end {
+        return Err(Error::Chunk {
+            tag,
+            offset,
+            msg: format!(
+                "payload length {} runs past {end} (the end of the region it must lie in)",
+                h.len
+            ),
+        });
+    }
+    Ok((h, payload_at))
+}
+
+/// Read a layout-A chunk at `offset` that must carry `tag`; checks bounds and (when asked)
+/// its CRC. Returns the payload.
+pub(super) fn read_chunk_a(
+    src: &dyn ReadAt,
+    offset: u64,
+    tag: Tag,
+    end: u64,
+    crc: bool,
+) -> Result<Vec<u8>> {
+    let (h, payload_at) = read_chunk_header_a(src, offset, tag, end)?;
+    let payload = read_vec(src, payload_at, h.len as u64, &format!("{tag} payload"))?;
+    if crc {
+        la::check_crc(&h, offset, &payload)?;
+    }
+    Ok(payload)
+}
+
+pub(super) fn json_chunk(tag: Tag, offset: u64, raw: Vec<u8>) -> Result<JsonChunk> {
+    let value = la::parse_json(tag, offset, &raw)?;
+    Ok(JsonChunk { offset, raw, value })
+}

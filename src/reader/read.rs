@@ -1,0 +1,320 @@
+//! The block read path, the one place that decides whether a block's bytes may be used:
+//! read the stored bytes, check them (SHA-256 of an h4fs index entry, the CRC-32 of a
+//! reference chunk, or AES-GCM for a sealed h4fs block with its key), decrypt and decode
+//! them. Only this module builds a [`VerifiedBlock`], and only after that check passed.
+//!
+//! [`Archive::read_block_entry`] reads one block, [`Archive::read_block_entry_pair`] two
+//! with their hashes computed in lockstep, [`Archive::check_stored`] checks and decodes
+//! bytes the caller read itself (`verify` reads spans of blocks at once); all three end
+//! in the same [`Archive::check_and_decode`]. [`Archive::read_stored_entry`] gives the
+//! stored bytes, checked but not decoded (`cat --raw`).
+
+use super::Archive;
+use super::io::read_vec;
+use super::table::{BlockCheck, BlockEntry};
+use crate::crypto::{BlockContext, Decryptor};
+use crate::error::{Error, Result, Tag};
+use crate::format::layout_a::ChunkHeader;
+use crate::integrity;
+
+/// A block's decoded bytes, built only after its stored bytes passed their check
+/// (SHA-256 for h4fs containers, CRC-32 for reference ones, AES-GCM when encrypted)
+/// and decoding succeeded with the recorded length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedBlock {
+    data: Vec<u8>,
+}
+
+impl VerifiedBlock {
+    /// Only the read path below builds these, right after checking.
+    fn new_checked(data: Vec<u8>) -> Self {
+        VerifiedBlock { data }
+    }
+    /// A block of arbitrary bytes, for tests of the layers above the reader.
+    #[cfg(test)]
+    pub(crate) fn for_test(data: Vec<u8>) -> Self {
+        VerifiedBlock { data }
+    }
+    /// The verified, decoded bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.data
+    }
+    /// Take the verified bytes.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.data
+    }
+    /// Decoded length.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+    /// True for an empty block.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+}
+
+/// A block as read from the source: its chunk header bytes and its stored bytes,
+/// not yet checked.
+struct StoredParts {
+    head: Vec<u8>,
+    stored: Vec<u8>,
+}
+
+impl Archive {
+    /// The stored bytes of block `n` of `track`, checked against its hash or CRC.
+    pub fn read_stored(&self, track: usize, n: u64) -> Result<Vec<u8>> {
+        let e = self.entry(track, n)?;
+        self.read_stored_entry(&e)
+    }
+
+    /// Stored bytes of `e`, checked against its hash or CRC (never decrypted or decoded).
+    pub fn read_stored_entry(&self, e: &BlockEntry) -> Result<Vec<u8>> {
+        let p = self.read_parts(e)?;
+        check_parts(e, &p.head, &p.stored, None)?;
+        Ok(p.stored)
+    }
+
+    /// A block's decoded bytes, verified.
+    pub fn read_block(&self, track: usize, n: u64) -> Result<VerifiedBlock> {
+        let e = self.entry(track, n)?;
+        self.read_block_entry(&e)
+    }
+
+    /// Decoded bytes of `e`, verified.
+    pub fn read_block_entry(&self, e: &BlockEntry) -> Result<VerifiedBlock> {
+        self.check_decodable(e)?;
+        self.check_and_decode(e, self.read_parts(e)?, None)
+    }
+
+    /// Decoded bytes of `a` and of `b`, verified, as two [`read_block_entry`] calls
+    /// would give them. When both are checked by SHA-256 (plain h4fs blocks), the two
+    /// hashes run in lockstep on one core ([`integrity::sha256_pair`]), which is what
+    /// bounds a sequential read.
+    ///
+    /// [`read_block_entry`]: Self::read_block_entry
+    pub fn read_block_entry_pair(
+        &self,
+        a: &BlockEntry,
+        b: &BlockEntry,
+    ) -> [Result<VerifiedBlock>; 2] {
+        let hashed = |e: &BlockEntry| {
+            matches!(e.check, BlockCheck::Sha256(_))
+                && !self.authenticates_blocks()
+                && self.check_decodable(e).is_ok()
+        };
+        if !(hashed(a) && hashed(b)) {
+            return [self.read_block_entry(a), self.read_block_entry(b)];
+        }
+        match (self.read_parts(a), self.read_parts(b)) {
+            (Ok(pa), Ok(pb)) => {
+                let (ha, hb) = integrity::sha256_pair(&pa.stored, &pb.stored);
+                [
+                    self.check_and_decode(a, pa, Some(ha)),
+                    self.check_and_decode(b, pb, Some(hb)),
+                ]
+            }
+            (ra, rb) => [
+                ra.and_then(|p| self.check_and_decode(a, p, None)),
+                rb.and_then(|p| self.check_and_decode(b, p, None)),
+            ],
+        }
+    }
+
+    /// True when [`read_block_entry_pair`](Self::read_block_entry_pair) gains anything:
+    /// plain h4fs blocks, checked by SHA-256 (encrypted blocks are authenticated by
+    /// AES-GCM instead, reference blocks by CRC-32).
+    pub fn hashes_blocks_in_pairs(&self) -> bool {
+        self.layout == super::Layout::H4fs && self.encryption.is_none()
+    }
+
+    /// Check and decode the bytes of `e` that the caller read itself, from its chunk
+    /// header to the end of its stored bytes (`data_offset + stored_len - chunk_offset`
+    /// bytes): the same check and decode as [`read_block_entry`](Self::read_block_entry),
+    /// except that the stored bytes are always hashed (or CRC-checked), with the key
+    /// attached too.
+    pub fn check_stored(&self, e: &BlockEntry, raw: &[u8]) -> Result<VerifiedBlock> {
+        check_block_bytes(e, raw)?;
+        let skip = (e.data_offset - e.chunk_offset) as usize;
+        self.decode(e, raw[skip..].to_vec())
+    }
+
+    /// The one check before decoding: with an h4fs key attached, AES-GCM authenticates
+    /// the block (its bytes, position and index entry) more strongly than its unkeyed
+    /// SHA-256, so only the chunk header is checked here and the hash is skipped;
+    /// otherwise the stored bytes are checked against their hash (`computed` when the
+    /// caller already hashed them) or CRC.
+    fn check_and_decode(
+        &self,
+        e: &BlockEntry,
+        p: StoredParts,
+        computed: Option<[u8; 32]>,
+    ) -> Result<VerifiedBlock> {
+        if self.authenticates_blocks() {
+            check_core_header(e, &p.head)?;
+        } else {
+            check_parts(e, &p.head, &p.stored, computed)?;
+        }
+        self.decode(e, p.stored)
+    }
+
+    /// True when an h4fs key is attached: AES-GCM then authenticates every block.
+    fn authenticates_blocks(&self) -> bool {
+        matches!(self.decryptor, Some(Decryptor::H4fs(_)))
+    }
+
+    /// A block's chunk header bytes and stored bytes, unchecked. Small blocks take one
+    /// read and a short move; large ones two reads, so the payload lands in a buffer of
+    /// its own without a megabyte-sized copy.
+    fn read_parts(&self, e: &BlockEntry) -> Result<StoredParts> {
+        let what = format!("block {}", e.number);
+        let head_len = e.data_offset - e.chunk_offset;
+        if e.stored_len < 1 << 16 {
+            let mut stored = read_vec(&*self.src, e.chunk_offset, head_len + e.stored_len, &what)?;
+            let head = stored.drain(..head_len as usize).collect();
+            return Ok(StoredParts { head, stored });
+        }
+        let head = read_vec(&*self.src, e.chunk_offset, head_len, &what)?;
+        let stored = read_vec(&*self.src, e.data_offset, e.stored_len, &what)?;
+        Ok(StoredParts { head, stored })
+    }
+
+    /// An error when blocks cannot be decoded at all: encrypted without the key, or an
+    /// unknown engine. Checked before reading, so nothing is read in vain.
+    fn check_decodable(&self, e: &BlockEntry) -> Result<()> {
+        if let (Some(enc), None) = (&self.encryption, &self.decryptor) {
+            return Err(Error::Encrypted {
+                cipher: enc.cipher.clone(),
+                what: format!("decoding block {}", e.number),
+            });
+        }
+        self.engine.known().map(|_| ())
+    }
+
+    /// Decrypt (when encrypted) and decode the stored bytes of `e`, which the caller
+    /// checked (private: this is what turns checked bytes into a [`VerifiedBlock`]).
+    fn decode(&self, e: &BlockEntry, stored: Vec<u8>) -> Result<VerifiedBlock> {
+        let plain = match (&self.encryption, &self.decryptor) {
+            (None, _) => stored,
+            (Some(_), Some(d)) => d.open(&block_context(e), stored)?,
+            (Some(enc), None) => {
+                return Err(Error::Encrypted {
+                    cipher: enc.cipher.clone(),
+                    what: format!("decoding block {}", e.number),
+                });
+            }
+        };
+        let data = self
+            .engine
+            .known()?
+            .decode(plain, e.decoded_len)
+            .map_err(|msg| Error::Block {
+                block: e.number,
+                offset: e.chunk_offset,
+                msg,
+            })?;
+        Ok(VerifiedBlock::new_checked(data))
+    }
+}
+
+/// Check a block's bytes, read from its chunk header to the end of its stored bytes
+/// (`data_offset + stored_len - chunk_offset` bytes), against its entry, without
+/// decoding them.
+pub fn check_block_bytes(e: &BlockEntry, raw: &[u8]) -> Result<()> {
+    let skip = (e.data_offset - e.chunk_offset) as usize;
+    if raw.len() as u64 != skip as u64 + e.stored_len {
+        return Err(Error::Block {
+            block: e.number,
+            offset: e.chunk_offset,
+            msg: format!(
+                "expected {} bytes, got {}",
+                skip as u64 + e.stored_len,
+                raw.len()
+            ),
+        });
+    }
+    check_parts(e, &raw[..skip], &raw[skip..], None)
+}
+
+/// Check that an h4fs index entry points at a CORE chunk of its recorded length.
+/// `head` is the 12-byte chunk header as read.
+fn check_core_header(e: &BlockEntry, head: &[u8]) -> Result<()> {
+    let h = ChunkHeader::parse(head[..12].try_into().expect("caller read 12 bytes"));
+    if h.tag != Tag::CORE || h.len as u64 != e.stored_len {
+        return Err(Error::Block {
+            block: e.number,
+            offset: e.chunk_offset,
+            msg: format!(
+                "index points at a {} chunk of {} bytes, expected CORE of {}",
+                h.tag, h.len, e.stored_len
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Check a block given its chunk header bytes (`data_offset - chunk_offset` of them) and
+/// its stored bytes, with the SHA-256 of `payload` already `computed` (or `None` to
+/// compute it here when the entry needs it).
+fn check_parts(
+    e: &BlockEntry,
+    head: &[u8],
+    payload: &[u8],
+    computed: Option<[u8; 32]>,
+) -> Result<()> {
+    if head.len() as u64 != e.data_offset - e.chunk_offset || payload.len() as u64 != e.stored_len {
+        return Err(Error::Block {
+            block: e.number,
+            offset: e.chunk_offset,
+            msg: format!(
+                "expected {} header and {} stored bytes, got {} and {}",
+                e.data_offset - e.chunk_offset,
+                e.stored_len,
+                head.len(),
+                payload.len()
+            ),
+        });
+    }
+    match e.check {
+        BlockCheck::Sha256(expected) => {
+            check_core_header(e, head)?;
+            let computed = computed.unwrap_or_else(|| integrity::sha256(payload));
+            if computed != expected {
+                return Err(Error::BlockHash {
+                    block: e.number,
+                    offset: e.chunk_offset,
+                    expected: hex::encode(expected),
+                    computed: hex::encode(computed),
+                });
+            }
+        }
+        BlockCheck::CrcPayload(stored) | BlockCheck::CrcChunkC(stored) => {
+            let mut crc = crc32fast::Hasher::new();
+            if matches!(e.check, BlockCheck::CrcChunkC(_)) {
+                crc.update(head);
+            }
+            crc.update(payload);
+            let computed = crc.finalize();
+            if computed != stored {
+                return Err(Error::BlockCrc {
+                    block: e.number,
+                    offset: e.chunk_offset,
+                    stored,
+                    computed,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What a block's authenticated data binds: its position and its index entry.
+pub fn block_context(e: &BlockEntry) -> BlockContext {
+    BlockContext {
+        index: e.number,
+        track: e.track,
+        pts_us: e.pts_us,
+        keyframe: e.keyframe,
+        decoded_len: e.decoded_len,
+        chunk_offset: e.chunk_offset,
+    }
+}
