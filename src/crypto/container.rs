@@ -47,7 +47,8 @@
 //! * Rotation: the data key never changes; [`Henc::rewrap`] re-encrypts it under a new
 //!   master key, so only the fixed-length HENC payload changes.
 
-use super::key::MasterKey;
+pub use super::key::KEY_ID_LEN;
+use super::key::{MasterKey, key_id};
 use crate::error::{Error, Result, Tag};
 use crate::format::h4fs as hf;
 use aes_gcm::aead::{AeadInPlace, KeyInit};
@@ -69,16 +70,12 @@ pub const TAG_LEN: usize = 16;
 pub const NONCE_LEN: usize = 12;
 /// Length of a block's associated data.
 pub const AAD_LEN: usize = BLOCK_LABEL.len() + 32 + 4 + 8 + 8 + 1 + 8 + 8;
-/// Length of the public key identifier.
-pub const KEY_ID_LEN: usize = 8;
 /// Length of the wrapped data key (ciphertext and tag).
 pub const WRAPPED_LEN: usize = 32 + TAG_LEN;
 /// Length of every HENC payload (all its values are fixed-length).
 pub const HENC_PAYLOAD_LEN: usize = 429;
 
-const MASTER_SALT: &[u8] = b"h4fs/v1/master";
 const DATA_SALT: &[u8] = b"h4fs/v1/data";
-const KEY_ID_LABEL: &[u8] = b"h4fs/v1/key-id";
 const CONTAINER_ID_LABEL: &[u8] = b"h4fs/v1/container-id";
 const DATA_KEY_LABEL: &[u8] = b"h4fs/v1/data-key";
 const WRAP_KEY_LABEL: &[u8] = b"h4fs/v1/wrap-key";
@@ -99,16 +96,13 @@ fn expand<const N: usize>(prk: &Hkdf<Sha256>, parts: &[&[u8]]) -> Zeroizing<[u8;
 }
 
 fn master_prk(master: &MasterKey) -> Hkdf<Sha256> {
-    Hkdf::<Sha256>::new(Some(MASTER_SALT), master.expose())
+    master.prk()
 }
 
-fn key_id(prk: &Hkdf<Sha256>) -> [u8; KEY_ID_LEN] {
-    *expand::<KEY_ID_LEN>(prk, &[KEY_ID_LABEL])
-}
-
-/// The public identifier of a master key, as lowercase hex (16 digits).
+/// The public identifier of a master key, as lowercase hex (16 digits)
+/// ([`MasterKey::id_hex`]).
 pub fn key_id_hex(master: &MasterKey) -> String {
-    hex::encode(key_id(&master_prk(master)))
+    master.id_hex()
 }
 
 /// A digest of everything that determines a container's block plaintexts and

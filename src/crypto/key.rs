@@ -13,6 +13,7 @@
 
 use crate::error::{Error, Result};
 use aes_gcm::aead::rand_core::RngCore;
+use hkdf::Hkdf;
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{Read, Write};
@@ -68,9 +69,37 @@ impl MasterKey {
     }
 }
 
+/// Length of the public key identifier.
+pub const KEY_ID_LEN: usize = 8;
+
+const MASTER_SALT: &[u8] = b"h4fs/v1/master";
+const KEY_ID_LABEL: &[u8] = b"h4fs/v1/key-id";
+
+impl MasterKey {
+    /// HKDF-SHA256 extracted from the key: every container key, and the key's id, are
+    /// expanded from it (see [`super::container`]).
+    pub(super) fn prk(&self) -> Hkdf<Sha256> {
+        Hkdf::<Sha256>::new(Some(MASTER_SALT), self.expose())
+    }
+
+    /// The public identifier of the key, as lowercase hex (16 digits): recorded in HENC,
+    /// so a wrong key is named before any block is read.
+    pub fn id_hex(&self) -> String {
+        hex::encode(key_id(&self.prk()))
+    }
+}
+
+/// The key id expanded from a master key's [`MasterKey::prk`].
+pub(super) fn key_id(prk: &Hkdf<Sha256>) -> [u8; KEY_ID_LEN] {
+    let mut out = [0u8; KEY_ID_LEN];
+    prk.expand(KEY_ID_LABEL, &mut out)
+        .expect("HKDF-SHA256 can expand up to 8160 bytes");
+    out
+}
+
 impl std::fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "MasterKey(id {})", super::container::key_id_hex(self))
+        write!(f, "MasterKey(id {})", self.id_hex())
     }
 }
 
