@@ -244,7 +244,9 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         start_time_us,
         ..PackOptions::default()
     };
-    let total = input.total_len()?;
+    // The input is opened (or listed) once: that one open is sized here and packed.
+    let input = input.open()?;
+    let total = input.total_len();
     let read: Vec<PathBuf> = [
         Some(&args.input),
         args.index.as_ref(),
@@ -269,7 +271,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         },
     )?;
     let bar = super::progress::bytes_bar(total, "pack", args.quiet);
-    let summary = writer::pack_into(&input, out, &opts, &|done| bar.set_position(done))?;
+    let summary = writer::pack_open_into(&input, out, &opts, &|done| bar.set_position(done))?;
     bar.finish_and_clear();
     let key_id = opts.key.as_ref().map(crate::crypto::container::key_id_hex);
     if args.json {
