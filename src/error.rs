@@ -161,8 +161,39 @@ pub enum Error {
     #[error("key file {path}: {msg}")]
     KeyFile { path: String, msg: String },
 
+    /// An argument or input h4fs refuses before writing anything: a pack option out of
+    /// range, an index CSV or a directory that cannot be packed, a reserved META key, a
+    /// key or secret that does not apply to this kind of container.
     #[error("{0}")]
-    Invalid(String),
+    BadInput(String),
+
+    /// A track or block number that the container does not have.
+    #[error("{0}")]
+    NotFound(String),
+
+    /// The file is not a container at all (empty, or a directory).
+    #[error("{0}")]
+    NotContainer(String),
+
+    /// An output h4fs refuses to write: it exists, is an input, a directory, a
+    /// symbolic link, a device, or not a regular file where one is needed.
+    #[error("{0}")]
+    Output(String),
+
+    /// A file changed while h4fs read or wrote it (an input that grew, shrank or was
+    /// swapped, an output replaced under it); nothing was written.
+    #[error("{0}")]
+    Changed(String),
+
+    /// Beyond what the format or a mount allows: a block or chunk too large, too many
+    /// containers, tracks or blocks for one mount.
+    #[error("{0}")]
+    Limit(String),
+
+    /// A state the library never produces (a broken invariant between its own parts),
+    /// reported instead of a panic.
+    #[error("{0}")]
+    Internal(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -77,9 +77,11 @@ pub fn write_checked_stream(
             .spawn_scoped(s, || a.check_veri(&|_| {}))
             .map_err(|e| Error::io("starting the VERI check", e))?;
         let written = write_stream(a, track, 0, len, out, progress);
-        let veri = veri
-            .join()
-            .unwrap_or_else(|_| Err(Error::Invalid("the VERI check stopped unexpectedly".into())));
+        let veri = veri.join().unwrap_or_else(|_| {
+            Err(Error::Internal(
+                "the VERI check stopped unexpectedly".into(),
+            ))
+        });
         let written = written?;
         veri?;
         Ok(written)

@@ -119,7 +119,7 @@ impl Output {
         let shown = path.display();
         if opts.allow_stdout && path == Path::new("-") {
             if opts.regular_only {
-                return Err(Error::Invalid(
+                return Err(Error::Output(
                     "this output must be a file, not standard output".into(),
                 ));
             }
@@ -129,7 +129,7 @@ impl Output {
             });
         }
         let Some(name) = path.file_name() else {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Output(format!(
                 "the output {shown} does not name a file"
             )));
         };
@@ -166,7 +166,7 @@ impl Output {
                 ft.is_char_device() || ft.is_fifo() || ft.is_socket()
             };
             if ft.is_dir() {
-                return Err(Error::Invalid(format!("the output {shown} is a directory")));
+                return Err(Error::Output(format!("the output {shown} is a directory")));
             } else if ft.is_symlink() {
                 match &target {
                     Some(t) if streamable(t) && !opts.regular_only => {
@@ -176,7 +176,7 @@ impl Output {
                         let to = std::fs::read_link(path)
                             .map(|t| t.display().to_string())
                             .unwrap_or_default();
-                        return Err(Error::Invalid(format!(
+                        return Err(Error::Output(format!(
                             "the output {shown} is a symbolic link (to {to}); h4fs does not \
                              write files through links: give the target's own path{}",
                             if opts.allow_stdout {
@@ -189,13 +189,13 @@ impl Output {
                 }
             } else if streamable(&md) || (ft.is_block_device() && opts.force) {
                 if opts.regular_only {
-                    return Err(Error::Invalid(format!(
+                    return Err(Error::Output(format!(
                         "the output {shown} is not a regular file; this command writes a file"
                     )));
                 }
                 return Self::stream(path, &md);
             } else if ft.is_block_device() {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Output(format!(
                     "the output {shown} is a block device; refusing to write to it{}",
                     if opts.force_flag {
                         " (pass --force to write the bytes onto the device)"
@@ -209,9 +209,8 @@ impl Output {
             replace = true;
         }
         let dir = open_dir(&dir_path)?;
-        let name = CString::new(name.as_bytes()).map_err(|_| {
-            Error::Invalid(format!("the output {shown} has a NUL byte in its name"))
-        })?;
+        let name = CString::new(name.as_bytes())
+            .map_err(|_| Error::Output(format!("the output {shown} has a NUL byte in its name")))?;
         let unnamed = if tmpfile {
             open_tmpfile(&dir, opts.mode)
         } else {
@@ -264,7 +263,7 @@ impl Output {
                 .metadata()
                 .map_err(|e| Error::io_path("cannot examine the output", path, e))?;
             if now.file_type().is_file() || now.file_type().is_dir() {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Changed(format!(
                     "the output {} changed while it was being opened; nothing was written",
                     path.display()
                 )));
@@ -338,7 +337,7 @@ impl Pending {
             let temp = self.temp.as_ref().expect("named above");
             match fstatat_nofollow(&self.dir, &self.name) {
                 Ok(Some(m)) if m.st_mode & libc::S_IFMT != libc::S_IFREG => {
-                    return Err(Error::Invalid(format!(
+                    return Err(Error::Changed(format!(
                         "the output {} was replaced by something that is not a regular file \
                          while h4fs wrote; nothing was changed",
                         path.display()
@@ -376,7 +375,7 @@ impl Pending {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    return Err(Error::Invalid(format!(
+                    return Err(Error::Changed(format!(
                         "the output {} appeared while h4fs wrote; it was not replaced",
                         path.display()
                     )));
@@ -417,12 +416,12 @@ fn refuse_existing(path: &Path, force_flag: bool) -> Error {
         "remove it first or choose another name"
     };
     match what {
-        Some(kind) => Error::Invalid(format!(
+        Some(kind) => Error::Output(format!(
             "the output {} already exists and is {kind}: did you swap the input and the \
              output? Refusing to overwrite it ({force})",
             path.display()
         )),
-        None => Error::Invalid(format!(
+        None => Error::Output(format!(
             "the output {} already exists; refusing to overwrite it ({force})",
             path.display()
         )),
@@ -473,7 +472,7 @@ fn check_not_an_input(out: &Path, md: &std::fs::Metadata, inputs: &[PathBuf]) ->
             && i.dev() == md.dev()
             && i.ino() == md.ino()
         {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Output(format!(
                 "the output {} is the input {} itself; refusing to overwrite an input",
                 out.display(),
                 input.display()
@@ -502,7 +501,7 @@ fn check_not_inside_inputs(out: &Path, dir: &Path, inputs: &[PathBuf]) -> Result
         };
         for (p, d) in &dirs {
             if d.dev() == m.dev() && d.ino() == m.ino() {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Output(format!(
                     "the output {} lies inside the input directory {}; write it outside \
                      the directory being read",
                     out.display(),

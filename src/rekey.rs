@@ -40,13 +40,13 @@ pub fn rekey(path: &Path, old: &MasterKey, new: &MasterKey, out: Output) -> Resu
     let (Layout::H4fs, Some((tail_at, footer)), Some(enc)) =
         (a.layout, a.footer, a.encryption.as_ref())
     else {
-        return Err(Error::Invalid(format!(
+        return Err(Error::BadInput(format!(
             "{} is not an encrypted h4fs container: nothing to re-key",
             path.display()
         )));
     };
     if footer.henc_offset == 0 {
-        return Err(Error::Invalid(format!(
+        return Err(Error::BadInput(format!(
             "{} has no HENC chunk: nothing to re-key",
             path.display()
         )));
@@ -71,7 +71,7 @@ pub fn rekey(path: &Path, old: &MasterKey, new: &MasterKey, out: Output) -> Resu
         });
     }
     let Some(BlockTable::Index { payload: index, .. }) = a.tracks.first().map(|t| &t.blocks) else {
-        return Err(Error::Invalid(
+        return Err(Error::Internal(
             "an h4fs container has one indexed track".into(),
         ));
     };
@@ -89,7 +89,7 @@ pub fn rekey(path: &Path, old: &MasterKey, new: &MasterKey, out: Output) -> Resu
     let new_footer = hf::Footer { root, ..footer };
 
     let Some(f) = out.file() else {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Output(format!(
             "the re-keyed container must go to a regular file, not {}",
             out.path().display()
         )));
@@ -98,7 +98,7 @@ pub fn rekey(path: &Path, old: &MasterKey, new: &MasterKey, out: Output) -> Resu
     let copied = std::io::copy(&mut (&mut src).take(a.file_len + 1), &mut &*f)
         .map_err(|e| Error::io_path("cannot copy", path, e))?;
     if copied != a.file_len {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Changed(format!(
             "{} changed while it was re-keyed",
             path.display()
         )));

@@ -38,7 +38,7 @@ impl FileSource {
             .metadata()
             .map_err(|e| crate::Error::io_path("cannot stat", path, e))?;
         if md.is_dir() {
-            return Err(crate::Error::Invalid(format!(
+            return Err(crate::Error::NotContainer(format!(
                 "{} is a directory, not a container file",
                 path.display()
             )));

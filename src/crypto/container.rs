@@ -549,7 +549,7 @@ impl ContainerCrypto {
             .cipher
             .encrypt_in_place_detached(Nonce::from_slice(&ctx.nonce()), &aad, buf)
             .map_err(|_| {
-                Error::Invalid(format!(
+                Error::Limit(format!(
                     "block {} of {} bytes is too large for AES-GCM",
                     ctx.index,
                     buf.len()

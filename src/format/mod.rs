@@ -40,7 +40,7 @@ pub fn classify(head: &[u8], file_len: u64) -> crate::Result<HeaderKind> {
             });
         }
         if file_len == 0 {
-            return Err(Error::Invalid(
+            return Err(Error::NotContainer(
                 "empty file: not an H4MK container (0 bytes)".into(),
             ));
         }

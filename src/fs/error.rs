@@ -85,7 +85,15 @@ fn library_errno(e: &Error) -> i32 {
         Error::BlockAuth { .. } => libc::EIO,
         // A key that does not open the container, or an unusable key file.
         Error::WrongKey { .. } | Error::KeyFile { .. } => libc::EACCES,
-        Error::Invalid(_) => libc::EIO,
+        // Refusals of arguments, outputs and sizes, a file changed under h4fs, a broken
+        // invariant: the data cannot be produced.
+        Error::BadInput(_)
+        | Error::NotFound(_)
+        | Error::NotContainer(_)
+        | Error::Output(_)
+        | Error::Changed(_)
+        | Error::Limit(_)
+        | Error::Internal(_) => libc::EIO,
     }
 }
 

@@ -126,14 +126,14 @@ pub fn open_container(
         full_blocks = Some(report.blocks_checked);
     }
     if archive.tracks.len() > MAX_TRACKS {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Limit(format!(
             "{} has {} tracks; a mount shows at most {MAX_TRACKS}",
             path.display(),
             archive.tracks.len()
         )));
     }
     if let Some(t) = archive.tracks.iter().find(|t| t.blocks.len() > MAX_BLOCKS) {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Limit(format!(
             "{} track {} has {} blocks; a mount shows at most {MAX_BLOCKS}",
             path.display(),
             t.id,
@@ -219,12 +219,12 @@ pub fn open_sources(
     }
     files.sort();
     if files.is_empty() {
-        return Err(at(source)(Error::Invalid(
+        return Err(at(source)(Error::NotFound(
             "the directory contains no *.h4mk containers".into(),
         )));
     }
     if files.len() > MAX_CONTAINERS {
-        return Err(at(source)(Error::Invalid(format!(
+        return Err(at(source)(Error::Limit(format!(
             "the directory holds {} containers; one mount serves at most {MAX_CONTAINERS}",
             files.len()
         ))));

@@ -739,7 +739,7 @@ fn counters_fit_one_xattr() {
     let skipped: Vec<SourceError> = (0..3000)
         .map(|i| SourceError {
             path: PathBuf::from(format!("/lib/container-{i:05}.h4mk")),
-            error: Error::Invalid("x".repeat(100)),
+            error: Error::Internal("x".repeat(100)),
         })
         .collect();
     let fs = fs_of(pack(&blocks(&[5]), 1, 0, Engine::Identity, Map::new())).with_skipped(&skipped);

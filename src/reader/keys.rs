@@ -24,7 +24,7 @@ impl Archive {
     /// block is read.
     pub fn attach_key(&mut self, key: &MasterKey) -> Result<()> {
         let Some(enc) = &self.encryption else {
-            return Err(Error::Invalid(
+            return Err(Error::BadInput(
                 "the container is not encrypted: it needs no key".into(),
             ));
         };
@@ -42,7 +42,7 @@ impl Archive {
                 });
             }
             _ => {
-                return Err(Error::Invalid(format!(
+                return Err(Error::BadInput(format!(
                     "the container is encrypted with {}, not with an h4fs key; a reference \
                      file needs its shared secret (--shared-secret-file)",
                     enc.cipher
@@ -55,7 +55,7 @@ impl Archive {
         let (Some(BlockTable::Index { payload, .. }), Some((_, footer))) =
             (self.tracks.first().map(|t| &t.blocks), self.footer)
         else {
-            return Err(Error::Invalid(
+            return Err(Error::Internal(
                 "an h4fs container has a footer and one indexed track".into(),
             ));
         };
@@ -85,7 +85,7 @@ impl Archive {
     pub fn attach_shared_secret(&mut self, secret: &SharedSecret) -> Result<()> {
         let cipher = self.encryption.as_ref().map(|e| e.cipher.as_str());
         if self.layout != Layout::ReferenceA || cipher != Some(crypto::living::CIPHER) {
-            return Err(Error::Invalid(format!(
+            return Err(Error::BadInput(format!(
                 "a shared secret opens reference files encrypted with {}; this container is {}",
                 crypto::living::CIPHER,
                 match cipher {
@@ -96,7 +96,7 @@ impl Archive {
         }
         let lc = crypto::LivingCipher::new(secret);
         let Some(BlockTable::List(blocks)) = self.tracks.first().map(|t| &t.blocks) else {
-            return Err(Error::Invalid(
+            return Err(Error::Internal(
                 "a reference container has one listed track".into(),
             ));
         };

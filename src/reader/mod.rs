@@ -294,9 +294,9 @@ impl Archive {
         let t = self
             .tracks
             .get(track)
-            .ok_or_else(|| Error::Invalid(format!("no track {track}")))?;
+            .ok_or_else(|| Error::NotFound(format!("no track {track}")))?;
         t.blocks.get(n).ok_or_else(|| {
-            Error::Invalid(format!(
+            Error::NotFound(format!(
                 "no block {n}: the track has {} blocks (0..{})",
                 t.blocks.len(),
                 t.blocks.len().saturating_sub(1)

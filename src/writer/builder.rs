@@ -176,7 +176,7 @@ impl<W: Write> Writer<W> {
     fn write_chunk(&mut self, tag: Tag, payload: &[u8]) -> Result<u64> {
         let at = self.pos;
         let len = u32::try_from(payload.len()).map_err(|_| {
-            Error::Invalid(format!(
+            Error::Limit(format!(
                 "{tag} chunk of {} bytes exceeds 4 GiB",
                 payload.len()
             ))
@@ -196,7 +196,7 @@ impl<W: Write> Writer<W> {
     pub(super) fn add_prepared(&mut self, p: Prepared) -> Result<()> {
         let n = self.count;
         if p.decoded_len > MAX_BLOCK {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Limit(format!(
                 "block {n} is {} bytes; the largest block h4fs writes is {MAX_BLOCK} bytes",
                 p.decoded_len
             )));
@@ -204,18 +204,18 @@ impl<W: Write> Writer<W> {
         if let Some(last) = self.last_pts
             && p.meta.pts_us < last
         {
-            return Err(Error::Invalid(format!(
+            return Err(Error::BadInput(format!(
                 "block {n} has pts {} us, before the previous block's {last} us: pts must not decrease",
                 p.meta.pts_us
             )));
         }
         if n == 0 && !p.meta.keyframe {
-            return Err(Error::Invalid(
+            return Err(Error::BadInput(
                 "block 0 is not a keyframe: a stream must start with one".into(),
             ));
         }
         let stored_len = u32::try_from(p.stored.len())
-            .map_err(|_| Error::Invalid(format!("block {n} encodes to more than 4 GiB")))?;
+            .map_err(|_| Error::Limit(format!("block {n} encodes to more than 4 GiB")))?;
         let chunk_offset = self.pos;
         let h = ChunkHeader::encode_with_crc(Tag::CORE, stored_len, p.crc);
         let sha256 = match p.sha256 {

@@ -23,13 +23,13 @@ pub fn parse_index_csv(text: &str, origin: &str) -> Result<Vec<IndexRow>> {
         .filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'));
     let (_, header) = lines
         .next()
-        .ok_or_else(|| Error::Invalid(format!("{origin}: empty index, expected a header line")))?;
+        .ok_or_else(|| Error::BadInput(format!("{origin}: empty index, expected a header line")))?;
     let cols: Vec<&str> = header.split(',').map(str::trim).collect();
     let col = |name: &str| cols.iter().position(|c| *c == name);
     let (Some(c_off), Some(c_size), Some(c_pts), Some(c_key)) =
         (col("offset"), col("size"), col("pts_us"), col("keyframe"))
     else {
-        return Err(Error::Invalid(format!(
+        return Err(Error::BadInput(format!(
             "{origin}:1: header must name offset,size,pts_us,keyframe (found \"{header}\")"
         )));
     };
@@ -40,10 +40,10 @@ pub fn parse_index_csv(text: &str, origin: &str) -> Result<Vec<IndexRow>> {
         let f: Vec<&str> = line.split(',').map(str::trim).collect();
         let num = |c: usize, name: &str| -> Result<u64> {
             let v = f.get(c).ok_or_else(|| {
-                Error::Invalid(format!("{origin}:{lineno}: missing column {name}"))
+                Error::BadInput(format!("{origin}:{lineno}: missing column {name}"))
             })?;
             v.parse::<u64>().map_err(|_| {
-                Error::Invalid(format!(
+                Error::BadInput(format!(
                     "{origin}:{lineno}: {name} \"{v}\" is not a non-negative integer"
                 ))
             })
@@ -52,7 +52,7 @@ pub fn parse_index_csv(text: &str, origin: &str) -> Result<Vec<IndexRow>> {
             Some("1") | Some("true") | Some("K") => true,
             Some("0") | Some("false") | Some("") => false,
             other => {
-                return Err(Error::Invalid(format!(
+                return Err(Error::BadInput(format!(
                     "{origin}:{lineno}: keyframe must be 1 or 0, found {:?}",
                     other.unwrap_or("nothing")
                 )));
@@ -70,13 +70,13 @@ pub fn parse_index_csv(text: &str, origin: &str) -> Result<Vec<IndexRow>> {
         };
         let want = rows.last().map_or(0, |r| r.offset + r.size);
         if row.offset != want {
-            return Err(Error::Invalid(format!(
+            return Err(Error::BadInput(format!(
                 "{origin}:{lineno}: block starts at {} but the previous block ended at {want}: rows must tile the input",
                 row.offset
             )));
         }
         if row.size > MAX_BLOCK {
-            return Err(Error::Invalid(format!(
+            return Err(Error::BadInput(format!(
                 "{origin}:{lineno}: block of {} bytes exceeds the {MAX_BLOCK}-byte limit",
                 row.size
             )));
@@ -108,13 +108,13 @@ pub fn index_csv_start_time(text: &str, origin: &str) -> Result<Option<i64>> {
         }
         let lineno = i + 1;
         if found.is_some() {
-            return Err(Error::Invalid(format!(
+            return Err(Error::BadInput(format!(
                 "{origin}:{lineno}: a second start_time_us line"
             )));
         }
         let v = value.trim();
         let n = v.parse::<i64>().map_err(|_| {
-            Error::Invalid(format!(
+            Error::BadInput(format!(
                 "{origin}:{lineno}: start_time_us \"{v}\" is not an integer (microseconds)"
             ))
         })?;

@@ -46,7 +46,7 @@ pub enum Input {
 /// Microseconds per frame as the reference computes it: `floor(1e6 / fps)`.
 pub fn frame_us(fps: f64) -> Result<u64> {
     if !(fps.is_finite() && fps > 0.0) {
-        return Err(Error::Invalid(format!(
+        return Err(Error::BadInput(format!(
             "fps must be a positive number, not {fps}"
         )));
     }
@@ -58,7 +58,7 @@ pub fn frame_us(fps: f64) -> Result<u64> {
 fn check_timing(fps: f64, gop: u64) -> Result<u64> {
     let frame = frame_us(fps)?;
     if gop == 0 {
-        return Err(Error::Invalid(
+        return Err(Error::BadInput(
             "gop must be at least 1 (a keyframe every gop blocks; block 0 is one)".into(),
         ));
     }
@@ -81,7 +81,7 @@ fn open_input(path: &Path) -> Result<(File, u64)> {
         .metadata()
         .map_err(|e| Error::io_path("cannot stat input", path, e))?;
     if md.is_dir() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::BadInput(format!(
             "{} is a directory; pass a file, or a directory with --fps for one block per file",
             path.display()
         )));
@@ -179,7 +179,7 @@ fn read_names(dir: &OwnedFd) -> std::io::Result<Vec<CString>> {
 /// always, symbolic links unless `follow_symlinks` (then what they point to counts).
 pub fn directory_files(dir: &Path, follow_symlinks: bool) -> Result<DirListing> {
     let c = CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| Error::Invalid(format!("{} has a NUL byte", dir.display())))?;
+        .map_err(|_| Error::BadInput(format!("{} has a NUL byte", dir.display())))?;
     // SAFETY: a NUL-terminated path; the fd is owned below.
     let fd = unsafe {
         libc::open(
@@ -204,7 +204,7 @@ pub fn directory_files(dir: &Path, follow_symlinks: bool) -> Result<DirListing> 
             stat_at(&fd, &name, false).map_err(|e| Error::io_path("cannot stat", &p, e))?;
         if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
             if !follow_symlinks {
-                return Err(Error::Invalid(format!(
+                return Err(Error::BadInput(format!(
                     "{} is a symbolic link; pack does not follow links out of the directory \
                      (pass --follow-symlinks to pack what they point to)",
                     p.display()
@@ -217,7 +217,7 @@ pub fn directory_files(dir: &Path, follow_symlinks: bool) -> Result<DirListing> 
             libc::S_IFDIR => continue,
             libc::S_IFREG => {}
             m => {
-                return Err(Error::Invalid(format!(
+                return Err(Error::BadInput(format!(
                     "{} is {}; pack takes regular files only",
                     p.display(),
                     kind_of(m)
@@ -226,7 +226,7 @@ pub fn directory_files(dir: &Path, follow_symlinks: bool) -> Result<DirListing> 
         }
         let len = st.st_size as u64;
         if len > MAX_BLOCK {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Limit(format!(
                 "{} is {len} bytes; one block holds at most {MAX_BLOCK}",
                 p.display()
             )));
@@ -263,7 +263,7 @@ impl DirListing {
         if fd < 0 {
             let e = std::io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::ELOOP) {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Changed(format!(
                     "{} became a symbolic link while it was packed; pack does not follow \
                      links out of the directory",
                     p.display()
@@ -277,13 +277,13 @@ impl DirListing {
             .metadata()
             .map_err(|e| Error::io_path("cannot stat input", p, e))?;
         if !md.is_file() {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Changed(format!(
                 "{} is no longer a regular file; pack takes regular files only",
                 p.display()
             )));
         }
         if md.len() != *len {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Changed(format!(
                 "{} changed size while it was packed ({len} bytes, now {})",
                 p.display(),
                 md.len()
@@ -304,7 +304,7 @@ pub fn directory_names(listing: &DirListing) -> Result<Vec<String>> {
             let name = OsStr::from_bytes(name.as_bytes());
             match name.to_str() {
                 Some(n) if crate::naming::valid_name(n) => Ok(n.to_string()),
-                _ => Err(Error::Invalid(format!(
+                _ => Err(Error::BadInput(format!(
                     "{}: the file name {:?} cannot be recorded (names must be UTF-8, at most \
                      {} bytes, without control characters); rename the file",
                     p.display(),
@@ -361,7 +361,7 @@ impl Input {
                 gop,
             } => {
                 if *block_size == 0 || *block_size > MAX_BLOCK {
-                    return Err(Error::Invalid(format!(
+                    return Err(Error::BadInput(format!(
                         "block size must be 1..={MAX_BLOCK} bytes, not {block_size}"
                     )));
                 }
@@ -379,7 +379,7 @@ impl Input {
                 let (file, len) = open_input(path)?;
                 let covered = rows.last().map_or(0, |r| r.offset + r.size);
                 if covered != len {
-                    return Err(Error::Invalid(format!(
+                    return Err(Error::BadInput(format!(
                         "the index covers {covered} bytes but {} has {len}: rows must tile the whole input",
                         path.display()
                     )));

@@ -99,7 +99,7 @@ pub fn pack_to<W: Write + Send>(
 fn check_meta_extra(opts: &PackOptions) -> Result<()> {
     for k in opts.meta_extra.keys() {
         if RESERVED_META_KEYS.contains(&k.as_str()) || k == "project" || k == "domain" {
-            return Err(Error::Invalid(format!(
+            return Err(Error::BadInput(format!(
                 "META key \"{k}\" is set by h4fs and cannot be given as an extra field"
             )));
         }
@@ -129,12 +129,12 @@ pub fn pack_open_to<W: Write + Send>(
     };
     let (w, source_sha) = pipeline::run(open.blocks(), out, opts.engine, sealing, progress)?;
     if planned_sha.is_some_and(|p| p != source_sha) {
-        return Err(Error::Invalid(
+        return Err(Error::Changed(
             "the input changed between the two passes of an encrypted pack".into(),
         ));
     }
     if w.stream_len() != source_len {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Changed(format!(
             "read {} bytes but the input had {source_len} when the pack began: it changed during the pack",
             w.stream_len()
         )));
