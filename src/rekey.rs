@@ -149,3 +149,85 @@ pub fn rekey(path: &Path, old: &MasterKey, new: &MasterKey, out: Output) -> Resu
         new_key_id: crate::crypto::container::key_id_hex(new),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::OutputOptions;
+    use crate::reader::tests::{open, pack_encrypted};
+
+    fn out(path: &Path, force: bool) -> Output {
+        let opts = OutputOptions {
+            force,
+            ..OutputOptions::default()
+        };
+        Output::create(path, &opts).unwrap()
+    }
+
+    #[test]
+    fn rekey_rewraps_only_henc_and_the_new_key_opens_it() {
+        let d = tempfile::tempdir().unwrap();
+        let (bytes, old) = pack_encrypted(3);
+        let src = d.path().join("c.h4mk");
+        std::fs::write(&src, &bytes).unwrap();
+        let new = MasterKey::from_bytes([5; 32]);
+        let dst = d.path().join("rekeyed.h4mk");
+        let s = rekey(&src, &old, &new, out(&dst, false)).unwrap();
+        assert_eq!(s.old_key_id, old.id_hex());
+        assert_eq!(s.new_key_id, new.id_hex());
+        let after = std::fs::read(&dst).unwrap();
+        assert_eq!(after.len(), bytes.len());
+        let mut b = open(&after).unwrap();
+        assert_eq!(b.footer.unwrap().1.root, s.root);
+        // Blocks and index are byte for byte the same; only HENC, the footer and VERI
+        // changed.
+        let (henc, footer) = (
+            b.footer.unwrap().1.henc_offset as usize,
+            b.footer.unwrap().0 as usize,
+        );
+        assert_eq!(after[..henc], bytes[..henc]);
+        assert_ne!(
+            after[henc..henc + 12 + crate::crypto::container::HENC_PAYLOAD_LEN],
+            bytes[henc..henc + 12 + crate::crypto::container::HENC_PAYLOAD_LEN]
+        );
+        assert_eq!(
+            after[henc + 12 + crate::crypto::container::HENC_PAYLOAD_LEN..footer],
+            bytes[henc + 12 + crate::crypto::container::HENC_PAYLOAD_LEN..footer]
+        );
+        assert!(matches!(b.attach_key(&old), Err(Error::WrongKey { .. })));
+        b.attach_key(&new).unwrap();
+        b.check_veri(&|_| {}).unwrap();
+        let mut a = open(&bytes).unwrap();
+        a.attach_key(&old).unwrap();
+        for n in 0..3 {
+            assert_eq!(b.read_block(0, n).unwrap(), a.read_block(0, n).unwrap());
+        }
+    }
+
+    #[test]
+    fn a_wrong_old_key_or_a_plain_container_is_refused_and_nothing_is_written() {
+        let d = tempfile::tempdir().unwrap();
+        let (bytes, _) = pack_encrypted(2);
+        let src = d.path().join("c.h4mk");
+        std::fs::write(&src, &bytes).unwrap();
+        let dst = d.path().join("rekeyed.h4mk");
+        let wrong = MasterKey::from_bytes([1; 32]);
+        let e = rekey(&src, &wrong, &wrong, out(&dst, false)).unwrap_err();
+        assert!(matches!(e, Error::WrongKey { .. }), "{e}");
+        assert!(!dst.exists());
+
+        let plain = d.path().join("plain.h4mk");
+        std::fs::write(
+            &plain,
+            crate::reader::tests::pack_h4fs(&[3, 4], 1, crate::engine::Engine::Identity),
+        )
+        .unwrap();
+        let e = rekey(&plain, &wrong, &wrong, out(&dst, false)).unwrap_err();
+        assert!(matches!(e, Error::BadInput(_)), "{e}");
+        assert!(
+            e.to_string().contains("is not an encrypted h4fs container"),
+            "{e}"
+        );
+        assert!(!dst.exists());
+    }
+}

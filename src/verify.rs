@@ -282,3 +282,69 @@ fn verify_blocks(a: &Archive, progress: &(dyn Fn(u64) + Sync)) -> Report {
     }
     report
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Engine;
+    use crate::reader::tests::{open, pack_encrypted, pack_h4fs};
+
+    /// Flip one stored byte of block `n`.
+    fn damage(bytes: &[u8], n: u64) -> Vec<u8> {
+        let e = open(bytes).unwrap().entry(0, n).unwrap();
+        let mut bad = bytes.to_vec();
+        bad[(e.data_offset + e.stored_len / 2) as usize] ^= 1;
+        bad
+    }
+
+    #[test]
+    fn an_intact_container_verifies_and_a_damaged_block_is_named() {
+        let good = pack_h4fs(&[40, 70_000, 0, 9, 300], 2, Engine::GeometricReference);
+        let r = verify(&open(&good).unwrap(), true, &|_| {});
+        assert!(r.ok() && r.veri_checked, "{:?}", r.failures);
+        assert_eq!(r.blocks_checked, 5);
+        for n in [0, 1, 4] {
+            let bad = damage(&good, n);
+            // Without `full`, only the block fails; with it, VERI too.
+            let r = verify(&open(&bad).unwrap(), false, &|_| {});
+            assert_eq!(r.failures.len(), 1, "{:?}", r.failures);
+            assert!(matches!(r.failures[0], Error::BlockHash { block, .. } if block == n));
+            let r = verify(&open(&bad).unwrap(), true, &|_| {});
+            assert!(matches!(
+                r.failures[..],
+                [Error::BlockHash { .. }, Error::VeriMismatch { .. }]
+            ));
+        }
+    }
+
+    #[test]
+    fn with_the_key_every_block_is_hashed_and_authenticated() {
+        let (good, key) = pack_encrypted(5);
+        let mut a = open(&good).unwrap();
+        a.attach_key(&key).unwrap();
+        assert!(verify(&a, false, &|_| {}).ok());
+        let mut b = open(&damage(&good, 3)).unwrap();
+        b.attach_key(&key).unwrap();
+        let r = verify(&b, false, &|_| {});
+        assert_eq!(r.failures.len(), 1, "{:?}", r.failures);
+        assert!(matches!(r.failures[0], Error::BlockHash { block: 3, .. }));
+    }
+
+    #[test]
+    fn a_reference_file_is_checked_by_crc_and_veri() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/seed/a_small10.h4mk");
+        let good = std::fs::read(path).unwrap();
+        let r = verify(&open(&good).unwrap(), false, &|_| {});
+        assert!(r.ok() && r.veri_checked, "{:?}", r.failures);
+        let r = verify(&open(&damage(&good, 7)).unwrap(), false, &|_| {});
+        assert!(
+            matches!(
+                r.failures[..],
+                [Error::BlockCrc { block: 7, .. }, Error::VeriMismatch { .. }]
+            ),
+            "{:?}",
+            r.failures
+        );
+    }
+}

@@ -18,6 +18,8 @@ mod layout_a;
 mod layout_c;
 mod read;
 mod table;
+#[cfg(test)]
+pub(crate) mod tests;
 mod veri;
 
 pub(crate) use io::read_vec;
