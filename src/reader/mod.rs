@@ -10,6 +10,11 @@
 //! * every block's stored bytes lie inside the file as it was at open;
 //! * per track, `stream_offset`s are contiguous (`next = this + decoded_len`) and
 //!   `pts_us` is non-decreasing, so both can be binary searched.
+//!
+//! Modules: one per layout's open (`h4fs`, `layout_a`, `layout_c`), bounded reads from
+//! the source (`io`), the block table and its lookups ([`table`](BlockTable)), the one
+//! block read path that checks and decodes (`read`, the only builder of a
+//! [`VerifiedBlock`]), the whole-file VERI (`veri`) and keys (`keys`).
 
 mod h4fs;
 mod io;
