@@ -22,6 +22,7 @@
 //! anything else.
 
 pub mod lanes;
+pub mod tree;
 
 use crate::format::h4fs::{ENTRY_LEN, FOOTER_PREFIX_LEN, INDEX_HEADER_LEN, PAGE_ENTRIES};
 use rayon::prelude::*;

@@ -13,6 +13,7 @@
 pub mod h4fs;
 pub mod layout_a;
 pub mod layout_c;
+pub mod outboard;
 
 /// The four magic bytes that start every H4MK file.
 pub const MAGIC: [u8; 4] = *b"H4MK";
