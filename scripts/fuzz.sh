@@ -114,6 +114,14 @@ EOF
 mkdir -p fuzz/corpus/index_csv
 printf 'offset,size,pts_us,keyframe,duration_us\n0,100,0,1,33333\n100,0,33333,0,\n100,7,66666,K,1\n' \
   > fuzz/corpus/index_csv/seed.csv
+# outboard: an HB3T payload (3 groups of 1 KiB, 2 nodes), and a stream for the verifier.
+mkdir -p fuzz/corpus/outboard
+python3 - <<'EOF'
+import struct
+hdr = struct.pack(">IB3xQQ", 1, 10, 3000, 2) + bytes(range(32))
+open("fuzz/corpus/outboard/hb3t", "wb").write(hdr + bytes(range(128)))
+open("fuzz/corpus/outboard/stream", "wb").write(b"\x00\x05\x01" + b"h4fs" * 1300)
+EOF
 for t in "${run[@]}"; do
   mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
   echo "fuzz: $t for ${secs}s" >&2

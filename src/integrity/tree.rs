@@ -31,14 +31,17 @@
 //! fails exactly the groups below it (which cannot be vouched for without it).
 
 use crate::format::outboard::{self as fmt, NODE_LEN};
+use blake3::Hasher;
 use blake3::hazmat::{
     ChainingValue, HasherExt, Mode, merge_subtrees_non_root, merge_subtrees_root,
 };
-use blake3::{Hash, Hasher};
 use rayon::prelude::*;
 use std::ops::Range;
 
 pub use crate::format::outboard::{DEFAULT_GROUP_LOG, MAX_GROUP_LOG, MIN_GROUP_LOG};
+/// The BLAKE3 hash type of roots (constant-time equality), re-exported so callers need
+/// no direct `blake3` dependency.
+pub use blake3::Hash;
 
 /// Why a tree cannot be built or a range of groups does not verify.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
