@@ -374,3 +374,32 @@ proptest! {
         prop_assert_eq!(e.bad_groups(), &[g..g + 1][..]);
     }
 }
+
+/// The worked example of docs/FORMAT.md §10: 4097 bytes `i % 251` (the input pattern of
+/// the BLAKE3 test vectors) in groups of 1 KiB. The root is `b3sum`'s output for the same
+/// bytes (b3sum 1.2.0), computed outside this code.
+#[test]
+fn worked_example_of_the_format_doc() {
+    let data: Vec<u8> = (0..4097u32).map(|i| (i % 251) as u8).collect();
+    let t = Tree::compute(10, &data).unwrap();
+    assert_eq!(
+        t.root.to_hex().as_str(),
+        "9b4052b38f1c5fc8b1f9ff7ac7b27cd242487b3d890d15c96a1c25b8aa0fb995"
+    );
+    let nodes: Vec<String> = t.outboard.as_bytes().chunks(32).map(hex::encode).collect();
+    assert_eq!(
+        nodes,
+        [
+            "7de819387cc4a00a473ed9b0f7802fa8d3b38d18a5e49ff3f034dd77be59af62",
+            "809187020fb739eff22a86412de600c2d171052ee5a3cf5ff792e8dad1fd0eb8",
+            "811f7d4f1735258e27c68b9214ff7c4aac866d47f73deef1fd8908b5e38f804f",
+            "0442fb717e48cfb822322404f01bed7f13e2ed168408f1b5e6307b3c1b7a1ab7",
+            "5c9e654411e393d1f4bec710ccd5bc5669ab177d610a0eb691fcfee92fb4e8b1",
+            "5b1f23b8390368a2c15095910389d1b716eb52a6dfd34d0aa66a22a21b761ca7",
+            "31af34be96abc0f78f175c2b7af34754a2011916b9d343582c74d06f07153ca8",
+            "2384956f6c5c4cd565731e113eda8c592474646eb299b5d90b7b6899689b726e",
+        ]
+    );
+    // The last group is one byte at offset 4096: its chaining value is node 0's right half.
+    assert_eq!(nodes[1], hex::encode(group_cv(10, 4, &data[4096..])));
+}
