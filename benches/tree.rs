@@ -6,6 +6,8 @@
 //!   the nodes on its path (`blake3_group_path`, `Outboard::verify`: a reader with no
 //!   cached tree) or nothing else (`blake3_group_checked`, `CheckedTree::verify`: the tree
 //!   was checked once at open).
+//! * `open/check_tree`: checking every node of the tree against the root once
+//!   (`Outboard::check`, what an open would do), including copying the outboard.
 //! * `sequential/*`: verifying a whole 1 GiB stream, SHA-256 per 1 MiB block against
 //!   BLAKE3 per 16 KiB group (with every node of the tree), on 1 and on 2 threads.
 //!
@@ -88,6 +90,13 @@ fn verification(c: &mut Criterion) {
             i += 1;
             checked.verify(at as u64, &data[at..at + GROUP]).unwrap()
         })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("open");
+    g.sample_size(20).measurement_time(Duration::from_secs(4));
+    g.bench_function("check_tree", |b| {
+        b.iter(|| tree.outboard.clone().check(&tree.root).unwrap())
     });
     g.finish();
 
