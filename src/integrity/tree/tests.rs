@@ -277,6 +277,13 @@ fn data_that_is_not_whole_groups_is_refused() {
         assert!(matches!(e, TreeError::Span { .. }), "{offset}: {e}");
         assert!(c.verify(offset, d).is_err());
     }
+    assert_eq!(
+        ob.verify(&t.root, 1, &data[1..G + 1])
+            .unwrap_err()
+            .to_string(),
+        "16384 bytes from stream offset 1 are not whole hash groups of this tree \
+         (6 groups of 16384 bytes over 81930 stream bytes)"
+    );
     ob.verify(&t.root, 5 * G as u64, &data[5 * G..]).unwrap();
     c.verify(4 * G as u64, &data[4 * G..]).unwrap();
 }
