@@ -22,7 +22,7 @@
 //! * [`time`]: times as people type them (`12.5s`, `1500ms`, `00:01:30.5`).
 //! * [`cli`]: the `h4fs` command.
 
-pub mod cache;
+pub mod blocks;
 pub mod cli;
 pub mod crypto;
 pub mod engine;

@@ -4,6 +4,7 @@
 //! [`Error`], with no catch-all arm: a new variant anywhere fails to compile until
 //! someone decides what a reader sees for it.
 
+use crate::blocks::ReadError;
 use crate::error::Error;
 
 /// Why a filesystem operation failed.
@@ -40,6 +41,15 @@ pub enum FsError {
     /// engine, encryption without key, I/O).
     #[error(transparent)]
     Archive(#[from] Error),
+}
+
+impl From<ReadError> for FsError {
+    fn from(e: ReadError) -> FsError {
+        match e {
+            ReadError::VeriFailed { path, detail } => FsError::VeriFailed { path, detail },
+            ReadError::Archive(e) => FsError::Archive(e),
+        }
+    }
 }
 
 impl FsError {

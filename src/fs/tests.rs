@@ -1,10 +1,16 @@
 //! The filesystem core against containers built in memory and the reference samples.
 
 use super::*;
+use crate::blocks::BlockKey;
 use crate::engine::Engine;
+use crate::error::Error;
 use crate::reader::OpenCheck;
 use crate::writer::{BlockMeta, Writer};
 use serde_json::Map;
+use serde_json::{Value, json};
+use status::STATS_XATTR_MAX;
+use std::path::Path;
+use std::time::{Duration, UNIX_EPOCH};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -675,7 +681,7 @@ fn paired_block_reads_match_single_reads_and_keep_failures_apart() {
     let at = entry(4).data_offset as usize + 12_345;
     bytes[at] ^= 1;
     let fs = fs_of(bytes);
-    let archive = &fs.containers[0].src.archive;
+    let archive = fs.archive(0);
     let [ok, bad] = archive.read_block_entry_pair(&entry(3), &entry(4));
     assert_eq!(ok.unwrap().bytes(), &data[3][..]);
     assert!(
@@ -683,11 +689,12 @@ fn paired_block_reads_match_single_reads_and_keep_failures_apart() {
         "{bad:?}"
     );
     // Through the prefetcher: the good block is cached, the bad one recorded, not cached.
-    fs.prefetch_pair(fs.key(0, 0, 5), fs.key(0, 0, 4));
+    let key = |n| BlockKey::new(0, 0, n);
+    fs.blocks.prefetch_pair(key(5), key(4));
     assert_eq!(fs.cache_stats().prefetches, 1);
-    assert!(fs.cache.contains(&fs.key(0, 0, 5)));
-    assert!(!fs.cache.contains(&fs.key(0, 0, 4)));
-    assert_eq!(fs.containers[0].failures.lock().unwrap().len(), 1);
+    assert!(fs.blocks.is_cached(&key(5)));
+    assert!(!fs.blocks.is_cached(&key(4)));
+    assert_eq!(fs.served(0).failures().len(), 1);
     let ino = path_ino(&fs, "blocks/000004").unwrap();
     let err = fs.read(ino, 0, 0, 10).map(|_| ()).unwrap_err();
     assert_eq!(err.errno(), libc::EIO, "{err}");

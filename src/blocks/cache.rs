@@ -7,23 +7,14 @@
 //!
 //! Counters (hits, misses, evictions, prefetches, ...) are atomics read by `h4fs stats` (the mount root's `user.h4fs.stats` attribute).
 //! Lock order: the cache has one `Mutex`; nothing is called while it is held.
+//! The hit path takes it once ([`BlockCache::get`]).
 
+use super::BlockKey;
 use crate::reader::VerifiedBlock;
 use lru::LruCache;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-
-/// Identifies a block across every container of a mount.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct BlockKey {
-    /// Index of the container in the mount.
-    pub container: u32,
-    /// Index of the track in the container.
-    pub track: u32,
-    /// Block number within the track.
-    pub block: u64,
-}
 
 /// Counter values at one moment, as `h4fs stats` shows them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -102,6 +93,12 @@ impl BlockCache {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether a block of `len` decoded bytes can be held at all (with its overhead it
+    /// is within the whole capacity).
+    pub fn fits(&self, len: u64) -> bool {
+        charge(len) <= self.capacity
+    }
+
     /// The block, marking it most recently used; counts a hit or a miss.
     pub fn get(&self, key: &BlockKey) -> Option<Arc<VerifiedBlock>> {
         let found = self.lock().lru.get(key).cloned();
@@ -109,6 +106,16 @@ impl BlockCache {
             Some(_) => self.hits.fetch_add(1, Ordering::Relaxed),
             None => self.misses.fetch_add(1, Ordering::Relaxed),
         };
+        found
+    }
+
+    /// The block if held, marking it most recently used and counting a hit; its absence
+    /// is not counted (the caller already counted that miss, or is the prefetcher).
+    pub fn get_held(&self, key: &BlockKey) -> Option<Arc<VerifiedBlock>> {
+        let found = self.lock().lru.get(key).cloned();
+        if found.is_some() {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+        }
         found
     }
 
@@ -120,7 +127,7 @@ impl BlockCache {
     /// Insert a block, evicting least recently used blocks until it fits.
     pub fn insert(&self, key: BlockKey, block: Arc<VerifiedBlock>) {
         let size = block.len() as u64;
-        if charge(size) > self.capacity {
+        if !self.fits(size) {
             return;
         }
         let mut evicted = 0;
@@ -181,11 +188,7 @@ mod tests {
     use super::*;
 
     fn key(block: u64) -> BlockKey {
-        BlockKey {
-            container: 0,
-            track: 0,
-            block,
-        }
+        BlockKey::new(0, 0, block)
     }
 
     fn blk(len: usize, fill: u8) -> Arc<VerifiedBlock> {

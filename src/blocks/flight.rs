@@ -1,0 +1,74 @@
+//! Single-flight loading: the first reader to miss a block loads it; readers missing the
+//! same block meanwhile wait for that load and share its result.
+//!
+//! Lock order: the flights map before a flight's own lock is never needed (each is
+//! taken alone); neither is held while reading.
+
+use super::BlockKey;
+use crate::reader::VerifiedBlock;
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex};
+
+/// One load in progress: `None` until it lands, then the block (or `None` when the load
+/// failed, and each waiter reads the block itself to get its own error).
+pub struct Flight {
+    done: Mutex<Option<Option<Arc<VerifiedBlock>>>>,
+    cv: Condvar,
+}
+
+impl Flight {
+    /// Wait for the load to land: the block, or `None` when it failed.
+    pub fn wait(&self) -> Option<Arc<VerifiedBlock>> {
+        let mut g = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        while g.is_none() {
+            g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+        g.clone().flatten()
+    }
+}
+
+/// The loads in progress, by block.
+#[derive(Default)]
+pub struct Flights {
+    loading: Mutex<HashMap<BlockKey, Arc<Flight>>>,
+}
+
+impl Flights {
+    /// Take the load of `key`: `Ok` with a new flight for this caller to
+    /// [`land`](Self::land), or `Err` with the flight of the reader already loading it.
+    pub fn lead(&self, key: BlockKey) -> Result<Arc<Flight>, Arc<Flight>> {
+        let mut m = self.loading.lock().unwrap_or_else(|p| p.into_inner());
+        match m.get(&key) {
+            Some(f) => Err(f.clone()),
+            None => {
+                let f = Arc::new(Flight {
+                    done: Mutex::new(None),
+                    cv: Condvar::new(),
+                });
+                m.insert(key, f.clone());
+                Ok(f)
+            }
+        }
+    }
+
+    /// Finish a flight taken with [`lead`](Self::lead), waking its waiters.
+    pub fn land(&self, key: BlockKey, flight: &Flight, block: Option<Arc<VerifiedBlock>>) {
+        {
+            let mut g = flight.done.lock().unwrap_or_else(|p| p.into_inner());
+            *g = Some(block);
+            flight.cv.notify_all();
+        }
+        self.loading
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+    }
+
+    /// Whether `key` is being loaded.
+    pub fn in_flight(&self, key: &BlockKey) -> bool {
+        self.loading
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(key)
+    }
+}

@@ -1,0 +1,94 @@
+//! Per open file: the state of one reader, as mountpoint-s3's prefetcher keeps it per
+//! file handle rather than per file.
+//!
+//! * Sequential detection: two reads in a row that each start where the previous one
+//!   ended (within the size of the readahead requests the kernel may have in flight on
+//!   other FUSE threads), or a read from the start. Two readers of one file, each
+//!   sequential, are each seen as sequential: their reads do not break each other's run.
+//! * The prefetch window: how far ahead blocks were already queued for this reader, so
+//!   each read queues only the blocks that newly entered the window.
+//! * The block this reader is in when that block is larger than the whole cache: kept
+//!   here, so the next read of the same block does not read, check and decode it again.
+//!
+//! The state sits behind its own short lock, taken once at the start of a read and
+//! again only to keep an oversized block or advance the window; reads of one handle on
+//! several FUSE threads still load blocks in parallel.
+
+use super::BlockKey;
+use crate::reader::VerifiedBlock;
+use std::sync::{Arc, Mutex};
+
+/// Distance from the previous read's end within which a read still counts as
+/// continuing it: the readahead the kernel may have in flight on other threads.
+const SLACK: u64 = 2 << 20;
+
+#[derive(Debug, Default)]
+struct State {
+    /// Where the previous read ended and how many reads in a row continued the one
+    /// before.
+    last: Option<(u64, u32)>,
+    /// Blocks before this number were already queued for prefetch for this reader.
+    queued_to: u64,
+    /// The block larger than the cache this reader is reading, if any.
+    held: Option<(BlockKey, Arc<VerifiedBlock>)>,
+}
+
+/// The state of one open file of the mount (one `open`, until its `release`).
+#[derive(Debug, Default)]
+pub struct ReadHandle {
+    state: Mutex<State>,
+}
+
+/// What [`ReadHandle::begin`] found.
+pub(super) struct Begun {
+    pub sequential: bool,
+    pub held: Option<(BlockKey, Arc<VerifiedBlock>)>,
+    pub queued_to: u64,
+}
+
+impl ReadHandle {
+    /// A handle with no reads yet.
+    pub fn new() -> ReadHandle {
+        ReadHandle::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Record a read of `[start, end)`: whether the reader looks sequential, the block it
+    /// holds and how far its prefetch window reaches.
+    pub(super) fn begin(&self, start: u64, end: u64) -> Begun {
+        let mut s = self.lock();
+        let streak = match s.last {
+            Some((p, n))
+                if start <= p.saturating_add(SLACK) && start.saturating_add(SLACK) >= p =>
+            {
+                n.saturating_add(1)
+            }
+            _ => 0,
+        };
+        s.last = Some((end, streak));
+        Begun {
+            sequential: start == 0 || streak >= 2,
+            held: s.held.clone(),
+            queued_to: s.queued_to,
+        }
+    }
+
+    /// Keep `block` (larger than the cache) as the one this reader is in, dropping the
+    /// one kept before.
+    pub(super) fn hold(&self, key: BlockKey, block: Arc<VerifiedBlock>) {
+        self.lock().held = Some((key, block));
+    }
+
+    /// The blocks of this reader's window before `to` are queued for prefetch.
+    pub(super) fn queued(&self, to: u64) {
+        self.lock().queued_to = to;
+    }
+
+    /// Decoded bytes this handle keeps (an oversized block), for tests and counters.
+    pub fn held_bytes(&self) -> u64 {
+        self.lock().held.as_ref().map_or(0, |(_, b)| b.len() as u64)
+    }
+}

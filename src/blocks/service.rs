@@ -1,0 +1,522 @@
+//! [`Blocks`]: verified ranges and blocks of every container of a mount, through the
+//! cache, single-flight loads, paired hashing and prefetch.
+//!
+//! Read path of a range ([`Blocks::read`]): decide once whether the container is served
+//! ([`Served::check`]); cut the range into segments of blocks (each segment carries its
+//! index entry, parsed once); for each block: the reader's handle when it holds it (a
+//! block larger than the cache), else the cache (one lock on a hit), else a load: one
+//! reader per block reads it through the reader's checked path while others wait
+//! ([`Flights`]). A sequential reader's miss loads the next block too, the two hashes
+//! interleaved on one core ([`Archive::read_block_entry_pair`]), and queues the blocks
+//! that newly entered its prefetch window for the prefetch threads.
+//!
+//! Where a remote source or another verification unit plugs in: the reader below reads
+//! through [`crate::source::ReadAt`], so an HTTP/S3 source needs nothing here beyond a
+//! larger prefetch window (the window is per handle and in bytes). A verification unit
+//! smaller than a block (hash groups) would check and cache groups instead of blocks:
+//! the key gains the group, [`Blocks::read`] cuts segments by group, and the reader's
+//! checked path returns a verified group; the handle, flights and cache stay as they are.
+
+use super::flight::Flights;
+use super::handle::ReadHandle;
+use super::state::Served;
+use super::{BlockCache, BlockIndex, BlockKey, CacheStats, ContainerId, ReadError, TrackId};
+use crate::reader::{Archive, BlockEntry, VerifiedBlock};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+
+/// Most blocks ahead of a sequential reader queued for prefetch, whatever their size.
+const WINDOW_BLOCKS: u64 = 64;
+
+/// Settings of the block layer.
+#[derive(Clone)]
+pub struct BlocksConfig {
+    /// Byte bound of the cache.
+    pub cache_bytes: u64,
+    /// How far ahead of a sequential reader to load, in bytes (at most half the cache).
+    pub prefetch_bytes: u64,
+    /// Where warnings go (block failures, VERI mismatches).
+    pub log: Arc<dyn Fn(&str) + Send + Sync>,
+}
+
+/// Verified bytes: a range of a cached (or held) block, or bytes gathered from several.
+#[derive(Debug)]
+pub enum Data {
+    Block(Arc<VerifiedBlock>, usize, usize),
+    Owned(Vec<u8>),
+}
+
+impl Data {
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            Data::Block(b, lo, hi) => &b.bytes()[*lo..*hi],
+            Data::Owned(v) => v,
+        }
+    }
+}
+
+/// What [`Blocks::load_pair`] did with one of its two blocks.
+enum PairPart {
+    /// Read and checked by this call (and cached when intact and small enough).
+    Loaded(Result<Arc<VerifiedBlock>, ReadError>),
+    /// Already in the cache.
+    Cached,
+    /// Another reader is loading it.
+    Busy,
+}
+
+/// The block layer of a mount.
+pub struct Blocks {
+    containers: Vec<Served>,
+    cache: BlockCache,
+    flights: Flights,
+    prefetch_tx: Mutex<Option<SyncSender<BlockKey>>>,
+    cfg: BlocksConfig,
+}
+
+impl std::fmt::Debug for Blocks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Blocks")
+            .field("containers", &self.containers)
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Blocks {
+    /// The layer over `containers`, in the order their [`ContainerId`]s number them.
+    pub fn new(containers: Vec<Served>, cfg: BlocksConfig) -> Blocks {
+        Blocks {
+            containers,
+            cache: BlockCache::new(cfg.cache_bytes),
+            flights: Flights::default(),
+            prefetch_tx: Mutex::new(None),
+            cfg,
+        }
+    }
+
+    /// A container.
+    pub fn container(&self, c: ContainerId) -> &Served {
+        &self.containers[c.index()]
+    }
+
+    /// All containers, in id order.
+    pub fn containers(&self) -> &[Served] {
+        &self.containers
+    }
+
+    fn archive(&self, c: ContainerId) -> &Archive {
+        &self.containers[c.index()].archive
+    }
+
+    fn log(&self, msg: &str) {
+        (self.cfg.log)(msg)
+    }
+
+    /// Cache counters.
+    pub fn stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+
+    /// Whether block `key` is in the cache (no counting, no reordering).
+    pub fn is_cached(&self, key: &BlockKey) -> bool {
+        self.cache.contains(key)
+    }
+
+    /// Whether data of container `c` may be served (see [`Served::check`]).
+    pub fn check(&self, c: ContainerId) -> Result<(), ReadError> {
+        self.container(c).check(&*self.cfg.log)
+    }
+
+    /// Verified bytes `[offset, offset + len)` of the stream of track `t` of container
+    /// `c` (fewer at the end of the stream). `handle`: the reader's open file, for
+    /// sequential detection, its prefetch window and an oversized block.
+    pub fn read(
+        &self,
+        c: ContainerId,
+        t: TrackId,
+        offset: u64,
+        len: u64,
+        handle: Option<&ReadHandle>,
+    ) -> Result<Data, ReadError> {
+        self.check(c)?;
+        let track = &self.archive(c).tracks[t.index()];
+        let segs: Vec<_> = track.segments(offset, len).collect();
+        let Some(last) = segs.last().map(|s| s.block) else {
+            return Ok(Data::Owned(Vec::new()));
+        };
+        let end = offset + segs.iter().map(|s| s.len).sum::<u64>();
+        let (sequential, held, queued_to) = match handle {
+            Some(h) => {
+                let b = h.begin(offset, end);
+                (b.sequential, b.held, Some(b.queued_to))
+            }
+            None => (offset == 0, None, None),
+        };
+        let key = |n| BlockKey {
+            container: c,
+            track: t,
+            block: BlockIndex(n),
+        };
+        let data = match segs.as_slice() {
+            [s] => {
+                let b = self.block(key(s.block), &s.entry, sequential, &held, handle)?;
+                Data::Block(b, s.start as usize, (s.start + s.len) as usize)
+            }
+            many => {
+                let total: u64 = many.iter().map(|s| s.len).sum();
+                let mut out = Vec::with_capacity(total as usize);
+                for s in many {
+                    let b = self.block(key(s.block), &s.entry, false, &held, handle)?;
+                    out.extend_from_slice(&b.bytes()[s.start as usize..(s.start + s.len) as usize]);
+                }
+                Data::Owned(out)
+            }
+        };
+        if sequential {
+            self.queue_prefetch(key(last), queued_to, handle);
+        }
+        Ok(data)
+    }
+
+    /// Verified bytes `[offset, offset + len)` of block `n` of track `t` of container
+    /// `c` (fewer at the block's end).
+    pub fn read_block(
+        &self,
+        c: ContainerId,
+        t: TrackId,
+        n: BlockIndex,
+        offset: u64,
+        len: u64,
+        handle: Option<&ReadHandle>,
+    ) -> Result<Data, ReadError> {
+        self.check(c)?;
+        let e = self.archive(c).entry(t.index(), n.0)?;
+        let lo = offset.min(e.decoded_len);
+        let hi = offset.saturating_add(len).min(e.decoded_len);
+        if lo == hi {
+            return Ok(Data::Owned(Vec::new()));
+        }
+        let held = handle.and_then(|h| h.begin(offset, offset + len).held);
+        let key = BlockKey {
+            container: c,
+            track: t,
+            block: n,
+        };
+        let b = self.block(key, &e, false, &held, handle)?;
+        Ok(Data::Block(b, lo as usize, hi as usize))
+    }
+
+    /// A block, verified: held by the reader's handle, cached, or read, checked and
+    /// cached (or, when larger than the cache, kept in the handle). With `with_next` (a
+    /// sequential reader, which will ask for the next block soon), a miss reads the next
+    /// block too when it is not cached, so that the two hashes share this core in
+    /// lockstep ([`load_pair`](Self::load_pair)).
+    fn block(
+        &self,
+        key: BlockKey,
+        e: &BlockEntry,
+        with_next: bool,
+        held: &Option<(BlockKey, Arc<VerifiedBlock>)>,
+        handle: Option<&ReadHandle>,
+    ) -> Result<Arc<VerifiedBlock>, ReadError> {
+        if let Some((k, b)) = held {
+            if *k == key {
+                return Ok(b.clone());
+            }
+        }
+        if let Some(b) = self.cache.get(&key) {
+            return Ok(b);
+        }
+        let b = self.load_missed(key, e, with_next)?;
+        if let Some(h) = handle {
+            if !self.cache.fits(b.len() as u64) {
+                h.hold(key, b.clone());
+            }
+        }
+        Ok(b)
+    }
+
+    /// Load a block that was not cached, with its successor when `with_next` allows.
+    fn load_missed(
+        &self,
+        key: BlockKey,
+        e: &BlockEntry,
+        with_next: bool,
+    ) -> Result<Arc<VerifiedBlock>, ReadError> {
+        if with_next && self.archive(key.container).hashes_blocks_in_pairs() {
+            let next = key.next();
+            let track = &self.archive(key.container).tracks[key.track.index()];
+            let next_fits = track
+                .blocks
+                .get(next.block.0)
+                .is_some_and(|ne| self.cache.fits(ne.decoded_len));
+            // A successor too large for the cache would be dropped as soon as read.
+            if next_fits && !self.cache.contains(&next) {
+                if let [PairPart::Loaded(r), _] = self.load_pair([key, next], false) {
+                    return r;
+                }
+            }
+        }
+        self.load(key, Some(e), false).map(|(b, _)| b)
+    }
+
+    /// Read and verify a block, once even when several readers miss at the same time.
+    /// The flag says whether this call did the reading (rather than waiting for another
+    /// reader or finding it cached).
+    fn load(
+        &self,
+        key: BlockKey,
+        e: Option<&BlockEntry>,
+        prefetch: bool,
+    ) -> Result<(Arc<VerifiedBlock>, bool), ReadError> {
+        let flight = match self.flights.lead(key) {
+            Ok(f) => f,
+            Err(other) => {
+                if let Some(b) = other.wait() {
+                    return Ok((b, false));
+                }
+                // The leader failed: read it ourselves, so this reader gets the error too.
+                return self.load_uncoordinated(key, e, prefetch).map(|b| (b, true));
+            }
+        };
+        // A previous leader may have filled the cache just before we took the flight.
+        let r = match self.cache.get_held(&key) {
+            Some(b) => Ok((b, false)),
+            None => self.load_uncoordinated(key, e, prefetch).map(|b| (b, true)),
+        };
+        self.flights
+            .land(key, &flight, r.as_ref().ok().map(|(b, _)| b.clone()));
+        r
+    }
+
+    /// Read and check a block through the reader's checked path, without coordination.
+    fn load_uncoordinated(
+        &self,
+        key: BlockKey,
+        e: Option<&BlockEntry>,
+        prefetch: bool,
+    ) -> Result<Arc<VerifiedBlock>, ReadError> {
+        let a = self.archive(key.container);
+        let parsed;
+        let e = match e {
+            Some(e) => e,
+            None => {
+                parsed = a.entry(key.track.index(), key.block.0)?;
+                &parsed
+            }
+        };
+        let r = a.read_block_entry(e);
+        self.loaded(key, e, r, prefetch)
+    }
+
+    /// Load two blocks. When this call gets to load both and they are in one container,
+    /// it reads both and hashes them in lockstep on this core
+    /// ([`Archive::read_block_entry_pair`]); otherwise each is left alone when cached or
+    /// being loaded by another reader, or loaded by itself. Never waits for another
+    /// reader.
+    fn load_pair(&self, keys: [BlockKey; 2], prefetch: bool) -> [PairPart; 2] {
+        let [fa, fb] = keys.map(|k| self.take_load(k));
+        let (ra, rb) = match (&fa, &fb) {
+            (Ok(_), Ok(_)) if keys[0].container == keys[1].container => {
+                let [ra, rb] = self.read_pair(keys, prefetch);
+                (Some(ra), Some(rb))
+            }
+            _ => (None, None),
+        };
+        [
+            self.finish_load(keys[0], fa, ra, prefetch),
+            self.finish_load(keys[1], fb, rb, prefetch),
+        ]
+    }
+
+    /// Take the load of `key` unless it is cached or another reader is loading it.
+    fn take_load(&self, key: BlockKey) -> Result<Arc<super::flight::Flight>, PairPart> {
+        if self.cache.contains(&key) {
+            return Err(PairPart::Cached);
+        }
+        let f = self.flights.lead(key).map_err(|_| PairPart::Busy)?;
+        // A leader may have cached it between the check and taking the flight.
+        if let Some(b) = self.cache.get_held(&key) {
+            self.flights.land(key, &f, Some(b));
+            return Err(PairPart::Cached);
+        }
+        Ok(f)
+    }
+
+    /// Read and verify two blocks of one container, their hashes in lockstep.
+    fn read_pair(
+        &self,
+        keys: [BlockKey; 2],
+        prefetch: bool,
+    ) -> [Result<Arc<VerifiedBlock>, ReadError>; 2] {
+        let archive = self.archive(keys[0].container);
+        match keys.map(|k| archive.entry(k.track.index(), k.block.0)) {
+            [Ok(ea), Ok(eb)] => {
+                let [ra, rb] = archive.read_block_entry_pair(&ea, &eb);
+                [
+                    self.loaded(keys[0], &ea, ra, prefetch),
+                    self.loaded(keys[1], &eb, rb, prefetch),
+                ]
+            }
+            _ => keys.map(|k| self.load_uncoordinated(k, None, prefetch)),
+        }
+    }
+
+    /// Land a load taken with [`take_load`](Self::take_load), with its result `r`, read
+    /// here if not given.
+    fn finish_load(
+        &self,
+        key: BlockKey,
+        flight: Result<Arc<super::flight::Flight>, PairPart>,
+        r: Option<Result<Arc<VerifiedBlock>, ReadError>>,
+        prefetch: bool,
+    ) -> PairPart {
+        match flight {
+            Err(part) => part,
+            Ok(f) => {
+                let r = r.unwrap_or_else(|| self.load_uncoordinated(key, None, prefetch));
+                self.flights.land(key, &f, r.as_ref().ok().cloned());
+                PairPart::Loaded(r)
+            }
+        }
+    }
+
+    /// Cache a block just read, or record and log its failure.
+    fn loaded(
+        &self,
+        key: BlockKey,
+        e: &BlockEntry,
+        r: crate::Result<VerifiedBlock>,
+        prefetch: bool,
+    ) -> Result<Arc<VerifiedBlock>, ReadError> {
+        let (t, n) = (key.track.index(), key.block.0);
+        let cont = self.container(key.container);
+        match r {
+            Ok(b) => {
+                let b = Arc::new(b);
+                cont.verified();
+                self.cache.insert(key, b.clone());
+                Ok(b)
+            }
+            Err(err) => {
+                let msg = err.to_string();
+                let first = cont.failed(t, n, e.chunk_offset, msg.clone());
+                if first || !prefetch {
+                    self.log(&format!(
+                        "h4fs: {}: track {} block {n} at file offset {}: {msg}; returning EIO{}",
+                        cont.path.display(),
+                        cont.archive.tracks[t].id,
+                        e.chunk_offset,
+                        if prefetch { " (prefetch)" } else { "" }
+                    ));
+                }
+                Err(err.into())
+            }
+        }
+    }
+
+    // ---- prefetch ---------------------------------------------------------------------
+
+    /// Start `threads` background threads that load blocks ahead of sequential readers.
+    pub fn start_prefetch(self: &Arc<Self>, threads: usize) {
+        if threads == 0 {
+            return;
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel::<BlockKey>(256);
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..threads {
+            let blocks = Arc::downgrade(self);
+            let rx: Arc<Mutex<Receiver<BlockKey>>> = rx.clone();
+            let _ = std::thread::Builder::new()
+                .name(format!("h4fs-prefetch-{i}"))
+                .spawn(move || {
+                    loop {
+                        // Two keys at a time when two are queued: their hashes then share
+                        // a core in lockstep.
+                        let (key, next) = {
+                            let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
+                            match rx.recv() {
+                                Ok(k) => (k, rx.try_recv().ok()),
+                                Err(_) => return,
+                            }
+                        };
+                        let Some(blocks) = blocks.upgrade() else {
+                            return;
+                        };
+                        match next {
+                            Some(next) => blocks.prefetch_pair(key, next),
+                            None => blocks.prefetch_one(key),
+                        }
+                    }
+                });
+        }
+        *self.prefetch_tx.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+    }
+
+    /// Stop the prefetch threads (they exit once the queue drains).
+    pub fn stop_prefetch(&self) {
+        self.prefetch_tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+    }
+
+    /// Prefetch one block unless it is cached or being loaded.
+    fn prefetch_one(&self, key: BlockKey) {
+        if !self.cache.contains(&key) && matches!(self.load(key, None, true), Ok((_, true))) {
+            self.cache.record_prefetch();
+        }
+    }
+
+    /// Prefetch two blocks, together where possible (see [`load_pair`](Self::load_pair)).
+    pub(crate) fn prefetch_pair(&self, a: BlockKey, b: BlockKey) {
+        for part in self.load_pair([a, b], true) {
+            if matches!(part, PairPart::Loaded(Ok(_))) {
+                self.cache.record_prefetch();
+            }
+        }
+    }
+
+    /// For a sequential reader whose read ended in block `last`: queue the blocks after
+    /// it, up to `prefetch_bytes` (and half the cache), for the prefetch threads. With a
+    /// handle, only blocks not queued for it before (`queued_to`) are queued. Blocks
+    /// larger than the cache are not prefetched: they could not be kept.
+    fn queue_prefetch(&self, last: BlockKey, queued_to: Option<u64>, handle: Option<&ReadHandle>) {
+        let guard = self.prefetch_tx.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(tx) = guard.as_ref() else { return };
+        let blocks = &self.archive(last.container).tracks[last.track.index()].blocks;
+        let budget = self.cfg.prefetch_bytes.min(self.cache.capacity() / 2);
+        let first = last.block.0 + 1;
+        let window_end = last.block.0 + WINDOW_BLOCKS;
+        // A window queued before and still ahead of this read starts where it ended.
+        let skip_to = queued_to.filter(|q| (first..=window_end + 1).contains(q));
+        let mut bytes = 0;
+        let mut n = first;
+        let mut sent_to = first;
+        while bytes < budget && n < blocks.len() && n <= window_end {
+            let Some(e) = blocks.get(n) else { break };
+            bytes += e.decoded_len;
+            let key = BlockKey {
+                block: BlockIndex(n),
+                ..last
+            };
+            let wanted = skip_to.is_none_or(|q| n >= q)
+                && self.cache.fits(e.decoded_len)
+                && !self.flights.in_flight(&key)
+                && !self.cache.contains(&key);
+            if wanted {
+                match tx.try_send(key) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => break,
+                }
+            }
+            n += 1;
+            sent_to = n;
+        }
+        if let Some(h) = handle {
+            h.queued(sent_to.max(skip_to.unwrap_or(0)));
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! Sources: the containers of a mount, opened from SOURCE (one file, or a directory of
+//! `*.h4mk` files) with the checks of the chosen [`VerifyLevel`].
+
+use super::inode::{MAX_BLOCKS, MAX_CONTAINERS, MAX_TRACKS};
+use crate::error::{Error, Result};
+use crate::reader::{Archive, OpenCheck};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// What is checked before a container is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VerifyLevel {
+    /// Chunk CRCs and the h4fs structure root (index, SEEK, META, SAFE).
+    #[default]
+    Structure,
+    /// Structure, every block and the whole-file VERI.
+    Full,
+    /// Bounds only; blocks are still verified when read.
+    None,
+}
+
+impl VerifyLevel {
+    pub fn name(self) -> &'static str {
+        match self {
+            VerifyLevel::Structure => "structure",
+            VerifyLevel::Full => "full",
+            VerifyLevel::None => "none",
+        }
+    }
+}
+
+/// A container opened for mounting, with what was checked at open.
+pub struct Source {
+    /// Directory name in a directory mount (file name without `.h4mk`).
+    pub name: String,
+    pub path: PathBuf,
+    pub archive: Archive,
+    pub mtime: SystemTime,
+    pub level: VerifyLevel,
+    /// When the open checks ran.
+    pub checked_at: SystemTime,
+    /// With [`VerifyLevel::Full`]: blocks checked.
+    pub full_blocks: Option<u64>,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Open one container for mounting, running the checks of `level`. A container that
+/// fails them is an error (unless `level` is `None`).
+/// `attach` runs on the opened archive before the checks of [`VerifyLevel::Full`]: it
+/// is where keys are attached to encrypted containers.
+pub fn open_container(
+    path: &Path,
+    name: String,
+    level: VerifyLevel,
+    attach: &Attach,
+) -> Result<Source> {
+    let check = match level {
+        VerifyLevel::None => OpenCheck::None,
+        VerifyLevel::Structure | VerifyLevel::Full => OpenCheck::Structure,
+    };
+    let mut archive = Archive::open_with(path, check)?;
+    attach(&mut archive)?;
+    let mtime = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .map_err(|e| Error::io_path("cannot stat", path, e))?;
+    let mut full_blocks = None;
+    if level == VerifyLevel::Full {
+        let report = crate::verify::verify(&archive, true, &|_| {});
+        if let Some(first) = report.failures.into_iter().next() {
+            return Err(first);
+        }
+        full_blocks = Some(report.blocks_checked);
+    }
+    if archive.tracks.len() > MAX_TRACKS {
+        return Err(Error::Limit(format!(
+            "{} has {} tracks; a mount shows at most {MAX_TRACKS}",
+            path.display(),
+            archive.tracks.len()
+        )));
+    }
+    if let Some(t) = archive.tracks.iter().find(|t| t.blocks.len() > MAX_BLOCKS) {
+        return Err(Error::Limit(format!(
+            "{} track {} has {} blocks; a mount shows at most {MAX_BLOCKS}",
+            path.display(),
+            t.id,
+            t.blocks.len()
+        )));
+    }
+    Ok(Source {
+        name,
+        path: path.to_path_buf(),
+        archive,
+        mtime,
+        level,
+        checked_at: SystemTime::now(),
+        full_blocks,
+    })
+}
+
+/// A hook run on each archive right after it is opened (e.g. to attach a key).
+pub type Attach = dyn Fn(&mut Archive) -> Result<()>;
+
+/// A container (or the source directory) that could not be opened; the library error
+/// is its source, so callers can still tell damage from other failures.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", path.display())]
+pub struct SourceError {
+    pub path: PathBuf,
+    #[source]
+    pub error: Error,
+}
+
+/// What [`open_sources`] opened.
+#[derive(Debug)]
+pub struct OpenedSources {
+    pub sources: Vec<Source>,
+    /// SOURCE was a directory.
+    pub multi: bool,
+    /// Containers of a directory source left out because they failed to open or
+    /// failed their checks (only without `strict`).
+    pub skipped: Vec<SourceError>,
+}
+
+/// Open SOURCE: one container file, or a directory whose `*.h4mk` files (sorted by name)
+/// each become a subdirectory.
+///
+/// In a directory, a container that fails to open or fails the checks of `level` is
+/// left out and listed in [`OpenedSources::skipped`], so one damaged file does not take a whole
+/// library offline; with `strict` it is an error instead. When no container of the
+/// directory can be opened, the first one's error is returned.
+pub fn open_sources(
+    source: &Path,
+    level: VerifyLevel,
+    attach: &Attach,
+    strict: bool,
+) -> std::result::Result<OpenedSources, SourceError> {
+    let at = |p: &Path| {
+        let path = p.to_path_buf();
+        move |error| SourceError { path, error }
+    };
+    let md = std::fs::metadata(source)
+        .map_err(|e| Error::io("cannot open it", e))
+        .map_err(at(source))?;
+    if !md.is_dir() {
+        let name = container_name(source);
+        let c = open_container(source, name, level, attach).map_err(at(source))?;
+        return Ok(OpenedSources {
+            sources: vec![c],
+            multi: false,
+            skipped: Vec::new(),
+        });
+    }
+    let rd = std::fs::read_dir(source)
+        .map_err(|e| Error::io("cannot read the directory", e))
+        .map_err(at(source))?;
+    let mut files = Vec::new();
+    for ent in rd {
+        let ent = ent
+            .map_err(|e| Error::io("cannot read the directory", e))
+            .map_err(at(source))?;
+        let p = ent.path();
+        if p.extension().is_some_and(|x| x == "h4mk") && p.is_file() {
+            files.push(p);
+        }
+    }
+    files.sort();
+    if files.is_empty() {
+        return Err(at(source)(Error::NotFound(
+            "the directory contains no *.h4mk containers".into(),
+        )));
+    }
+    if files.len() > MAX_CONTAINERS {
+        return Err(at(source)(Error::Limit(format!(
+            "the directory holds {} containers; one mount serves at most {MAX_CONTAINERS}",
+            files.len()
+        ))));
+    }
+    let mut sources = Vec::with_capacity(files.len());
+    let mut skipped = Vec::new();
+    for p in files {
+        let name = container_name(&p);
+        match open_container(&p, name, level, attach).map_err(at(&p)) {
+            Ok(c) => sources.push(c),
+            Err(e) if strict => return Err(e),
+            Err(e) => skipped.push(e),
+        }
+    }
+    if sources.is_empty() {
+        return Err(skipped.swap_remove(0));
+    }
+    Ok(OpenedSources {
+        sources,
+        multi: true,
+        skipped,
+    })
+}
+
+fn container_name(p: &Path) -> String {
+    let f = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match f.strip_suffix(".h4mk") {
+        Some(s) if !s.is_empty() => s.to_string(),
+        _ => f,
+    }
+}
