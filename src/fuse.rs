@@ -125,8 +125,9 @@ impl Filesystem for FuseFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        // A name that is not UTF-8 names nothing in the tree.
         let Some(name) = name.to_str() else {
-            return reply.error(Errno::ENOENT);
+            return reply.error(errno(&FsError::NotFound));
         };
         match self.core.lookup(parent.0, name) {
             Ok(a) => reply.entry(&ttl(&a), &file_attr(&a), Generation(0)),
@@ -233,6 +234,9 @@ impl Filesystem for FuseFs {
         mut reply: ReplyDirectoryPlus,
     ) {
         let core = &self.core;
+        // An entry whose attributes cannot be had ends the listing with that error (it
+        // cannot happen in an immutable tree, but is not dropped if it does).
+        let mut failed = None;
         let r = core.readdir(ino.0, offset, &mut |e| match core.getattr(e.ino) {
             Ok(a) => reply.add(
                 INodeNo(e.ino),
@@ -242,10 +246,12 @@ impl Filesystem for FuseFs {
                 &file_attr(&a),
                 Generation(0),
             ),
-            // A node that vanished cannot happen in an immutable tree; skip it.
-            Err(_) => false,
+            Err(err) => {
+                failed = Some(err);
+                true
+            }
         });
-        match r {
+        match r.and_then(|()| failed.map_or(Ok(()), Err)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
@@ -257,8 +263,9 @@ impl Filesystem for FuseFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        // No attribute has a name that is not UTF-8.
         let Some(name) = name.to_str() else {
-            return reply.error(Errno::ENODATA);
+            return reply.error(errno(&FsError::NoXattr));
         };
         xattr(self.core.getxattr(ino.0, name, size), reply)
     }
