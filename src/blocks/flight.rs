@@ -7,6 +7,7 @@
 use super::BlockKey;
 use crate::reader::VerifiedBlock;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 /// One load in progress: `None` until it lands, then the block (or `None` when the load
@@ -14,11 +15,14 @@ use std::sync::{Arc, Condvar, Mutex};
 pub struct Flight {
     done: Mutex<Option<Option<Arc<VerifiedBlock>>>>,
     cv: Condvar,
+    /// Readers waiting for it.
+    waiters: AtomicUsize,
 }
 
 impl Flight {
     /// Wait for the load to land: the block, or `None` when it failed.
     pub fn wait(&self) -> Option<Arc<VerifiedBlock>> {
+        self.waiters.fetch_add(1, Ordering::Relaxed);
         let mut g = self.done.lock().unwrap_or_else(|p| p.into_inner());
         while g.is_none() {
             g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner());
@@ -44,6 +48,7 @@ impl Flights {
                 let f = Arc::new(Flight {
                     done: Mutex::new(None),
                     cv: Condvar::new(),
+                    waiters: AtomicUsize::new(0),
                 });
                 m.insert(key, f.clone());
                 Ok(f)
@@ -62,6 +67,15 @@ impl Flights {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&key);
+    }
+
+    /// Readers waiting for the load of `key` (0 when it is not being loaded).
+    pub fn waiters(&self, key: &BlockKey) -> usize {
+        self.loading
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .map_or(0, |f| f.waiters.load(Ordering::Relaxed))
     }
 
     /// Whether `key` is being loaded.

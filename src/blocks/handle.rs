@@ -7,8 +7,10 @@
 //!   sequential, are each seen as sequential: their reads do not break each other's run.
 //! * The prefetch window: how far ahead blocks were already queued for this reader, so
 //!   each read queues only the blocks that newly entered the window.
-//! * The block this reader is in when that block is larger than the whole cache: kept
-//!   here, so the next read of the same block does not read, check and decode it again.
+//! * The blocks this reader is in when they are larger than the whole cache: the last
+//!   two such blocks are kept here (two, because a sequential reader's requests around a
+//!   block boundary arrive on several threads in any order), so the next read of the
+//!   same block does not read, check and decode it again.
 //!
 //! The state sits behind its own short lock, taken once at the start of a read and
 //! again only to keep an oversized block or advance the window; reads of one handle on
@@ -29,8 +31,19 @@ struct State {
     last: Option<(u64, u32)>,
     /// Blocks before this number were already queued for prefetch for this reader.
     queued_to: u64,
-    /// The block larger than the cache this reader is reading, if any.
-    held: Option<(BlockKey, Arc<VerifiedBlock>)>,
+    /// The blocks larger than the cache this reader read last, most recent first.
+    held: Held,
+}
+
+/// Blocks kept by a handle, most recent first.
+pub(super) type Held = [Option<(BlockKey, Arc<VerifiedBlock>)>; 2];
+
+/// The block of `key` among `held`.
+pub(super) fn find(held: &Held, key: BlockKey) -> Option<Arc<VerifiedBlock>> {
+    held.iter()
+        .flatten()
+        .find(|(k, _)| *k == key)
+        .map(|(_, b)| b.clone())
 }
 
 /// The state of one open file of the mount (one `open`, until its `release`).
@@ -42,7 +55,7 @@ pub struct ReadHandle {
 /// What [`ReadHandle::begin`] found.
 pub(super) struct Begun {
     pub sequential: bool,
-    pub held: Option<(BlockKey, Arc<VerifiedBlock>)>,
+    pub held: Held,
     pub queued_to: u64,
 }
 
@@ -76,10 +89,20 @@ impl ReadHandle {
         }
     }
 
+    /// The kept block of `key`, if any.
+    pub(super) fn held(&self, key: BlockKey) -> Option<Arc<VerifiedBlock>> {
+        find(&self.lock().held, key)
+    }
+
     /// Keep `block` (larger than the cache) as the one this reader is in, dropping the
-    /// one kept before.
+    /// older of the two kept before.
     pub(super) fn hold(&self, key: BlockKey, block: Arc<VerifiedBlock>) {
-        self.lock().held = Some((key, block));
+        let mut s = self.lock();
+        if find(&s.held, key).is_some() {
+            return;
+        }
+        s.held[1] = s.held[0].take();
+        s.held[0] = Some((key, block));
     }
 
     /// The blocks of this reader's window before `to` are queued for prefetch.
@@ -87,8 +110,20 @@ impl ReadHandle {
         self.lock().queued_to = to;
     }
 
-    /// Decoded bytes this handle keeps (an oversized block), for tests and counters.
+    /// Whether the last read looked sequential, and how far (in blocks) the prefetch
+    /// window of this reader was queued.
+    pub fn window(&self) -> (bool, u64) {
+        let s = self.lock();
+        (s.last.is_some_and(|(_, n)| n >= 2), s.queued_to)
+    }
+
+    /// Decoded bytes this handle keeps (blocks larger than the cache).
     pub fn held_bytes(&self) -> u64 {
-        self.lock().held.as_ref().map_or(0, |(_, b)| b.len() as u64)
+        self.lock()
+            .held
+            .iter()
+            .flatten()
+            .map(|(_, b)| b.len() as u64)
+            .sum()
     }
 }

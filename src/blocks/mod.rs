@@ -38,6 +38,9 @@ pub use state::{Failure, Served, VeriCheck};
 
 use crate::error::Error;
 
+#[cfg(test)]
+mod tests;
+
 /// A container: its position among the containers of a [`Blocks`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ContainerId(pub u32);

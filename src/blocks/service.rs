@@ -18,7 +18,7 @@
 //! checked path returns a verified group; the handle, flights and cache stay as they are.
 
 use super::flight::Flights;
-use super::handle::ReadHandle;
+use super::handle::{Held, ReadHandle, find};
 use super::state::Served;
 use super::{BlockCache, BlockIndex, BlockKey, CacheStats, ContainerId, ReadError, TrackId};
 use crate::reader::{Archive, BlockEntry, VerifiedBlock};
@@ -124,6 +124,11 @@ impl Blocks {
         self.cache.contains(key)
     }
 
+    /// Readers waiting for the load of `key` in progress.
+    pub fn waiters(&self, key: &BlockKey) -> usize {
+        self.flights.waiters(key)
+    }
+
     /// Whether data of container `c` may be served (see [`Served::check`]).
     pub fn check(&self, c: ContainerId) -> Result<(), ReadError> {
         self.container(c).check(&*self.cfg.log)
@@ -152,7 +157,7 @@ impl Blocks {
                 let b = h.begin(offset, end);
                 (b.sequential, b.held, Some(b.queued_to))
             }
-            None => (offset == 0, None, None),
+            None => (offset == 0, Default::default(), None),
         };
         let key = |n| BlockKey {
             container: c,
@@ -198,7 +203,8 @@ impl Blocks {
         if lo == hi {
             return Ok(Data::Owned(Vec::new()));
         }
-        let held = handle.and_then(|h| h.begin(offset, offset + len).held);
+        let held = handle.map(|h| h.begin(offset, offset + len).held);
+        let held = held.unwrap_or_default();
         let key = BlockKey {
             container: c,
             track: t,
@@ -218,24 +224,16 @@ impl Blocks {
         key: BlockKey,
         e: &BlockEntry,
         with_next: bool,
-        held: &Option<(BlockKey, Arc<VerifiedBlock>)>,
+        held: &Held,
         handle: Option<&ReadHandle>,
     ) -> Result<Arc<VerifiedBlock>, ReadError> {
-        if let Some((k, b)) = held {
-            if *k == key {
-                return Ok(b.clone());
-            }
+        if let Some(b) = find(held, key) {
+            return Ok(b);
         }
         if let Some(b) = self.cache.get(&key) {
             return Ok(b);
         }
-        let b = self.load_missed(key, e, with_next)?;
-        if let Some(h) = handle {
-            if !self.cache.fits(b.len() as u64) {
-                h.hold(key, b.clone());
-            }
-        }
-        Ok(b)
+        self.load_missed(key, e, with_next, handle)
     }
 
     /// Load a block that was not cached, with its successor when `with_next` allows.
@@ -244,6 +242,7 @@ impl Blocks {
         key: BlockKey,
         e: &BlockEntry,
         with_next: bool,
+        handle: Option<&ReadHandle>,
     ) -> Result<Arc<VerifiedBlock>, ReadError> {
         if with_next && self.archive(key.container).hashes_blocks_in_pairs() {
             let next = key.next();
@@ -252,39 +251,55 @@ impl Blocks {
                 .blocks
                 .get(next.block.0)
                 .is_some_and(|ne| self.cache.fits(ne.decoded_len));
-            // A successor too large for the cache would be dropped as soon as read.
-            if next_fits && !self.cache.contains(&next) {
+            // A pair is for blocks the cache keeps: a block too large for it is kept by
+            // the handle reading it, a successor too large would be dropped unread.
+            if next_fits && self.cache.fits(e.decoded_len) && !self.cache.contains(&next) {
                 if let [PairPart::Loaded(r), _] = self.load_pair([key, next], false) {
                     return r;
                 }
             }
         }
-        self.load(key, Some(e), false).map(|(b, _)| b)
+        self.load(key, Some(e), false, handle).map(|(b, _)| b)
     }
 
     /// Read and verify a block, once even when several readers miss at the same time.
     /// The flag says whether this call did the reading (rather than waiting for another
-    /// reader or finding it cached).
+    /// reader or finding it cached). A block larger than the cache is kept in `handle`
+    /// before the load lands, so a later read of the same handle finds it there.
     fn load(
         &self,
         key: BlockKey,
         e: Option<&BlockEntry>,
         prefetch: bool,
+        handle: Option<&ReadHandle>,
     ) -> Result<(Arc<VerifiedBlock>, bool), ReadError> {
+        let keep = |b: &Arc<VerifiedBlock>| {
+            if let Some(h) = handle.filter(|_| !self.cache.fits(b.len() as u64)) {
+                h.hold(key, b.clone());
+            }
+        };
         let flight = match self.flights.lead(key) {
             Ok(f) => f,
             Err(other) => {
                 if let Some(b) = other.wait() {
+                    keep(&b);
                     return Ok((b, false));
                 }
                 // The leader failed: read it ourselves, so this reader gets the error too.
                 return self.load_uncoordinated(key, e, prefetch).map(|b| (b, true));
             }
         };
-        // A previous leader may have filled the cache just before we took the flight.
-        let r = match self.cache.get_held(&key) {
+        // A previous leader may have filled the cache (or this handle) just before we
+        // took the flight.
+        let earlier = handle
+            .and_then(|h| h.held(key))
+            .or_else(|| self.cache.get_held(&key));
+        let r = match earlier {
             Some(b) => Ok((b, false)),
-            None => self.load_uncoordinated(key, e, prefetch).map(|b| (b, true)),
+            None => self.load_uncoordinated(key, e, prefetch).map(|b| {
+                keep(&b);
+                (b, true)
+            }),
         };
         self.flights
             .land(key, &flight, r.as_ref().ok().map(|(b, _)| b.clone()));
@@ -465,7 +480,7 @@ impl Blocks {
 
     /// Prefetch one block unless it is cached or being loaded.
     fn prefetch_one(&self, key: BlockKey) {
-        if !self.cache.contains(&key) && matches!(self.load(key, None, true), Ok((_, true))) {
+        if !self.cache.contains(&key) && matches!(self.load(key, None, true, None), Ok((_, true))) {
             self.cache.record_prefetch();
         }
     }

@@ -1,0 +1,302 @@
+//! The block layer against containers built in memory.
+
+use super::*;
+use crate::engine::Engine;
+use crate::reader::{Archive, OpenCheck};
+use crate::source::ReadAt;
+use crate::writer::{BlockMeta, Writer};
+use serde_json::Map;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+/// Blocks of the given sizes with distinct contents.
+fn blocks(sizes: &[usize]) -> Vec<Vec<u8>> {
+    sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| (0..n).map(|k| (i * 31 + k * 7 % 251) as u8).collect())
+        .collect()
+}
+
+fn pack(data: &[Vec<u8>], engine: Engine) -> Vec<u8> {
+    let mut w = Writer::new(Vec::new(), engine).unwrap();
+    for (i, b) in data.iter().enumerate() {
+        let meta = BlockMeta {
+            pts_us: i as u64 * 1000,
+            keyframe: true,
+        };
+        w.add_block(b, meta).unwrap();
+    }
+    w.finish(Map::new(), &crate::writer::default_safe())
+        .unwrap()
+        .0
+}
+
+fn config(cache_bytes: u64, log: Arc<dyn Fn(&str) + Send + Sync>) -> BlocksConfig {
+    BlocksConfig {
+        cache_bytes,
+        prefetch_bytes: 8 << 20,
+        log,
+    }
+}
+
+fn quiet() -> Arc<dyn Fn(&str) + Send + Sync> {
+    Arc::new(|_| {})
+}
+
+fn layer_over(src: Box<dyn ReadAt>, cfg: BlocksConfig) -> Blocks {
+    let archive = Archive::from_source(src, OpenCheck::Structure).unwrap();
+    let served = Served::new(archive, PathBuf::from("/mem/x.h4mk"), None, UNIX_EPOCH);
+    Blocks::new(vec![served], cfg)
+}
+
+fn layer(bytes: Vec<u8>, cache_bytes: u64) -> Blocks {
+    layer_over(Box::new(bytes), config(cache_bytes, quiet()))
+}
+
+const C: ContainerId = ContainerId(0);
+const T: TrackId = TrackId(0);
+
+/// Read the whole stream through `handle` in requests of `step` bytes.
+fn read_all(b: &Blocks, handle: Option<&ReadHandle>, step: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let d = b.read(C, T, out.len() as u64, step, handle).unwrap();
+        if d.as_slice().is_empty() {
+            return out;
+        }
+        out.extend_from_slice(d.as_slice());
+    }
+}
+
+/// Wait (bounded) until `cond` holds.
+fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < Duration::from_secs(30), "never: {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Bytes in memory whose reads of one range stop until released, counting those reads.
+struct Gated {
+    bytes: Vec<u8>,
+    range: std::ops::Range<u64>,
+    open: AtomicBool,
+    entered: AtomicU64,
+}
+
+impl ReadAt for Arc<Gated> {
+    fn len(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let end = offset + buf.len() as u64;
+        if offset < self.range.end && end > self.range.start {
+            self.entered.fetch_add(1, Ordering::SeqCst);
+            wait_until("the gate opens", || self.open.load(Ordering::SeqCst));
+        }
+        self.bytes.as_slice().read_exact_at(buf, offset)
+    }
+    fn name(&self) -> String {
+        "<gated>".into()
+    }
+}
+
+#[test]
+fn two_readers_of_one_block_load_it_once() {
+    let data = blocks(&[5000, 5000]);
+    let bytes = pack(&data, Engine::Identity);
+    let probe = Archive::from_source(Box::new(bytes.clone()), OpenCheck::Structure).unwrap();
+    let e = probe.entry(0, 1).unwrap();
+    let gated = Arc::new(Gated {
+        bytes,
+        range: e.chunk_offset..e.data_offset + e.stored_len,
+        open: AtomicBool::new(false),
+        entered: AtomicU64::new(0),
+    });
+    let b = Arc::new(layer_over(
+        Box::new(gated.clone()),
+        config(1 << 20, quiet()),
+    ));
+    let key = BlockKey::new(0, 0, 1);
+    let reader = |b: Arc<Blocks>| {
+        std::thread::spawn(move || {
+            b.read_block(C, T, BlockIndex(1), 0, 5000, None)
+                .unwrap()
+                .as_slice()
+                .to_vec()
+        })
+    };
+    let first = reader(b.clone());
+    wait_until("the first reader reads", || {
+        gated.entered.load(Ordering::SeqCst) == 1
+    });
+    let second = reader(b.clone());
+    wait_until("the second reader waits", || b.waiters(&key) == 1);
+    gated.open.store(true, Ordering::SeqCst);
+    assert_eq!(first.join().unwrap(), data[1]);
+    assert_eq!(second.join().unwrap(), data[1]);
+    assert_eq!(gated.entered.load(Ordering::SeqCst), 1);
+    assert_eq!(b.container(C).blocks_verified(), 1);
+}
+
+#[test]
+fn the_cache_stays_within_its_byte_bound() {
+    let data = blocks(&[10_000; 30]);
+    let cap = 5 * (10_000 + cache::ENTRY_OVERHEAD);
+    let b = layer(pack(&data, Engine::Identity), cap);
+    let h = ReadHandle::new();
+    assert_eq!(read_all(&b, Some(&h), 4096), data.concat());
+    let s = b.stats();
+    assert!(s.bytes + s.blocks * cache::ENTRY_OVERHEAD <= cap, "{s:?}");
+    assert_eq!(s.blocks, 5, "{s:?}");
+    assert_eq!(s.evictions, 25, "{s:?}");
+    // Each block was loaded once: every later request for it was a hit.
+    assert_eq!(b.container(C).blocks_verified(), 30);
+    assert_eq!(h.held_bytes(), 0);
+}
+
+#[test]
+fn each_handle_keeps_its_own_sequential_window() {
+    let data = blocks(&[1000; 200]);
+    let b = Arc::new(layer(pack(&data, Engine::Identity), 1 << 20));
+    b.start_prefetch(1);
+    let (h1, h2) = (ReadHandle::new(), ReadHandle::new());
+    // Two readers of one stream, far apart, reading in turn.
+    for k in 0..4u64 {
+        let d1 = b.read(C, T, 1000 + k * 1000, 1000, Some(&h1)).unwrap();
+        assert_eq!(d1.as_slice(), &data[1 + k as usize][..]);
+        let d2 = b.read(C, T, 100_000 + k * 1000, 1000, Some(&h2)).unwrap();
+        assert_eq!(d2.as_slice(), &data[100 + k as usize][..]);
+    }
+    let (seq1, to1) = h1.window();
+    let (seq2, to2) = h2.window();
+    assert!(seq1 && seq2, "both readers are sequential");
+    // Each window reaches ahead of its own reader (read up to block 4 and 103).
+    assert!((6..=5 + 64).contains(&to1), "{to1}");
+    assert!((105..=104 + 64).contains(&to2), "{to2}");
+    b.stop_prefetch();
+}
+
+#[test]
+fn a_damaged_block_fails_alone() {
+    let data = blocks(&[3000, 3000, 3000]);
+    let mut bytes = pack(&data, Engine::Identity);
+    let probe = Archive::from_source(Box::new(bytes.clone()), OpenCheck::Structure).unwrap();
+    bytes[probe.entry(0, 1).unwrap().data_offset as usize + 7] ^= 1;
+    let b = layer(bytes, 1 << 20);
+    let read = |n| b.read_block(C, T, BlockIndex(n), 0, 3000, None);
+    assert_eq!(read(0).unwrap().as_slice(), &data[0][..]);
+    assert!(matches!(
+        read(1),
+        Err(ReadError::Archive(crate::Error::BlockHash { block: 1, .. }))
+    ));
+    assert_eq!(read(2).unwrap().as_slice(), &data[2][..]);
+    // A range across it fails; ranges around it are served.
+    assert!(b.read(C, T, 2000, 2000, None).is_err());
+    assert_eq!(
+        b.read(C, T, 6000, 3000, None).unwrap().as_slice(),
+        &data[2][..]
+    );
+    assert!(read(1).is_err());
+    let failures = b.container(C).failures();
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0].0, (0, 1));
+    assert_eq!(failures[0].1.count, 3);
+    assert!(!b.is_cached(&BlockKey::new(0, 0, 1)));
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/seed")
+            .join(name),
+    )
+    .unwrap()
+}
+
+#[test]
+fn what_can_be_served_is_decided_once() {
+    // A reference file whose VERI does not match: checked on the first read only.
+    let mut bad = fixture("a_small10.h4mk");
+    let at = bad.len() - 32;
+    bad[at] ^= 1;
+    let crc = crc32fast::hash(&bad[at..]);
+    bad[at - 4..at].copy_from_slice(&crc.to_be_bytes());
+    let logged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let l2 = logged.clone();
+    let b = layer_over(
+        Box::new(bad),
+        config(
+            1 << 20,
+            Arc::new(move |m| l2.lock().unwrap().push(m.into())),
+        ),
+    );
+    assert!(b.container(C).veri().is_none());
+    for _ in 0..3 {
+        assert!(matches!(
+            b.read(C, T, 0, 100, None),
+            Err(ReadError::VeriFailed { .. })
+        ));
+        assert!(b.read_block(C, T, BlockIndex(0), 0, 10, None).is_err());
+    }
+    assert!(!b.container(C).veri().unwrap().ok);
+    assert_eq!(logged.lock().unwrap().len(), 1, "{:?}", logged.lock());
+    assert_eq!(b.container(C).blocks_verified(), 0);
+
+    // An unknown engine: refused before any block is read, and said why. (The engine
+    // name in META is rewritten in place; OpenCheck::None skips the structure root.)
+    let mut bytes = pack(&blocks(&[256, 256]), Engine::Identity);
+    let needle = b"\"engine\":\"identity\"";
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap()
+        + 10;
+    bytes[at..at + 8].copy_from_slice(b"mystery8");
+    let archive = Archive::from_source(Box::new(bytes), OpenCheck::None).unwrap();
+    let served = Served::new(archive, PathBuf::from("/mem/x.h4mk"), None, UNIX_EPOCH);
+    let b = Blocks::new(vec![served], config(1 << 20, quiet()));
+    assert!(b.container(C).unreadable().unwrap().contains("mystery8"));
+    assert!(matches!(
+        b.read(C, T, 0, 300, None),
+        Err(ReadError::Archive(crate::Error::UnknownEngine { .. }))
+    ));
+    assert_eq!(b.container(C).blocks_verified(), 0);
+}
+
+/// Blocks larger than the whole cache (four geometric-reference blocks that decode to
+/// 4 MiB each from a few KiB, under a 1 MiB cache), read sequentially in 128 KiB
+/// requests: each is read, checked and decoded once, and memory stays at the cache
+/// plus the two blocks the handle keeps.
+#[test]
+fn blocks_larger_than_the_cache_load_once_per_handle() {
+    let data: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 4 << 20]).collect();
+    let bytes = pack(&data, Engine::GeometricReference);
+    assert!(bytes.len() < 1 << 20, "{}", bytes.len());
+    let b = layer(bytes, 1 << 20);
+    let h = ReadHandle::new();
+    let got = read_all(&b, Some(&h), 128 << 10);
+    assert!(got == data.concat(), "stream differs");
+    assert_eq!(b.container(C).blocks_verified(), 4);
+    assert_eq!(b.stats().blocks, 0);
+    assert!(h.held_bytes() <= 2 * (4 << 20));
+    // Block files too: one load for a whole read of block 2 in small pieces.
+    let h2 = ReadHandle::new();
+    let mut off = 0;
+    while off < 4 << 20 {
+        let d = b
+            .read_block(C, T, BlockIndex(2), off, 128 << 10, Some(&h2))
+            .unwrap();
+        assert!(d.as_slice().iter().all(|&x| x == 2));
+        off += d.as_slice().len() as u64;
+    }
+    assert_eq!(b.container(C).blocks_verified(), 5);
+    // Without a handle there is nowhere to keep it: each read loads it again.
+    b.read_block(C, T, BlockIndex(3), 0, 10, None).unwrap();
+    b.read_block(C, T, BlockIndex(3), 10, 10, None).unwrap();
+    assert_eq!(b.container(C).blocks_verified(), 7);
+}
