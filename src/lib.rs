@@ -13,6 +13,10 @@
 //!   reference's Living Cipher v3.
 //! * [`reader`]: [`reader::Archive`], a lazy view of any container, and the one read
 //!   path that checks a block and alone builds a [`reader::VerifiedBlock`].
+//! * [`blocks`]: the block layer: verified ranges of the served containers, what can be
+//!   served (decided once per container), the LRU of verified blocks, single-flight
+//!   loads, paired hashing, per-handle prefetch.
+//! * [`fs`]: the mounted tree as plain Rust (no `fuser`); [`fuse`]: the adapter.
 //! * [`output`]: every file h4fs writes: atomic, never replacing a device, an input or
 //!   (without `force`) an existing file.
 //! * [`writer`]: the deterministic packer.

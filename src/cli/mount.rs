@@ -73,7 +73,8 @@ pub struct MountArgs {
     /// Stay in the foreground (logs go to stderr unless --log-file).
     #[arg(short = 'f', long)]
     pub foreground: bool,
-    /// Bytes of verified, decoded blocks to keep in memory (suffixes K, M, G, T).
+    /// Bytes of verified, decoded blocks to keep in memory (suffixes K, M, G, T); a block
+    /// larger than this is kept by the open file reading it instead.
     #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "256M")]
     pub cache_size: u64,
     /// Let other users access the mount (needs user_allow_other in /etc/fuse.conf
