@@ -305,26 +305,23 @@ impl Fs {
         &self.blocks
     }
 
-    /// Container `c` as the block layer serves it (its archive, its verification state).
-    fn served(&self, c: usize) -> &Served {
-        self.blocks.container(cid(c))
+    /// Container `c` as the tree shows it.
+    fn container(&self, c: ContainerId) -> &Container {
+        &self.containers[c.index()]
     }
 
-    fn archive(&self, c: usize) -> &Archive {
+    /// Container `c` as the block layer serves it (its archive, its verification state).
+    fn served(&self, c: ContainerId) -> &Served {
+        self.blocks.container(c)
+    }
+
+    fn archive(&self, c: ContainerId) -> &Archive {
         &self.served(c).archive
     }
 
-    fn track(&self, c: usize, t: usize) -> &Track {
-        &self.archive(c).tracks[t]
+    fn track(&self, c: ContainerId, t: TrackId) -> &Track {
+        &self.archive(c).tracks[t.index()]
     }
-}
-
-fn cid(c: usize) -> ContainerId {
-    ContainerId(c as u32)
-}
-
-fn tid(t: usize) -> TrackId {
-    TrackId(t as u32)
 }
 
 #[cfg(test)]

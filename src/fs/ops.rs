@@ -5,8 +5,8 @@ use super::inode::Local;
 use super::reply::{Attr, BLKSIZE, DirEntry, Kind, Opened, ReadData, StatFs, XattrReply};
 use super::status::STATS_XATTR;
 use super::tree::{CONTAINER_FILES, Node, TRACK_FILES, parse_decimal};
-use super::{Fs, FsError, Handle, cid, tid};
-use crate::blocks::{BlockIndex, ReadHandle};
+use super::{Fs, FsError, Handle};
+use crate::blocks::{BlockIndex, ContainerId, ReadHandle};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
@@ -29,7 +29,7 @@ impl Fs {
                 // Any time people type (12s, 1500ms, 00:01:30.5, microseconds) up to the
                 // end of the media; before the first keyframe means the first keyframe.
                 let pts = crate::time::parse_time(name).map_err(|_| FsError::NotFound)?;
-                if self.archive(c).is_past_end(t, pts) {
+                if self.archive(c).is_past_end(t.index(), pts) {
                     return Err(FsError::NotFound);
                 }
                 let (_, n) = self
@@ -39,7 +39,7 @@ impl Fs {
                 Node::Link(c, t, n)
             }
             Node::ByNameDir(c, t) => {
-                let list = &self.containers[c].tracks[t].by_name;
+                let list = &self.container(c).tracks[t.index()].by_name;
                 let k = list
                     .binary_search_by(|(n, _)| n.as_str().cmp(name))
                     .map_err(|_| FsError::NotFound)?;
@@ -74,7 +74,7 @@ impl Fs {
             | Node::StreamLink(c, _)
             | Node::Block(c, ..)
             | Node::Link(c, ..)
-            | Node::NameLink(c, ..) => self.containers[c].mtime,
+            | Node::NameLink(c, ..) => self.container(c).mtime,
         }
     }
 
@@ -82,8 +82,8 @@ impl Fs {
         let (kind, size, dynamic, nlink) = match node {
             Node::Top => (Kind::Dir, 0, false, 2 + self.containers.len() as u32),
             Node::Dir(c, t) => {
-                let subdirs = if self.containers[c].multitrack && t.is_none() {
-                    self.containers[c].tracks.len() as u32
+                let subdirs = if self.container(c).multitrack && t.is_none() {
+                    self.container(c).tracks.len() as u32
                 } else {
                     2
                 };
@@ -183,7 +183,7 @@ impl Fs {
                 }
             }
             Node::ByNameDir(c, t) => {
-                let list = &self.containers[c].tracks[t].by_name;
+                let list = &self.container(c).tracks[t.index()].by_name;
                 for (k, (name, n)) in list.iter().enumerate().skip((i - 2) as usize) {
                     let e = DirEntry {
                         ino: self.ino(Node::NameLink(c, t, *n)),
@@ -262,7 +262,7 @@ impl Fs {
                 });
             }
             Node::Stream(c, _) | Node::Block(c, ..) => {
-                self.blocks.check(cid(c))?;
+                self.blocks.check(c)?;
                 Handle::Data(Arc::new(ReadHandle::new()))
             }
         };
@@ -345,7 +345,7 @@ impl Fs {
             }
             Node::Gen(c, t, l @ (Local::IndexCsv | Local::SeekCsv)) => {
                 let dt = self.data_track(c, t).ok_or(FsError::NotFound)?;
-                let tv = &self.containers[c].tracks[dt];
+                let tv = &self.container(c).tracks[dt.index()];
                 let rf = if l == Local::IndexCsv {
                     &tv.index_csv
                 } else {
@@ -361,20 +361,13 @@ impl Fs {
             Node::Block(c, t, n) => {
                 let h = self.data_handle(fh);
                 self.blocks
-                    .read_block(
-                        cid(c),
-                        tid(t),
-                        BlockIndex(n),
-                        offset,
-                        size as u64,
-                        h.as_deref(),
-                    )?
+                    .read_block(c, t, BlockIndex(n), offset, size as u64, h.as_deref())?
                     .into()
             }
             Node::Stream(c, t) => {
                 let h = self.data_handle(fh);
                 self.blocks
-                    .read(cid(c), tid(t), offset, size as u64, h.as_deref())?
+                    .read(c, t, offset, size as u64, h.as_deref())?
                     .into()
             }
         };
@@ -415,7 +408,7 @@ impl Fs {
                 }
                 v
             }
-            Node::Stream(c, t) => match &self.containers[c].tracks[t].stream_ext {
+            Node::Stream(c, t) => match &self.container(c).tracks[t.index()].stream_ext {
                 Some(ext) => vec![(
                     "user.h4mk.mime",
                     crate::naming::mime_type(ext).as_bytes().to_vec(),
@@ -464,7 +457,12 @@ impl Fs {
         let mut bytes = 0u64;
         let mut files = 2u64;
         for (i, c) in self.containers.iter().enumerate() {
-            for (t, tv) in self.archive(i).tracks.iter().zip(&c.tracks) {
+            for (t, tv) in self
+                .archive(ContainerId(i as u32))
+                .tracks
+                .iter()
+                .zip(&c.tracks)
+            {
                 bytes += t.stream_len();
                 files += 2 * t.blocks.len() + TRACK_FILES.len() as u64 + 1;
                 files += tv.by_name.len() as u64 + 2;

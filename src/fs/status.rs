@@ -7,6 +7,7 @@ use super::inode::Local;
 use super::sources::VerifyLevel;
 use super::{Fs, content};
 use crate::blocks::state::unix;
+use crate::blocks::{ContainerId, TrackId};
 use crate::reader::Layout;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -25,13 +26,13 @@ pub(super) const STATS_XATTR_MAX: usize = 65536;
 impl Fs {
     // ---- generated content ----------------------------------------------------------
 
-    pub(super) fn gen_len(&self, c: usize, t: Option<usize>, l: Local) -> u64 {
+    pub(super) fn gen_len(&self, c: ContainerId, t: Option<TrackId>, l: Local) -> u64 {
         match l {
             Local::IndexCsv | Local::SeekCsv => {
                 let Some(dt) = self.data_track(c, t) else {
                     return 0;
                 };
-                let tv = &self.containers[c].tracks[dt];
+                let tv = &self.container(c).tracks[dt.index()];
                 let rf = if l == Local::IndexCsv {
                     &tv.index_csv
                 } else {
@@ -44,11 +45,11 @@ impl Fs {
     }
 
     /// Immutable generated JSON, built on first use.
-    pub(super) fn generated(&self, c: usize, t: Option<usize>, l: Local) -> Arc<Vec<u8>> {
-        let cont = &self.containers[c];
+    pub(super) fn generated(&self, c: ContainerId, t: Option<TrackId>, l: Local) -> Arc<Vec<u8>> {
+        let cont = self.container(c);
         let dt = self.data_track(c, t);
         let slot = match t {
-            Some(t) => &cont.tracks[t].generated,
+            Some(t) => &cont.tracks[t.index()].generated,
             None => &cont.generated,
         };
         if let Some(v) = slot.lock().unwrap_or_else(|p| p.into_inner()).get(&l) {
@@ -92,8 +93,8 @@ impl Fs {
         v
     }
 
-    pub(super) fn veri_value(&self, c: usize) -> Value {
-        let cont = &self.containers[c];
+    pub(super) fn veri_value(&self, c: ContainerId) -> Value {
+        let cont = self.container(c);
         let served = self.served(c);
         let a = &served.archive;
         let src = cont;
@@ -184,11 +185,11 @@ impl Fs {
         })
     }
 
-    pub(super) fn veri_json(&self, c: usize) -> Vec<u8> {
+    pub(super) fn veri_json(&self, c: ContainerId) -> Vec<u8> {
         content::pretty(&self.veri_value(c))
     }
 
-    pub(super) fn veri_summary(&self, c: usize) -> String {
+    pub(super) fn veri_summary(&self, c: ContainerId) -> String {
         let v = self.veri_value(c);
         let failures = v["blocks"]["failures"].as_array().map_or(0, Vec::len);
         json!({

@@ -1,7 +1,7 @@
 //! The filesystem core against containers built in memory and the reference samples.
 
 use super::*;
-use crate::blocks::BlockKey;
+use crate::blocks::{BlockKey, ContainerId};
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::reader::OpenCheck;
@@ -681,7 +681,7 @@ fn paired_block_reads_match_single_reads_and_keep_failures_apart() {
     let at = entry(4).data_offset as usize + 12_345;
     bytes[at] ^= 1;
     let fs = fs_of(bytes);
-    let archive = fs.archive(0);
+    let archive = fs.archive(ContainerId(0));
     let [ok, bad] = archive.read_block_entry_pair(&entry(3), &entry(4));
     assert_eq!(ok.unwrap().bytes(), &data[3][..]);
     assert!(
@@ -694,7 +694,7 @@ fn paired_block_reads_match_single_reads_and_keep_failures_apart() {
     assert_eq!(fs.cache_stats().prefetches, 1);
     assert!(fs.blocks.is_cached(&key(5)));
     assert!(!fs.blocks.is_cached(&key(4)));
-    assert_eq!(fs.served(0).failures().len(), 1);
+    assert_eq!(fs.served(ContainerId(0)).failures().len(), 1);
     let ino = path_ino(&fs, "blocks/000004").unwrap();
     let err = fs.read(ino, 0, 0, 10).map(|_| ()).unwrap_err();
     assert_eq!(err.errno(), libc::EIO, "{err}");

@@ -4,6 +4,7 @@
 
 use super::inode::{Local, Place, What};
 use super::{Fs, FsError};
+use crate::blocks::{ContainerId, TrackId};
 
 /// Where a place lives, resolved against the containers.
 #[derive(Debug, Clone, Copy)]
@@ -11,17 +12,18 @@ pub(super) enum Node {
     /// The root of a directory mount.
     Top,
     /// A container or track directory.
-    Dir(usize, Option<usize>),
+    Dir(ContainerId, Option<TrackId>),
     /// A generated file of a container (track `None`) or track.
-    Gen(usize, Option<usize>, Local),
-    Stream(usize, usize),
-    BlocksDir(usize, usize),
-    ByPtsDir(usize, usize),
-    ByNameDir(usize, usize),
-    Block(usize, usize, u64),
-    Link(usize, usize, u64),
-    NameLink(usize, usize, u64),
-    StreamLink(usize, usize),
+    Gen(ContainerId, Option<TrackId>, Local),
+    Stream(ContainerId, TrackId),
+    BlocksDir(ContainerId, TrackId),
+    ByPtsDir(ContainerId, TrackId),
+    ByNameDir(ContainerId, TrackId),
+    /// Block files and symlinks carry the block number.
+    Block(ContainerId, TrackId, u64),
+    Link(ContainerId, TrackId, u64),
+    NameLink(ContainerId, TrackId, u64),
+    StreamLink(ContainerId, TrackId),
 }
 
 pub(super) fn valid_dir_name(s: &str) -> bool {
@@ -53,8 +55,8 @@ pub(super) const TRACK_FILES: [(&str, Local); 9] = [
 impl Fs {
     // ---- places and nodes -------------------------------------------------------
 
-    pub(super) fn cslot(&self, c: usize) -> u16 {
-        (c + usize::from(self.multi)) as u16
+    pub(super) fn cslot(&self, c: ContainerId) -> u16 {
+        (c.index() + usize::from(self.multi)) as u16
     }
 
     pub(super) fn place(&self, node: Node) -> Place {
@@ -98,9 +100,9 @@ impl Fs {
         }
     }
 
-    pub(super) fn tslot(&self, c: usize, t: Option<usize>) -> u16 {
+    pub(super) fn tslot(&self, c: ContainerId, t: Option<TrackId>) -> u16 {
         match t {
-            Some(t) if self.containers[c].multitrack => (t + 1) as u16,
+            Some(t) if self.container(c).multitrack => (t.index() + 1) as u16,
             _ => 0,
         }
     }
@@ -119,8 +121,9 @@ impl Fs {
                 _ => Err(FsError::NotFound),
             };
         }
-        let c = p.container_slot as usize - usize::from(self.multi);
-        let cont = self.containers.get(c).ok_or(FsError::NotFound)?;
+        let index = p.container_slot as usize - usize::from(self.multi);
+        let cont = self.containers.get(index).ok_or(FsError::NotFound)?;
+        let c = ContainerId(index as u32);
         // Which track the place's directory shows, if any.
         let track = if cont.multitrack {
             match p.track_slot {
@@ -130,11 +133,11 @@ impl Fs {
                     if t >= cont.tracks.len() {
                         return Err(FsError::NotFound);
                     }
-                    Some(t)
+                    Some(TrackId(t as u32))
                 }
             }
         } else if p.track_slot == 0 {
-            Some(0)
+            Some(TrackId(0))
         } else {
             return Err(FsError::NotFound);
         };
@@ -154,10 +157,12 @@ impl Fs {
             (Some(t), What::Fixed(Local::Stream)) => Ok(Node::Stream(c, t)),
             (Some(t), What::Fixed(Local::Blocks)) => Ok(Node::BlocksDir(c, t)),
             (Some(t), What::Fixed(Local::ByPts)) => Ok(Node::ByPtsDir(c, t)),
-            (Some(t), What::Fixed(Local::ByName)) if cont.tracks[t].names.is_some() => {
+            (Some(t), What::Fixed(Local::ByName)) if cont.tracks[t.index()].names.is_some() => {
                 Ok(Node::ByNameDir(c, t))
             }
-            (Some(t), What::Fixed(Local::StreamLink)) if cont.tracks[t].stream_ext.is_some() => {
+            (Some(t), What::Fixed(Local::StreamLink))
+                if cont.tracks[t.index()].stream_ext.is_some() =>
+            {
                 Ok(Node::StreamLink(c, t))
             }
             (Some(t), What::NameLink(n)) if self.block_file_name(c, t, n).is_some() => {
@@ -175,11 +180,11 @@ impl Fs {
 
     /// The track a generated file or directory of container `c` shows: the given one,
     /// or track 0 of a single-track container.
-    pub(super) fn data_track(&self, c: usize, t: Option<usize>) -> Option<usize> {
+    pub(super) fn data_track(&self, c: ContainerId, t: Option<TrackId>) -> Option<TrackId> {
         match t {
             Some(t) => Some(t),
-            None if !self.containers[c].multitrack && !self.containers[c].tracks.is_empty() => {
-                Some(0)
+            None if !self.container(c).multitrack && !self.container(c).tracks.is_empty() => {
+                Some(TrackId(0))
             }
             None => None,
         }
@@ -208,8 +213,8 @@ impl Fs {
         }
     }
 
-    pub(super) fn dir_track(&self, c: usize, t: usize) -> Option<usize> {
-        self.containers[c].multitrack.then_some(t)
+    pub(super) fn dir_track(&self, c: ContainerId, t: TrackId) -> Option<TrackId> {
+        self.container(c).multitrack.then_some(t)
     }
 
     /// Children of a directory other than blocks/ and by-pts/.
@@ -218,20 +223,20 @@ impl Fs {
         match node {
             Node::Top => {
                 for (c, cont) in self.containers.iter().enumerate() {
-                    out.push((cont.name.clone(), Node::Dir(c, None)));
+                    out.push((cont.name.clone(), Node::Dir(ContainerId(c as u32), None)));
                 }
             }
             Node::Dir(c, t) => {
-                let cont = &self.containers[c];
+                let cont = self.container(c);
                 if cont.multitrack && t.is_none() {
                     for (name, l) in CONTAINER_FILES {
                         out.push((name.to_string(), Node::Gen(c, None, l)));
                     }
                     for (i, tv) in cont.tracks.iter().enumerate() {
-                        out.push((tv.dir_name.clone(), Node::Dir(c, Some(i))));
+                        out.push((tv.dir_name.clone(), Node::Dir(c, Some(TrackId(i as u32)))));
                     }
                 } else if let Some(dt) = self.data_track(c, t) {
-                    let tv = &cont.tracks[dt];
+                    let tv = &cont.tracks[dt.index()];
                     for (name, l) in TRACK_FILES {
                         let n = match l {
                             Local::Stream => Node::Stream(c, dt),
@@ -261,21 +266,21 @@ impl Fs {
         if self.multi {
             Node::Top
         } else {
-            Node::Dir(0, None)
+            Node::Dir(ContainerId(0), None)
         }
     }
 
-    pub(super) fn block_name(&self, c: usize, t: usize, n: u64) -> String {
-        format!("{n:0w$}", w = self.containers[c].tracks[t].width)
+    pub(super) fn block_name(&self, c: ContainerId, t: TrackId, n: u64) -> String {
+        format!("{n:0w$}", w = self.container(c).tracks[t.index()].width)
     }
 
-    pub(super) fn link_target(&self, c: usize, t: usize, n: u64) -> String {
+    pub(super) fn link_target(&self, c: ContainerId, t: TrackId, n: u64) -> String {
         format!("../blocks/{}", self.block_name(c, t, n))
     }
 
     /// The recorded file name of block `n` (directory packs), if it has one.
-    pub(super) fn block_file_name(&self, c: usize, t: usize, n: u64) -> Option<&str> {
-        self.containers[c].tracks[t]
+    pub(super) fn block_file_name(&self, c: ContainerId, t: TrackId, n: u64) -> Option<&str> {
+        self.container(c).tracks[t.index()]
             .names
             .as_ref()?
             .get(usize::try_from(n).ok()?)?
@@ -291,8 +296,8 @@ impl Fs {
         }
     }
 
-    pub(super) fn by_pts(&self, c: usize, t: usize) -> &[(u64, u64)] {
-        self.containers[c].tracks[t].by_pts.get_or_init(|| {
+    pub(super) fn by_pts(&self, c: ContainerId, t: TrackId) -> &[(u64, u64)] {
+        self.container(c).tracks[t.index()].by_pts.get_or_init(|| {
             let tr = self.track(c, t);
             let mut v: Vec<(u64, u64)> = Vec::with_capacity(tr.seek.len());
             for p in &tr.seek {
