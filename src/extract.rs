@@ -5,6 +5,10 @@
 //! chunk walk is protected by nothing but the whole-file VERI
 //! ([`Archive::needs_veri`]), so [`write_checked_stream`] hashes the file for VERI on a
 //! second thread while the blocks are written, and fails when it does not match.
+//!
+//! Each block is read once, in order, so this goes through the reader's checked path
+//! ([`Archive::read_block`]) directly: the block layer ([`crate::blocks`]) loads through
+//! the same path, and its cache and prefetch would only cost memory for a single pass.
 
 use crate::error::{Error, Result};
 use crate::reader::{Archive, Segment};

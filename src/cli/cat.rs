@@ -1,4 +1,5 @@
-//! `h4fs cat` and `h4fs extract`.
+//! `h4fs cat` and `h4fs extract`. Both read each block once, through the reader's
+//! checked path (see [`crate::extract`]); the block layer's cache is for the mount.
 
 use super::TrackArg;
 use crate::extract::{write_checked_stream, write_stream};
