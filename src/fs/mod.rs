@@ -17,8 +17,9 @@
 //!
 //! Invariants:
 //! * Bytes of `stream` and `blocks/` come only from the block layer ([`crate::blocks`]):
-//!   [`VerifiedBlock`](crate::reader::VerifiedBlock)s from the cache or freshly read and checked; a block that fails its check is logged with block and
-//!   offset, recorded for `veri.json`, answered with EIO and never served.
+//!   [`VerifiedBlock`](crate::reader::VerifiedBlock)s from its cache or freshly read
+//!   and checked; a block that fails its check is logged with block and offset,
+//!   recorded for `veri.json`, answered with EIO and never served.
 //! * Reference containers (no per-block hashes) additionally pass their whole-file
 //!   VERI, checked once when the first data file is opened; a mismatch refuses all
 //!   their data with EIO.
