@@ -25,6 +25,8 @@ impl Tag {
     pub const HFTR: Tag = Tag(*b"HFTR");
     /// h4fs encryption header.
     pub const HENC: Tag = Tag(*b"HENC");
+    /// h4fs v2 BLAKE3 outboard (hash tree over the stored stream).
+    pub const HB3T: Tag = Tag(*b"HB3T");
 }
 
 impl std::fmt::Display for Tag {

@@ -85,6 +85,29 @@ pub fn root_hash(
     h.finalize().into()
 }
 
+/// The structure root of a v2 container (footer version 2): as [`root_hash`] with the
+/// label `h4fs-root-v2\0` and, after H(HENC or empty), the SHA-256 of the 56-byte HB3T
+/// header, which records the BLAKE3 root of the stored stream. The nodes are not
+/// hashed here: each is checked against that BLAKE3 root on the way down.
+pub fn root_hash_v2(
+    footer_prefix: &[u8; FOOTER_PREFIX_LEN],
+    seek: &[u8],
+    meta: &[u8],
+    safe: &[u8],
+    henc: &[u8],
+    outboard_header: &[u8; crate::format::outboard::HEADER_LEN],
+    index_digest: &[u8; 32],
+) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"h4fs-root-v2\0");
+    h.update(footer_prefix);
+    for part in [seek, meta, safe, henc, &outboard_header[..]] {
+        h.update(sha256(part));
+    }
+    h.update(index_digest);
+    h.finalize().into()
+}
+
 /// Streaming computation of the reference's VERI: SHA-256 of every chunk before VERI.
 #[derive(Default, Clone)]
 pub struct VeriHasher(lanes::Sha256);

@@ -206,6 +206,18 @@ pub fn describe(a: &Archive) -> Value {
                 "structure_root_checked": a.root_checked,
                 "footer_offset": at,
                 "per_block": "sha256",
+                "format": f.version,
+                "hash_tree": a.tree().map(|t| {
+                    let s = t.shape();
+                    json!({
+                        "blake3": t.root().to_hex().to_string(),
+                        "covers": if a.encryption.is_some() { "stored (encrypted) bytes" } else if a.engine.name() == "identity" { "the original file (b3sum)" } else { "stored (encoded) bytes" },
+                        "group_size": s.group_len(),
+                        "groups": s.group_count(),
+                        "stored_len": s.stream_len(),
+                        "outboard_len": s.outboard_len(),
+                    })
+                }),
                 "veri": a.veri.map(|v| json!({"offset": v.offset, "sha256": hex::encode(v.expected)})),
             })
         }
@@ -303,6 +315,16 @@ fn print_human(
                 out,
                 "  per block       SHA-256 in the index (run `h4fs verify`)"
             )?;
+            if let Some(t) = i.get("hash_tree").filter(|t| !t.is_null()) {
+                writeln!(
+                    out,
+                    "  blake3          {} (BLAKE3 of {}; tree of {} groups of {} bytes, checked at open)",
+                    t["blake3"].as_str().unwrap_or(""),
+                    t["covers"].as_str().unwrap_or(""),
+                    t["groups"],
+                    t["group_size"],
+                )?;
+            }
         }
         Layout::ReferenceA => writeln!(
             out,

@@ -32,7 +32,8 @@ use std::path::PathBuf;
   scripts/ffprobe-index.sh movie.mp4 > movie.csv
   h4fs pack movie.mp4 --index movie.csv -o movie.h4mk
   h4fs pack frames/ --fps 30 --gop 30 -o frames.h4mk --meta camera=\\\"cam-2\\\"
-  h4fs pack movie.mp4 --media -o movie.h4mk --json | jq .root"
+  h4fs pack movie.mp4 --media -o movie.h4mk --json | jq .root
+  h4fs pack movie.mp4 --media --format v2 -o movie.h4mk   # then: h4fs inspect movie.h4mk | grep blake3"
 )]
 pub struct Args {
     /// Input file or directory.
@@ -103,6 +104,29 @@ pub struct Args {
     /// Master key file for --encrypt (default: $H4FS_KEY_FILE).
     #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
+    /// Container layout: v1 (blocks checked by SHA-256) or v2 (also a BLAKE3 hash tree
+    /// over the stored bytes in --group-size groups: reads verify only the groups they
+    /// touch, `verify` hashes on all cores, and for a plain container the tree's root is
+    /// `b3sum` of the input, shown by `inspect`).
+    #[arg(long, default_value = "v1", value_parser = ["v1", "v2"])]
+    pub format: String,
+    /// Hash group size of a v2 container: a power of two from 1KiB to 16MiB.
+    #[arg(long, value_parser = parse_group_size, default_value = "16KiB", value_name = "SIZE")]
+    pub group_size: u8,
+}
+
+/// Parse a hash group size ("16KiB") into its base-2 logarithm.
+pub fn parse_group_size(s: &str) -> Result<u8, String> {
+    use crate::format::outboard::{MAX_GROUP_LOG, MIN_GROUP_LOG};
+    let n = parse_size(s)?;
+    if !n.is_power_of_two()
+        || !(MIN_GROUP_LOG..=MAX_GROUP_LOG).contains(&(n.trailing_zeros() as u8))
+    {
+        return Err(format!(
+            "\"{s}\" is not a hash group size: a power of two from 1KiB to 16MiB"
+        ));
+    }
+    Ok(n.trailing_zeros() as u8)
 }
 
 /// Parse "4096", "64K", "1MiB", "2G".
@@ -242,6 +266,12 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         created: args.created.clone(),
         key,
         start_time_us,
+        format: match args.format.as_str() {
+            "v2" => writer::Format::V2 {
+                group_log: args.group_size,
+            },
+            _ => writer::Format::V1,
+        },
         ..PackOptions::default()
     };
     // The input is opened (or listed) once: that one open is sized here and packed.
@@ -283,6 +313,8 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             "keyframes": summary.keyframes,
             "root": hex::encode(summary.root),
             "veri": hex::encode(summary.veri),
+            "format": args.format,
+            "blake3": summary.blake3.map(hex::encode),
             "engine": args.engine,
             "encrypted": key_id.is_some(),
             "key_id": key_id,

@@ -51,8 +51,12 @@ pub const ENTRY_LEN: usize = 72;
 /// Entries per page of the index hash tree.
 pub const PAGE_ENTRIES: usize = 1024;
 
-/// Version in the footer; others are refused.
+/// Footer version of the v1 layout (blocks checked by their SHA-256 in the index).
 pub const FOOTER_VERSION: u32 = 1;
+/// Footer version of the v2 layout: an `HB3T` chunk (BLAKE3 tree over the stored stream
+/// in hash groups, [`crate::format::outboard`]) lies between SAFE (or HENC) and HIDX, and
+/// the CORE chunks are back to back. Other versions are refused.
+pub const FOOTER_VERSION_V2: u32 = 2;
 /// HFTR payload size; fixed, so the footer is always at `file_len - TAIL_LEN`.
 pub const FOOTER_PAYLOAD_LEN: usize = 96;
 /// Bytes of the footer covered by the root (everything but the root itself).
@@ -174,6 +178,8 @@ pub fn check_index(payload: &[u8], at: u64, block_count: u64) -> Result<u64> {
 /// The parsed footer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Footer {
+    /// [`FOOTER_VERSION`] (1) or [`FOOTER_VERSION_V2`] (2).
+    pub version: u32,
     /// Bit 0: encrypted ([`FOOTER_FLAG_ENCRYPTED`]).
     pub flags: u32,
     /// File offset of the SEEK chunk header; also the end of the block region.
@@ -200,6 +206,11 @@ impl Footer {
         self.flags & FOOTER_FLAG_ENCRYPTED != 0
     }
 
+    /// Whether this is a v2 footer: the container has an `HB3T` outboard.
+    pub fn is_v2(&self) -> bool {
+        self.version == FOOTER_VERSION_V2
+    }
+
     /// Parse a footer payload; `at` is the footer chunk's file offset, for messages.
     pub fn parse(payload: &[u8], at: u64) -> Result<Footer> {
         if payload.len() != FOOTER_PAYLOAD_LEN {
@@ -213,7 +224,7 @@ impl Footer {
             });
         }
         let version = be32(payload, 0);
-        if version != FOOTER_VERSION {
+        if version != FOOTER_VERSION && version != FOOTER_VERSION_V2 {
             return Err(Error::UnsupportedVersion {
                 layout: 'A',
                 version,
@@ -221,6 +232,7 @@ impl Footer {
             });
         }
         Ok(Footer {
+            version,
             flags: be32(payload, 4),
             seek_offset: be64(payload, 8),
             meta_offset: be64(payload, 16),
@@ -236,7 +248,7 @@ impl Footer {
     /// The first [`FOOTER_PREFIX_LEN`] bytes: everything the root covers.
     pub fn prefix(&self) -> [u8; FOOTER_PREFIX_LEN] {
         let mut b = [0u8; FOOTER_PREFIX_LEN];
-        b[0..4].copy_from_slice(&FOOTER_VERSION.to_be_bytes());
+        b[0..4].copy_from_slice(&self.version.to_be_bytes());
         b[4..8].copy_from_slice(&self.flags.to_be_bytes());
         for (i, v) in [
             self.seek_offset,
@@ -340,6 +352,89 @@ pub fn validate_index(index: &[u8], count: u64, region_end: u64, stream_len: u64
     Ok(())
 }
 
+/// v2: the CORE chunks must be back to back from the end of the 8-byte header to the
+/// SEEK chunk, so block `i`'s stored bytes start at stream offset
+/// `chunk_offset - 8 - 12·(i + 1) + 12` of the stored stream ([`stored_offset`]) and the
+/// stored stream is `seek_offset - 8 - 12·count` bytes. Returns that length.
+pub fn check_back_to_back(index: &[u8], count: u64, seek_offset: u64) -> Result<u64> {
+    let entries = &index[INDEX_HEADER_LEN..];
+    entries
+        .par_chunks(PAGE_ENTRIES * ENTRY_LEN)
+        .enumerate()
+        .try_for_each(|(p, chunk)| {
+            let first = (p * PAGE_ENTRIES) as u64;
+            let mut want = None;
+            for (k, b) in chunk.chunks_exact(ENTRY_LEN).enumerate() {
+                let i = first + k as u64;
+                let e = IndexEntry::parse(b);
+                if i == 0 && e.chunk_offset != super::layout_a::HEADER_LEN as u64 {
+                    return Err(Error::Index {
+                        block: 0,
+                        msg: format!(
+                            "chunk at offset {}: in a v2 container block 0 starts right after the 8-byte header",
+                            e.chunk_offset
+                        ),
+                    });
+                }
+                if let Some(w) = want
+                    && e.chunk_offset != w
+                {
+                    return Err(Error::Index {
+                        block: i,
+                        msg: format!(
+                            "chunk at offset {}: in a v2 container it must follow the previous block at once, at {w}",
+                            e.chunk_offset
+                        ),
+                    });
+                }
+                want = Some(e.chunk_offset + 12 + e.stored_len as u64);
+            }
+            Ok(())
+        })?;
+    // Page boundaries: each page's first entry against the previous page's last.
+    let get = |i: u64| {
+        let at = i as usize * ENTRY_LEN;
+        IndexEntry::parse(&entries[at..at + ENTRY_LEN])
+    };
+    let mut i = PAGE_ENTRIES as u64;
+    while i < count {
+        let (p, e) = (get(i - 1), get(i));
+        if e.chunk_offset != p.chunk_offset + 12 + p.stored_len as u64 {
+            return Err(Error::Index {
+                block: i,
+                msg: format!(
+                    "chunk at offset {}: in a v2 container it must follow the previous block at once, at {}",
+                    e.chunk_offset,
+                    p.chunk_offset + 12 + p.stored_len as u64
+                ),
+            });
+        }
+        i += PAGE_ENTRIES as u64;
+    }
+    let end = match count {
+        0 => super::layout_a::HEADER_LEN as u64,
+        n => {
+            let e = get(n - 1);
+            e.chunk_offset + 12 + e.stored_len as u64
+        }
+    };
+    if end != seek_offset {
+        return Err(Error::Index {
+            block: count.saturating_sub(1),
+            msg: format!(
+                "the blocks end at offset {end}, but SEEK is at {seek_offset}: in a v2 container nothing lies between them"
+            ),
+        });
+    }
+    Ok(seek_offset - super::layout_a::HEADER_LEN as u64 - 12 * count)
+}
+
+/// v2: where block `number`'s stored bytes start in the stored stream (the CORE payloads
+/// concatenated), given its chunk offset; valid once [`check_back_to_back`] passed.
+pub fn stored_offset(chunk_offset: u64, number: u64) -> u64 {
+    chunk_offset - super::layout_a::HEADER_LEN as u64 - 12 * number
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,6 +460,7 @@ mod tests {
     #[test]
     fn footer_round_trip() {
         let f = Footer {
+            version: FOOTER_VERSION,
             flags: 1,
             seek_offset: 2,
             meta_offset: 3,
@@ -377,6 +473,17 @@ mod tests {
         };
         assert_eq!(Footer::parse(&f.encode(), 0).unwrap(), f);
         assert!(Footer::parse(&f.encode()[..95], 0).is_err());
+        let v2 = Footer {
+            version: FOOTER_VERSION_V2,
+            ..f
+        };
+        assert_eq!(Footer::parse(&v2.encode(), 0).unwrap(), v2);
+        let mut v3 = v2.encode();
+        v3[3] = 3;
+        assert!(matches!(
+            Footer::parse(&v3, 0),
+            Err(Error::UnsupportedVersion { version: 3, .. })
+        ));
     }
 
     #[test]

@@ -29,7 +29,7 @@ use super::be64;
 use crate::error::{Error, Result, Tag};
 
 /// Chunk tag of the outboard.
-pub const TAG: Tag = Tag(*b"HB3T");
+pub const TAG: Tag = Tag::HB3T;
 /// Version in the outboard header; others are refused.
 pub const VERSION: u32 = 1;
 /// Fixed header before the nodes.

@@ -7,7 +7,9 @@ use super::{Archive, ChunkInfo, Layout, OpenCheck, SeekPoint, Track, Veri};
 use crate::error::{Error, Result, Tag};
 use crate::format::h4fs::{self as hf, Footer};
 use crate::format::layout_a::{self as la, ChunkHeader};
+use crate::format::outboard as ob;
 use crate::integrity;
+use crate::integrity::tree::{Hash, Outboard, Shape};
 use crate::source::ReadAt;
 use serde_json::Value;
 use std::sync::Arc;
@@ -67,8 +69,47 @@ impl Archive {
             check == OpenCheck::Structure,
         )?;
         let count = hf::check_index(&index, footer.index_offset, footer.block_count)?;
+        // v2: the HB3T chunk follows HENC (or SAFE) at once and ends where HIDX starts.
+        let outboard = if footer.is_v2() {
+            let at = match footer.henc_offset {
+                0 => footer.safe_offset + 12 + safe.len() as u64,
+                h => h + 12 + henc.len() as u64,
+            };
+            let payload = read_chunk_a(src, at, Tag::HB3T, footer.index_offset, crc)?;
+            let end = at + 12 + payload.len() as u64;
+            if end != footer.index_offset {
+                return Err(Error::Chunk {
+                    tag: Tag::HB3T,
+                    offset: at,
+                    msg: format!(
+                        "the chunk ends at offset {end}, but the index starts at {}: the bytes between belong to no chunk",
+                        footer.index_offset
+                    ),
+                });
+            }
+            Some((at, payload))
+        } else {
+            None
+        };
         if let Some(digest) = digest {
-            let root = integrity::root_hash(&footer.prefix(), &seek, &meta, &safe, &henc, &digest);
+            let root = match &outboard {
+                Some((_, payload)) => {
+                    let head: [u8; ob::HEADER_LEN] = payload
+                        .get(..ob::HEADER_LEN)
+                        .and_then(|h| h.try_into().ok())
+                        .unwrap_or([0; ob::HEADER_LEN]);
+                    integrity::root_hash_v2(
+                        &footer.prefix(),
+                        &seek,
+                        &meta,
+                        &safe,
+                        &henc,
+                        &head,
+                        &digest,
+                    )
+                }
+                None => integrity::root_hash(&footer.prefix(), &seek, &meta, &safe, &henc, &digest),
+            };
             if root != footer.root {
                 return Err(Error::RootMismatch {
                     offset: tail_at,
@@ -79,17 +120,38 @@ impl Archive {
             a.root_checked = true;
         }
         hf::validate_index(&index, count, footer.seek_offset, footer.stream_len)?;
+        if let Some((at, payload)) = &outboard {
+            let stored_len = hf::check_back_to_back(&index, count, footer.seek_offset)?;
+            let chunk = ob::parse(payload, at + 12)?;
+            chunk.header.check_covers(stored_len, at + 12)?;
+            let tree_err = |e: crate::integrity::tree::TreeError| Error::Chunk {
+                tag: Tag::HB3T,
+                offset: *at,
+                msg: e.to_string(),
+            };
+            let shape =
+                Shape::new(chunk.header.group_log, chunk.header.stream_len).map_err(tree_err)?;
+            let tree = Outboard::new(shape, chunk.nodes.to_vec())
+                .and_then(|o| o.check(&Hash::from_bytes(chunk.header.root)))
+                .map_err(tree_err)?;
+            a.tree = Some(Arc::new(tree));
+        }
 
         for (tag, off, plen) in [
             (Tag::SEEK, footer.seek_offset, seek.len()),
             (Tag::META, footer.meta_offset, meta.len()),
             (Tag::SAFE, footer.safe_offset, safe.len()),
             (Tag::HENC, footer.henc_offset, henc.len()),
+            (
+                Tag::HB3T,
+                outboard.as_ref().map_or(0, |o| o.0),
+                outboard.as_ref().map_or(0, |o| o.1.len()),
+            ),
             (Tag::HIDX, footer.index_offset, index.len()),
             (Tag::HFTR, tail_at, hf::FOOTER_PAYLOAD_LEN),
             (Tag::VERI, veri_offset, 32),
         ] {
-            if tag == Tag::HENC && off == 0 {
+            if (tag == Tag::HENC || tag == Tag::HB3T) && off == 0 {
                 continue;
             }
             a.chunks.push(ChunkInfo {

@@ -37,7 +37,7 @@ impl Archive {
         let mut pos = la::HEADER_LEN as u64;
         // (chunk offset, payload len, crc)
         let mut cores: Vec<(u64, u32, u32)> = Vec::new();
-        // The first chunk only h4fs writes (HIDX, HFTR, HENC), if any.
+        // The first chunk only h4fs writes (HIDX, HFTR, HENC, HB3T), if any.
         let mut h4fs_chunk: Option<(Tag, u64)> = None;
         // The reference ignores 1-11 trailing bytes after the last whole chunk.
         while len - pos >= la::CHUNK_HEADER_LEN as u64 {
@@ -69,7 +69,7 @@ impl Archive {
                 // Only h4fs writes these, and always with the fixed tail; without it the
                 // file was cut or appended to, and must not pass as a reference file.
                 // Reported after the scan, so a cut inside a later chunk is named exactly.
-                Tag::HIDX | Tag::HFTR | Tag::HENC => {
+                Tag::HIDX | Tag::HFTR | Tag::HENC | Tag::HB3T => {
                     h4fs_chunk.get_or_insert((h.tag, pos));
                 }
                 Tag::SEEK => {

@@ -28,7 +28,7 @@ pub(crate) mod tests;
 mod veri;
 
 pub(crate) use io::read_vec;
-pub use read::{VerifiedBlock, block_context, check_block_bytes};
+pub use read::{VerifiedBlock, VerifiedGroups, block_context, check_block_bytes};
 pub use table::{BlockCheck, BlockEntry, BlockTable, SeekPoint, Segment, Segments, Track};
 
 use crate::crypto::Decryptor;
@@ -37,9 +37,11 @@ use crate::error::{Error, Result, Tag};
 use crate::format::h4fs::Footer;
 use crate::format::layout_a as la;
 use crate::format::{self, HeaderKind};
+use crate::integrity::tree::CheckedTree;
 use crate::source::{FileSource, ReadAt};
 use serde_json::Value;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Which writer produced the container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -59,7 +61,9 @@ impl Layout {
     pub fn describe(&self) -> &'static str {
         match self {
             Layout::ReferenceA => "layout A (reference export, no index)",
-            Layout::H4fs => "layout A + h4fs index (constant-time open, per-block SHA-256)",
+            Layout::H4fs => {
+                "layout A + h4fs index (constant-time open, per-block SHA-256; v2: BLAKE3 hash tree)"
+            }
             Layout::MultitrackC => "layout C (reference multitrack, little-endian)",
         }
     }
@@ -143,6 +147,9 @@ pub struct Archive {
     pub root_checked: bool,
     /// Keys attached with [`Archive::attach_key`] or [`Archive::attach_shared_secret`].
     decryptor: Option<Decryptor>,
+    /// v2: the BLAKE3 tree of the stored stream, every node checked against its root at
+    /// open; blocks are verified by their hash groups against it.
+    tree: Option<Arc<CheckedTree>>,
 }
 
 impl std::fmt::Debug for Archive {
@@ -200,6 +207,7 @@ impl Archive {
             sizes_exact: true,
             root_checked: false,
             decryptor: None,
+            tree: None,
         }
     }
 
@@ -236,6 +244,17 @@ impl Archive {
             });
         }
         Ok(())
+    }
+
+    /// v2 containers: the checked BLAKE3 tree of the stored stream (its root is `b3sum`
+    /// of the stored bytes; of the original file for a plain identity container).
+    pub fn tree(&self) -> Option<&CheckedTree> {
+        self.tree.as_deref()
+    }
+
+    /// The h4fs layout version from the footer (1 or 2); `None` for reference files.
+    pub fn format_version(&self) -> Option<u32> {
+        self.footer.map(|(_, f)| f.version)
     }
 
     /// The source's name (path) for messages.

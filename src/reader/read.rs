@@ -14,11 +14,41 @@ use super::io::read_vec;
 use super::table::{BlockCheck, BlockEntry};
 use crate::crypto::{BlockContext, Decryptor};
 use crate::error::{Error, Result, Tag};
+use crate::format::h4fs::stored_offset;
 use crate::format::layout_a::ChunkHeader;
 use crate::integrity;
+use std::ops::Range;
+
+/// Stored bytes of whole hash groups of a v2 container, built only by
+/// [`Archive::read_stored_groups`] after they matched the container's BLAKE3 tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedGroups {
+    offset: u64,
+    groups: Range<u64>,
+    data: Vec<u8>,
+}
+
+impl VerifiedGroups {
+    /// Stored-stream offset of the first byte (a multiple of the group size).
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+    /// The hash groups these bytes are.
+    pub fn groups(&self) -> Range<u64> {
+        self.groups.clone()
+    }
+    /// The verified stored bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.data
+    }
+    /// The verified stored bytes of stream range `r`, which must lie inside these groups.
+    pub fn slice(&self, r: Range<u64>) -> &[u8] {
+        &self.data[(r.start - self.offset) as usize..(r.end - self.offset) as usize]
+    }
+}
 
 /// A block's decoded bytes, built only after its stored bytes passed their check
-/// (SHA-256 for h4fs containers, CRC-32 for reference ones, AES-GCM when encrypted)
+/// (the BLAKE3 hash groups they lie in for h4fs v2 containers, SHA-256 for v1, CRC-32 for reference ones, AES-GCM when encrypted)
 /// and decoding succeeded with the recorded length.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedBlock {
@@ -61,6 +91,124 @@ struct StoredParts {
 }
 
 impl Archive {
+    /// v2 containers: the stored-stream bytes `range` (the CORE payloads concatenated),
+    /// rounded out to whole hash groups, read in one `pread` (the 12-byte chunk headers
+    /// between blocks are checked and dropped) and verified against the BLAKE3 tree
+    /// checked at open. A damaged group fails with an error naming the first block it
+    /// touches and exactly the failing groups; no unverified byte is returned.
+    pub fn read_stored_groups(&self, range: Range<u64>) -> Result<VerifiedGroups> {
+        let Some(tree) = &self.tree else {
+            return Err(Error::BadInput(format!(
+                "{} has no hash tree (not an h4fs v2 container)",
+                self.name()
+            )));
+        };
+        let shape = tree.shape();
+        if range.start > range.end || range.end > shape.stream_len() {
+            return Err(Error::BadInput(format!(
+                "stored bytes {}..{} lie outside the stored stream of {} bytes",
+                range.start,
+                range.end,
+                shape.stream_len()
+            )));
+        }
+        let (groups, span) = shape.groups_for(range);
+        if span.is_empty() {
+            return Ok(VerifiedGroups {
+                offset: span.start,
+                groups,
+                data: Vec::new(),
+            });
+        }
+        let blocks = &self.tracks[0].blocks;
+        let so = |n: u64| -> (u64, BlockEntry) {
+            let e = blocks.get(n).expect("n < count");
+            (stored_offset(e.chunk_offset, n), e)
+        };
+        // The first block holding span.start, the last holding span.end - 1.
+        let first_ending_after = |x: u64| {
+            let (mut lo, mut hi) = (0, blocks.len());
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                let (o, e) = so(mid);
+                if o + e.stored_len > x {
+                    hi = mid;
+                } else {
+                    lo = mid + 1;
+                }
+            }
+            lo
+        };
+        let k = first_ending_after(span.start);
+        let m = first_ending_after(span.end - 1);
+        let (ok_, ek) = so(k);
+        let (om, em) = so(m);
+        let file_start = ek.data_offset + (span.start - ok_);
+        let file_end = em.data_offset + (span.end - om);
+        let raw = read_vec(
+            &*self.src,
+            file_start,
+            file_end - file_start,
+            &format!("hash groups {}..{}", groups.start, groups.end),
+        )?;
+        let mut data = Vec::with_capacity((span.end - span.start) as usize);
+        for n in k..=m {
+            let (o, e) = so(n);
+            if n > k {
+                let at = (e.chunk_offset - file_start) as usize;
+                check_core_header(&e, &raw[at..at + 12])?;
+            }
+            let from = o.max(span.start);
+            let to = (o + e.stored_len).min(span.end);
+            if from < to {
+                let at = (e.data_offset + (from - o) - file_start) as usize;
+                data.extend_from_slice(&raw[at..at + (to - from) as usize]);
+            }
+        }
+        drop(raw);
+        if let Err(err) = tree.verify(span.start, &data) {
+            let bad_at = err
+                .bad_groups()
+                .first()
+                .map_or(span.start, |g| g.start << shape.group_log());
+            let n = first_ending_after(bad_at.max(span.start)).min(m);
+            let e = so(n).1;
+            return Err(Error::Block {
+                block: e.number,
+                offset: e.chunk_offset,
+                msg: format!("stored bytes do not match the container's hash tree: {err}"),
+            });
+        }
+        Ok(VerifiedGroups {
+            offset: span.start,
+            groups,
+            data,
+        })
+    }
+
+    /// v2: the stored bytes of `e`, verified by the hash groups they lie in.
+    fn read_stored_v2(&self, e: &BlockEntry) -> Result<Vec<u8>> {
+        let s = stored_offset(e.chunk_offset, e.number);
+        let r = s..s + e.stored_len;
+        let g = self
+            .read_stored_groups(r.clone())
+            .map_err(|err| match err {
+                // Name this block, even when the first bad group lies in a neighbour.
+                Error::Block { msg, .. } => Error::Block {
+                    block: e.number,
+                    offset: e.chunk_offset,
+                    msg,
+                },
+                other => other,
+            })?;
+        Ok(g.slice(r).to_vec())
+    }
+
+    /// Whether blocks are verified by the v2 tree (and `e` is one of its blocks).
+    fn by_groups(&self, e: &BlockEntry) -> bool {
+        self.tree.is_some() && matches!(e.check, BlockCheck::Sha256(_)) && e.track == 0
+    }
+
     /// The stored bytes of block `n` of `track`, checked against its hash or CRC.
     pub fn read_stored(&self, track: usize, n: u64) -> Result<Vec<u8>> {
         let e = self.entry(track, n)?;
@@ -69,6 +217,9 @@ impl Archive {
 
     /// Stored bytes of `e`, checked against its hash or CRC (never decrypted or decoded).
     pub fn read_stored_entry(&self, e: &BlockEntry) -> Result<Vec<u8>> {
+        if self.by_groups(e) {
+            return self.read_stored_v2(e);
+        }
         let p = self.read_parts(e)?;
         check_parts(e, &p.head, &p.stored, None)?;
         Ok(p.stored)
@@ -83,6 +234,10 @@ impl Archive {
     /// Decoded bytes of `e`, verified.
     pub fn read_block_entry(&self, e: &BlockEntry) -> Result<VerifiedBlock> {
         self.check_decodable(e)?;
+        if self.by_groups(e) {
+            let stored = self.read_stored_v2(e)?;
+            return self.decode(e, stored);
+        }
         self.check_and_decode(e, self.read_parts(e)?, None)
     }
 
@@ -99,6 +254,7 @@ impl Archive {
     ) -> [Result<VerifiedBlock>; 2] {
         let hashed = |e: &BlockEntry| {
             matches!(e.check, BlockCheck::Sha256(_))
+                && !self.by_groups(e)
                 && !self.authenticates_blocks()
                 && self.check_decodable(e).is_ok()
         };
@@ -124,7 +280,7 @@ impl Archive {
     /// plain h4fs blocks, checked by SHA-256 (encrypted blocks are authenticated by
     /// AES-GCM instead, reference blocks by CRC-32).
     pub fn hashes_blocks_in_pairs(&self) -> bool {
-        self.layout == super::Layout::H4fs && self.encryption.is_none()
+        self.layout == super::Layout::H4fs && self.encryption.is_none() && self.tree.is_none()
     }
 
     /// Check and decode the bytes of `e` that the caller read itself, from its chunk

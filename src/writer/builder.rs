@@ -8,9 +8,105 @@ use crate::engine::Engine;
 use crate::error::{Error, Result, Tag};
 use crate::format::h4fs::{self as hf, Footer, IndexEntry};
 use crate::format::layout_a::{self as la, ChunkHeader, SeekEntry};
+use crate::format::outboard::{self as ob, OutboardHeader};
+use crate::integrity::tree::{Tree, TreeBuilder};
 use crate::integrity::{self, VeriHasher};
 use serde_json::{Map, Value, json};
 use std::io::Write;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+
+/// Which h4fs layout a [`Writer`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// Footer version 1: blocks checked by the SHA-256 in their index entry.
+    #[default]
+    V1,
+    /// Footer version 2: also an `HB3T` BLAKE3 tree over the stored stream in hash
+    /// groups of `2^group_log` bytes (docs/FORMAT.md §10).
+    V2 { group_log: u8 },
+}
+
+impl Format {
+    /// v2 with the default 16 KiB hash groups.
+    pub const V2_DEFAULT: Format = Format::V2 {
+        group_log: ob::DEFAULT_GROUP_LOG,
+    };
+}
+
+/// Stored bytes handed to the tree thread at a time (whole blocks, at least this much).
+const TREE_BATCH_BYTES: usize = 1 << 20;
+
+/// The BLAKE3 tree of a v2 container, built on a thread of its own from the stored
+/// bytes the writer has written, so it runs beside the writer's SHA-256 (VERI).
+struct TreeThread {
+    tx: Option<SyncSender<Vec<Vec<u8>>>>,
+    batch: Vec<Vec<u8>>,
+    batch_bytes: usize,
+    handle: Option<JoinHandle<Tree>>,
+}
+
+impl TreeThread {
+    fn spawn(group_log: u8) -> Result<TreeThread> {
+        let mut builder = TreeBuilder::new(group_log)
+            .map_err(|e| Error::BadInput(format!("--group-size: {e}")))?;
+        let (tx, rx): (_, Receiver<Vec<Vec<u8>>>) = sync_channel(4);
+        let handle = std::thread::Builder::new()
+            .name("h4fs-tree".into())
+            .spawn(move || {
+                for batch in rx {
+                    for b in batch {
+                        builder.update(&b);
+                    }
+                }
+                builder.finish()
+            })
+            .map_err(|e| Error::io("starting the hash tree thread", e))?;
+        Ok(TreeThread {
+            tx: Some(tx),
+            batch: Vec::new(),
+            batch_bytes: 0,
+            handle: Some(handle),
+        })
+    }
+
+    fn push(&mut self, stored: Vec<u8>) {
+        self.batch_bytes += stored.len();
+        self.batch.push(stored);
+        if self.batch_bytes >= TREE_BATCH_BYTES {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        if let Some(tx) = &self.tx {
+            // The thread only ends when the sender is dropped, so this cannot fail
+            // unless it panicked, which `finish` reports.
+            let _ = tx.send(batch);
+        }
+    }
+
+    fn finish(mut self) -> Tree {
+        self.flush();
+        self.tx = None;
+        self.handle
+            .take()
+            .expect("finished once")
+            .join()
+            .expect("the hash tree thread does not panic")
+    }
+}
+
+impl Drop for TreeThread {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
 
 /// Largest decoded block h4fs writes (see [`crate::engine::MAX_BLOCK`]).
 pub const MAX_BLOCK: u64 = crate::engine::MAX_BLOCK;
@@ -110,6 +206,8 @@ pub struct Writer<W: Write> {
     pub(super) first_pts: Option<u64>,
     /// Block sealing and the HENC record, for an encrypted container.
     pub(super) crypto: Option<(ContainerCrypto, Henc)>,
+    /// v2: the tree of the stored stream, built beside the writer.
+    tree: Option<TreeThread>,
 }
 
 /// What [`Writer::finish`] reports.
@@ -121,6 +219,9 @@ pub struct PackSummary {
     pub file_len: u64,
     pub root: [u8; 32],
     pub veri: [u8; 32],
+    /// v2: the BLAKE3 root of the stored stream (`b3sum` of the source for a plain
+    /// identity container).
+    pub blake3: Option<[u8; 32]>,
 }
 
 impl<W: Write> Writer<W> {
@@ -139,7 +240,18 @@ impl<W: Write> Writer<W> {
             last_pts: None,
             first_pts: None,
             crypto: None,
+            tree: None,
         })
+    }
+
+    /// Write `format` (call before the first block; [`Writer::new`] writes v1).
+    pub fn set_format(&mut self, format: Format) -> Result<()> {
+        assert_eq!(self.count, 0, "the format is set before any block");
+        self.tree = match format {
+            Format::V1 => None,
+            Format::V2 { group_log } => Some(TreeThread::spawn(group_log)?),
+        };
+        Ok(())
     }
 
     /// A writer that encrypts every block under `key` (see [`crate::crypto::container`]).
@@ -232,6 +344,7 @@ impl<W: Write> Writer<W> {
                 block.finalize()
             }
         };
+        let stored = p.stored;
         IndexEntry {
             chunk_offset,
             stored_len,
@@ -257,6 +370,9 @@ impl<W: Write> Writer<W> {
         self.last_pts = Some(p.meta.pts_us);
         self.stream += p.decoded_len;
         self.count += 1;
+        if let Some(t) = &mut self.tree {
+            t.push(stored);
+        }
         Ok(())
     }
 
@@ -312,8 +428,27 @@ impl<W: Write> Writer<W> {
             Some(_) => self.write_chunk(Tag::HENC, &henc_bytes)?,
             None => 0,
         };
+        let tree = self.tree.take().map(TreeThread::finish);
+        let outboard_header = match &tree {
+            Some(t) => {
+                let shape = t.outboard.shape();
+                let header = OutboardHeader {
+                    group_log: shape.group_log(),
+                    stream_len: shape.stream_len(),
+                    node_count: shape.node_count(),
+                    root: *t.root.as_bytes(),
+                };
+                self.write_chunk(Tag::HB3T, &ob::encode(&header, t.outboard.as_bytes()))?;
+                Some(header.encode())
+            }
+            None => None,
+        };
         let index_offset = self.write_chunk(Tag::HIDX, &index)?;
         let mut footer = Footer {
+            version: match tree {
+                Some(_) => hf::FOOTER_VERSION_V2,
+                None => hf::FOOTER_VERSION,
+            },
             flags: match self.crypto {
                 Some(_) => hf::FOOTER_FLAG_ENCRYPTED,
                 None => 0,
@@ -327,14 +462,25 @@ impl<W: Write> Writer<W> {
             stream_len: self.stream,
             root: [0; 32],
         };
-        footer.root = integrity::root_hash(
-            &footer.prefix(),
-            &seek_bytes,
-            &meta_bytes,
-            &safe_bytes,
-            &henc_bytes,
-            &digest,
-        );
+        footer.root = match &outboard_header {
+            Some(oh) => integrity::root_hash_v2(
+                &footer.prefix(),
+                &seek_bytes,
+                &meta_bytes,
+                &safe_bytes,
+                &henc_bytes,
+                oh,
+                &digest,
+            ),
+            None => integrity::root_hash(
+                &footer.prefix(),
+                &seek_bytes,
+                &meta_bytes,
+                &safe_bytes,
+                &henc_bytes,
+                &digest,
+            ),
+        };
         self.write_chunk(Tag::HFTR, &footer.encode())?;
         let veri = self.veri.clone().finish();
         self.write_chunk(Tag::VERI, &veri)?;
@@ -348,6 +494,7 @@ impl<W: Write> Writer<W> {
             file_len: self.pos,
             root: footer.root,
             veri,
+            blake3: tree.map(|t| *t.root.as_bytes()),
         };
         Ok((self.out, summary))
     }

@@ -36,7 +36,9 @@ pub mod index_csv;
 pub mod input;
 mod pipeline;
 
-pub use builder::{BlockMeta, MAX_BLOCK, PackSummary, RESERVED_META_KEYS, Writer, default_safe};
+pub use builder::{
+    BlockMeta, Format, MAX_BLOCK, PackSummary, RESERVED_META_KEYS, Writer, default_safe,
+};
 pub use index_csv::{IndexRow, index_csv_start_time, parse_index_csv};
 pub use input::{DirListing, Input, OpenInput, directory_files, directory_names, frame_us};
 
@@ -66,6 +68,8 @@ pub struct PackOptions {
     /// it). From an index CSV's `# start_time_us=` line ([`index_csv_start_time`]),
     /// or from ffprobe for `pack --media`.
     pub start_time_us: Option<i64>,
+    /// The layout written: v1, or v2 with a BLAKE3 tree of the stored stream.
+    pub format: Format,
 }
 
 impl Default for PackOptions {
@@ -79,6 +83,7 @@ impl Default for PackOptions {
             created: None,
             key: None,
             start_time_us: None,
+            format: Format::V1,
         }
     }
 }
@@ -127,7 +132,14 @@ pub fn pack_open_to<W: Write + Send>(
         }
         None => (None, None),
     };
-    let (w, source_sha) = pipeline::run(open.blocks(), out, opts.engine, sealing, progress)?;
+    let (w, source_sha) = pipeline::run(
+        open.blocks(),
+        out,
+        opts.engine,
+        opts.format,
+        sealing,
+        progress,
+    )?;
     if planned_sha.is_some_and(|p| p != source_sha) {
         return Err(Error::Changed(
             "the input changed between the two passes of an encrypted pack".into(),
@@ -163,7 +175,12 @@ pub fn pack_open_to<W: Write + Send>(
     }
     meta.insert(
         "h4fs".into(),
-        json!({"format": 1, "index": "HIDX", "footer": "HFTR"}),
+        match opts.format {
+            Format::V1 => json!({"format": 1, "index": "HIDX", "footer": "HFTR"}),
+            Format::V2 { .. } => {
+                json!({"format": 2, "index": "HIDX", "footer": "HFTR", "tree": "HB3T"})
+            }
+        },
     );
     for (k, v) in &opts.meta_extra {
         meta.insert(k.clone(), v.clone());

@@ -3,7 +3,7 @@
 //! of [`crate::writer`].
 
 use super::builder::BlockMeta;
-use super::builder::{Prepared, Writer, prepare};
+use super::builder::{Format, Prepared, Writer, prepare};
 use super::input::BlockIter;
 use crate::crypto::{ContainerCrypto, Henc};
 use crate::engine::Engine;
@@ -121,6 +121,7 @@ pub(super) fn run<W: Write + Send>(
     mut blocks: BlockIter<'_>,
     out: W,
     engine: Engine,
+    format: Format,
     sealing: Option<(ContainerCrypto, Henc)>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(Writer<W>, [u8; 32])> {
@@ -219,6 +220,7 @@ pub(super) fn run<W: Write + Send>(
         let writer = s.spawn(move || -> Result<Writer<W>> {
             let run = || -> Result<Writer<W>> {
                 let mut w = Writer::new(out, engine)?;
+                w.set_format(format)?;
                 w.crypto = writer_crypto;
                 loop {
                     let mut q = shared.lock();
