@@ -13,7 +13,9 @@
 
 use crate::engine::EngineChoice;
 use crate::error::{Error, Result, Tag};
-use crate::reader::{Archive, BlockCheck, BlockEntry, Layout, check_block_bytes, read_vec};
+use crate::reader::{
+    Archive, BlockCheck, BlockEntry, Layout, check_block_bytes, check_core_header, read_vec,
+};
 use rayon::prelude::*;
 
 const SPAN_BYTES: u64 = 16 << 20;
@@ -49,10 +51,14 @@ pub fn checks_veri(a: &Archive, full: bool) -> bool {
 /// counts as they are checked.
 pub fn verify(a: &Archive, full: bool, progress: &(dyn Fn(u64) + Sync)) -> Report {
     let veri = checks_veri(a, full);
+    // v2: the BLAKE3 tree vouches for every stored byte, so the per-block SHA-256 in the
+    // index is checked only with `full`.
+    let sha = a.tree().is_none() || full;
     let (mut report, extra) = rayon::join(
-        || verify_blocks(a, progress),
+        || verify_blocks(a, sha, progress),
         || {
             let mut extra = Vec::new();
+            extra.extend(verify_tree(a));
             if a.layout != Layout::MultitrackC {
                 extra.extend(check_reserved_header(a).err());
             }
@@ -156,7 +162,7 @@ fn check_index_crc(a: &Archive) -> Result<()> {
 /// The CRC-32 field of an h4fs block's CORE chunk header, which neither its SHA-256
 /// nor the structure root covers, must be the CRC of the payload: the reference's parser
 /// checks it. (Reference blocks are checked by exactly this CRC already.)
-fn check_core_crc_field(e: &BlockEntry, raw: &[u8]) -> Result<()> {
+fn check_core_crc_field(e: &BlockEntry, raw: &[u8], sha: bool) -> Result<()> {
     if !matches!(e.check, BlockCheck::Sha256(_)) {
         return Ok(());
     }
@@ -169,15 +175,53 @@ fn check_core_crc_field(e: &BlockEntry, raw: &[u8]) -> Result<()> {
             offset: e.chunk_offset,
             msg: format!(
                 "the CORE chunk's CRC-32 field is {stored:08x}, its payload's CRC-32 is \
-                 {computed:08x} (the payload matches its SHA-256, the header was damaged; \
-                 the reference's parser refuses the file)"
+                 {computed:08x} ({}; the reference's parser refuses the file)",
+                if sha {
+                    "the payload matches its SHA-256, the header was damaged"
+                } else {
+                    "the header or the payload was damaged"
+                }
             ),
         });
     }
     Ok(())
 }
 
-fn verify_blocks(a: &Archive, progress: &(dyn Fn(u64) + Sync)) -> Report {
+/// Stored bytes per read of the tree pass (a whole number of hash groups).
+const TREE_SPAN: u64 = 16 << 20;
+
+/// v2: every hash group of the stored stream against the tree checked at open, spans
+/// of groups on all cores (BLAKE3). A failing span is checked again block by block, so
+/// each failure names exactly the blocks whose groups do not match.
+fn verify_tree(a: &Archive) -> Vec<Error> {
+    let Some(tree) = a.tree() else {
+        return Vec::new();
+    };
+    let shape = tree.shape();
+    let step = TREE_SPAN.max(shape.group_len());
+    let spans: Vec<u64> = (0..shape.stream_len().div_ceil(step)).collect();
+    let bad: Vec<std::ops::Range<u64>> = spans
+        .par_iter()
+        .filter_map(|&i| {
+            let r = i * step..((i + 1) * step).min(shape.stream_len());
+            a.read_stored_groups(r.clone()).err().map(|_| r)
+        })
+        .collect();
+    let blocks = &a.tracks[0].blocks;
+    let mut failures = Vec::new();
+    for r in bad {
+        for n in 0..blocks.len() {
+            let e = blocks.get(n).expect("n < len");
+            let s = crate::format::h4fs::stored_offset(e.chunk_offset, n);
+            if s < r.end && s + e.stored_len > r.start {
+                failures.extend(a.read_stored_entry(&e).err());
+            }
+        }
+    }
+    failures
+}
+
+fn verify_blocks(a: &Archive, sha: bool, progress: &(dyn Fn(u64) + Sync)) -> Report {
     let decode_check = match (&a.engine, &a.encryption) {
         (EngineChoice::Known(e), None) if a.sizes_exact => Some(*e),
         _ => None,
@@ -218,13 +262,14 @@ fn verify_blocks(a: &Archive, progress: &(dyn Fn(u64) + Sync)) -> Report {
             let check = |e: &BlockEntry, raw: &[u8], failures: &mut Vec<Error>| {
                 // With decryption asked for, the block is checked and decrypted in one
                 // call of the reader's checked path (its bytes hashed once).
-                let checked = match decrypt_check {
-                    true => a.check_stored(e, raw).map(drop),
-                    false => check_block_bytes(e, raw),
+                let checked = match (decrypt_check, sha) {
+                    (true, _) => a.check_stored(e, raw).map(drop),
+                    (false, true) => check_block_bytes(e, raw),
+                    (false, false) => check_core_header(e, raw),
                 };
                 if let Err(err) = checked {
                     failures.push(err);
-                } else if let Err(err) = check_core_crc_field(e, raw) {
+                } else if let Err(err) = check_core_crc_field(e, raw, sha) {
                     failures.push(err);
                 } else if let Some(engine) = decode_check {
                     let stored = &raw[(e.data_offset - e.chunk_offset) as usize..];

@@ -1068,3 +1068,171 @@ fn format_md_chunk_map_is_the_golden_layout() {
     }
     assert_eq!(rows, chunks.len(), "one row per chunk");
 }
+
+// ---------------------------------------------------------------------------------------
+// The v2 layout (docs/FORMAT.md §10): golden files, read by the same reference parser.
+
+const V2_CASES: &[Case] = &[
+    // The worked example of FORMAT.md §10.7: 4097 bytes `i mod 251`, 1 KiB groups.
+    Case {
+        file: "v2-4097.h4mk",
+        setup: |d| {
+            let v: Vec<u8> = (0..4097u32).map(|i| (i % 251) as u8).collect();
+            std::fs::write(d.join("in.bin"), v).unwrap();
+            "in.bin"
+        },
+        args: &[
+            "--format",
+            "v2",
+            "--group-size",
+            "1KiB",
+            "--block-size",
+            "1000",
+            "--fps",
+            "2",
+            "--gop",
+            "2",
+        ],
+    },
+    // Uneven blocks with an empty one, the default 16 KiB group (one group).
+    Case {
+        file: "v2-indexed.h4mk",
+        setup: |d| {
+            std::fs::write(d.join("clip.bin"), b"KEYFRAME-0 p1 p2 KEY3 x").unwrap();
+            std::fs::write(
+                d.join("clip.csv"),
+                "offset,size,pts_us,keyframe\n0,10,0,1\n10,3,40000,0\n13,0,80000,0\n\
+                 13,4,80000,0\n17,5,120000,1\n22,1,160000,0\n",
+            )
+            .unwrap();
+            "clip.bin"
+        },
+        args: &["--format", "v2", "--index", "{dir}/clip.csv"],
+    },
+];
+
+#[test]
+fn packing_today_reproduces_the_v2_golden_files() {
+    let regen = std::env::var_os("H4FS_REGEN_GOLDEN").is_some_and(|v| v == "1");
+    for case in V2_CASES {
+        let (bytes, _) = pack_case(case, &[]);
+        if regen {
+            std::fs::write(golden_dir().join(case.file), &bytes).unwrap();
+            continue;
+        }
+        assert!(
+            bytes == golden(case.file),
+            "{}: packing today differs from the golden file; regenerate with \
+             H4FS_REGEN_GOLDEN=1 if the format changed on purpose",
+            case.file
+        );
+    }
+}
+
+/// The structure root of a v2 container as FORMAT.md §10.5 defines it.
+fn documented_root_v2(b: &[u8], t: &Tail, hb3t_header: &[u8]) -> [u8; 32] {
+    let index = payload_at(b, t.index_offset, b"HIDX");
+    let (head, entries) = index.split_at(16);
+    let mut d = Sha256::new();
+    d.update(b"h4fs-index-v1\0");
+    d.update(head);
+    for page in entries.chunks(1024 * 72) {
+        d.update(sha256(page));
+    }
+    let index_digest: [u8; 32] = d.finalize().into();
+    let mut r = Sha256::new();
+    r.update(b"h4fs-root-v2\0");
+    r.update(&b[t.footer_at + 12..t.footer_at + 12 + 64]);
+    r.update(sha256(&payload_at(b, t.seek_offset, b"SEEK")));
+    r.update(sha256(&payload_at(b, t.meta_offset, b"META")));
+    r.update(sha256(&payload_at(b, t.safe_offset, b"SAFE")));
+    r.update(sha256(b""));
+    r.update(sha256(hb3t_header));
+    r.update(index_digest);
+    r.finalize().into()
+}
+
+#[test]
+fn the_reference_parser_reads_v2_golden_files_and_the_tree_is_as_documented() {
+    for case in V2_CASES {
+        let b = golden(case.file);
+        let (_, input) = pack_case(case, &[]);
+        let f = ref_parse(&b).unwrap_or_else(|e| panic!("{}: {e}", case.file));
+        assert!(f.veri_ok, "{}: VERI", case.file);
+        assert_eq!(f.unknown, ["HB3T", "HIDX", "HFTR"], "{}", case.file);
+        assert_eq!(f.decode().as_deref(), Some(&input[..]), "{}", case.file);
+        let tags: Vec<&[u8]> = f.chunks.iter().map(|c| &c.tag[..]).collect();
+        let n = tags.iter().filter(|t| *t == b"CORE").count();
+        assert_eq!(
+            &tags[n..],
+            [
+                &b"SEEK"[..],
+                b"META",
+                b"SAFE",
+                b"HB3T",
+                b"HIDX",
+                b"HFTR",
+                b"VERI"
+            ]
+        );
+        // Footer version 2; HB3T right after SAFE, ending where HIDX starts.
+        let footer_at = b.len() - 152;
+        assert_eq!(be32(&b, footer_at + 12), 2, "footer version");
+        let mut v1 = b.clone();
+        v1[footer_at + 15] = 1; // parse_tail insists on version 1
+        fix_crc(&mut v1, footer_at);
+        let t = parse_tail(&v1);
+        let hb3t_at = t.safe_offset + 12 + be32(&b, t.safe_offset + 4) as usize;
+        let ob = payload_at(&b, hb3t_at, b"HB3T");
+        assert_eq!(hb3t_at + 12 + ob.len(), t.index_offset);
+        assert_eq!(be32(&ob, 0), 1, "outboard version");
+        let k = ob[4] as u32;
+        assert_eq!(&ob[5..8], [0, 0, 0]);
+        assert_eq!(be64(&ob, 8), input.len() as u64, "stream_len: identity");
+        let groups = (input.len() as u64).div_ceil(1 << k);
+        assert_eq!(be64(&ob, 16), groups.max(1) - 1, "node_count");
+        assert_eq!(ob.len() as u64, 56 + 64 * (groups.max(1) - 1));
+        assert_eq!(&ob[24..56], blake3::hash(&input).as_bytes(), "root = b3sum");
+        assert_eq!(
+            documented_root_v2(&b, &t, &ob[..56]),
+            t.root,
+            "{}",
+            case.file
+        );
+        // Block hashes stay SHA-256 of the stored bytes; CORE chunks back to back.
+        let idx = payload_at(&b, t.index_offset, b"HIDX");
+        let mut chunk = 8usize;
+        for i in 0..t.block_count as usize {
+            let e = &idx[16 + 72 * i..16 + 72 * (i + 1)];
+            assert_eq!(be64(e, 0) as usize, chunk);
+            let stored = payload_at(&b, chunk, b"CORE");
+            assert_eq!(&e[40..72], sha256(&stored), "block {i} sha256");
+            chunk += 12 + stored.len();
+        }
+        assert_eq!(chunk, t.seek_offset);
+        if case.file == "v2-4097.h4mk" {
+            // The nodes of FORMAT.md §10.7, as printed there.
+            let doc = std::fs::read_to_string(root().join("docs/FORMAT.md")).unwrap();
+            let sec = &doc[doc.find("### 10.7").unwrap()..];
+            let hexes: String = sec
+                .lines()
+                .skip_while(|l| !l.starts_with("node 0"))
+                .take(8)
+                .map(|l| {
+                    l.split_whitespace()
+                        .find(|w| w.len() == 64)
+                        .unwrap()
+                        .to_string()
+                })
+                .collect();
+            assert_eq!(hex::encode(&ob[56..]), hexes, "FORMAT.md §10.7 nodes");
+        }
+        // The library opens it and its BLAKE3 root is b3sum of the input.
+        let a = open_bytes(&b).unwrap();
+        assert_eq!(a.format_version(), Some(2));
+        assert_eq!(
+            a.tree().unwrap().root().as_bytes(),
+            blake3::hash(&input).as_bytes()
+        );
+    }
+}

@@ -28,7 +28,9 @@ pub(crate) mod tests;
 mod veri;
 
 pub(crate) use io::read_vec;
-pub use read::{VerifiedBlock, VerifiedGroups, block_context, check_block_bytes};
+pub use read::{
+    VerifiedBlock, VerifiedGroups, block_context, check_block_bytes, check_core_header,
+};
 pub use table::{BlockCheck, BlockEntry, BlockTable, SeekPoint, Segment, Segments, Track};
 
 use crate::crypto::Decryptor;

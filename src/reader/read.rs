@@ -392,8 +392,8 @@ pub fn check_block_bytes(e: &BlockEntry, raw: &[u8]) -> Result<()> {
 }
 
 /// Check that an h4fs index entry points at a CORE chunk of its recorded length.
-/// `head` is the 12-byte chunk header as read.
-fn check_core_header(e: &BlockEntry, head: &[u8]) -> Result<()> {
+/// `head` is the 12-byte chunk header as read (or more: the rest is ignored).
+pub fn check_core_header(e: &BlockEntry, head: &[u8]) -> Result<()> {
     let h = ChunkHeader::parse(head[..12].try_into().expect("caller read 12 bytes"));
     if h.tag != Tag::CORE || h.len as u64 != e.stored_len {
         return Err(Error::Block {
