@@ -1922,3 +1922,231 @@ fn index_csv_at_the_pts_limit() {
     let r = expect(&["cat", "--pts", &max, s(&out)], 0, &[]);
     assert_eq!(r.stdout, [3u8; 50]);
 }
+
+// ---------------------------------------------------------------------------------------
+// The v2 layout: the HB3T outboard and the hash groups (docs/FORMAT.md §10).
+
+/// A v2 container with 1 KiB hash groups: 6 blocks of 900..1150 bytes, 7 groups.
+fn v2_container() -> Vec<u8> {
+    let mut w = Writer::new(Vec::new(), Engine::Identity).expect("writer");
+    w.set_format(h4fs::writer::Format::V2 { group_log: 10 })
+        .expect("v2");
+    for i in 0..6u64 {
+        let data: Vec<u8> = (0..900 + 50 * i).map(|k| (k * 7 + i * 13) as u8).collect();
+        let meta = BlockMeta {
+            pts_us: i * 40_000,
+            keyframe: i % 2 == 0,
+        };
+        w.add_block(&data, meta).expect("add block");
+    }
+    w.finish(serde_json::Map::new(), &default_safe())
+        .expect("finish")
+        .0
+}
+
+/// The HB3T chunk's offset and payload.
+fn hb3t(b: &[u8]) -> (usize, Vec<u8>) {
+    let at = Layout::of(b).at("HB3T");
+    (at, payload_a(b, at).to_vec())
+}
+
+/// Replace the HB3T payload (any length), then make every guard agree again: the chunk's
+/// CRC, the footer's index offset, the structure root, the footer CRC and VERI. What is
+/// left is exactly what the outboard checks must see.
+fn with_outboard(b: &[u8], payload: &[u8]) -> Vec<u8> {
+    let (at, old) = hb3t(b);
+    let mut v = b[..at].to_vec();
+    v.extend_from_slice(b"HB3T");
+    v.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    v.extend_from_slice(&crc32fast::hash(payload).to_be_bytes());
+    v.extend_from_slice(payload);
+    v.extend_from_slice(&b[at + 12 + old.len()..]);
+    let tail = v.len() - hf::TAIL_LEN as usize;
+    let mut f = Footer::parse(&v[tail + 12..tail + 12 + hf::FOOTER_PAYLOAD_LEN], 0).unwrap();
+    f.index_offset = (f.index_offset as i64 + payload.len() as i64 - old.len() as i64) as u64;
+    let p = |o: u64| payload_a(&v, o as usize).to_vec();
+    let mut head = [0u8; 56];
+    let n = payload.len().min(56);
+    head[..n].copy_from_slice(&payload[..n]);
+    f.root = integrity::root_hash_v2(
+        &f.prefix(),
+        &p(f.seek_offset),
+        &p(f.meta_offset),
+        &p(f.safe_offset),
+        &[],
+        &head,
+        &integrity::index_digest(&p(f.index_offset)),
+    );
+    v[tail + 12..tail + 12 + hf::FOOTER_PAYLOAD_LEN].copy_from_slice(&f.encode());
+    fix_crc_a(&mut v, tail);
+    let veri_at = v.len() - 44;
+    reseal_veri(&mut v, veri_at);
+    v
+}
+
+#[test]
+fn v2_resealed_unchanged_outboard_still_opens() {
+    // The helper itself changes nothing when the payload is the same.
+    let g = v2_container();
+    let (_, ob) = hb3t(&g);
+    assert_eq!(with_outboard(&g, &ob), g);
+    assert!(open(&g).unwrap().tree().is_some());
+}
+
+#[test]
+fn v2_outboard_truncated_too_long_or_lying_about_its_size() {
+    let sc = Scratch::new();
+    let g = v2_container();
+    let (at, ob) = hb3t(&g);
+    let payload_at = (at + 12).to_string();
+    // 7 groups, 6 nodes: 56 + 384 bytes.
+    assert_eq!(ob.len(), 56 + 6 * 64);
+    let cut = with_outboard(&g, &ob[..ob.len() - 64]);
+    rejected(
+        &sc,
+        "cut",
+        &cut,
+        DAMAGED,
+        &["HB3T", &payload_at, "truncated by 64 bytes"],
+    );
+    let mut long = ob.clone();
+    long.extend_from_slice(&[0; 64]);
+    let long = with_outboard(&g, &long);
+    rejected(
+        &sc,
+        "long",
+        &long,
+        DAMAGED,
+        &["HB3T", "too long by 64 bytes"],
+    );
+    let mut lying = ob.clone();
+    set_be64(&mut lying, 16, 7);
+    lying.extend_from_slice(&[0; 64]);
+    let lying = with_outboard(&g, &lying);
+    rejected(
+        &sc,
+        "lying",
+        &lying,
+        DAMAGED,
+        &["HB3T", "claims 7 tree nodes", "have 6"],
+    );
+}
+
+#[test]
+fn v2_tree_covering_fewer_bytes_than_the_index() {
+    let sc = Scratch::new();
+    let g = v2_container();
+    let (_, ob) = hb3t(&g);
+    // One group fewer: the first 6 KiB, with a tree of 6 groups (5 nodes).
+    let mut fewer = ob[..56 + 5 * 64].to_vec();
+    set_be64(&mut fewer, 8, 6 * 1024);
+    set_be64(&mut fewer, 16, 5);
+    let b = with_outboard(&g, &fewer);
+    rejected(
+        &sc,
+        "fewer",
+        &b,
+        DAMAGED,
+        &["HB3T", "covers 6144 stream bytes", "describes 6150"],
+    );
+}
+
+#[test]
+fn v2_root_or_node_that_does_not_match() {
+    let sc = Scratch::new();
+    let g = v2_container();
+    let (_, ob) = hb3t(&g);
+    let mut root = ob.clone();
+    root[30] ^= 1;
+    let b = with_outboard(&g, &root);
+    rejected(
+        &sc,
+        "root",
+        &b,
+        DAMAGED,
+        &["HB3T", "damaged hash tree", "hash groups 0..7"],
+    );
+    // A flipped group chaining value in the last node (groups 4 and 5): the groups below it.
+    let mut node = ob.clone();
+    let last = node.len() - 64;
+    node[last + 3] ^= 1;
+    let b = with_outboard(&g, &node);
+    rejected(
+        &sc,
+        "node",
+        &b,
+        DAMAGED,
+        &["HB3T", "damaged hash tree", "hash groups 4..6"],
+    );
+    // The chunk's own CRC is checked at open, before the tree.
+    let (at, _) = hb3t(&g);
+    let mut b = g.clone();
+    b[at + 12 + 100] ^= 1;
+    rejected(&sc, "crc", &b, DAMAGED, &["HB3T", &at.to_string(), "CRC"]);
+}
+
+#[test]
+fn v2_a_flipped_stored_byte_fails_exactly_its_group() {
+    let g = v2_container();
+    let l = Layout::of(&g);
+    // Blocks span stream bytes 0..900, ..1850, ..2850, ..3900, ..5000, ..6150. Stream
+    // byte 2100 is in group 2 (2048..3072), which blocks 2 and 3 share: exactly those fail.
+    let mut b = g.clone();
+    b[l.block(2) + 12 + (2100 - 1850)] ^= 1;
+    let a = open(&b).expect("stored bytes are not checked at open");
+    for n in 0..6u64 {
+        let r = a.read_block(0, n);
+        if n == 2 || n == 3 {
+            let e = r.expect_err("the damaged group").to_string();
+            assert!(
+                e.contains(&format!("block {n} ")) && e.contains("hash group 2 "),
+                "{e}"
+            );
+        } else {
+            assert!(r.is_ok(), "block {n}: {:?}", r.err());
+        }
+    }
+    let r = h4fs::verify::verify(&a, false, &|_| {});
+    let bad: Vec<String> = r.failures.iter().map(|e| e.to_string()).collect();
+    for n in [2, 3] {
+        assert!(
+            bad.iter()
+                .any(|m| m.contains(&format!("block {n} ")) && m.contains("hash group 2 ")),
+            "{bad:?}"
+        );
+    }
+    assert!(
+        bad.iter()
+            .all(|m| m.contains("block 2 ") || m.contains("block 3 ")),
+        "{bad:?}"
+    );
+    // Stream byte 1900 is in group 1 (1024..2048), shared by blocks 1 and 2.
+    let mut b = g.clone();
+    b[l.block(2) + 12 + (1900 - 1850)] ^= 1;
+    let a = open(&b).unwrap();
+    assert!(a.read_block(0, 1).is_err() && a.read_block(0, 2).is_err());
+    assert!(a.read_block(0, 0).is_ok() && a.read_block(0, 3).is_ok());
+    let sc = Scratch::new();
+    let f = sc.write("flipped.h4mk", &b);
+    expect(
+        &["cat", "--block", "1", s(&f)],
+        DAMAGED,
+        &["block 1", "hash group 1 "],
+    );
+    expect(&["cat", "--block", "3", s(&f)], 0, &[]);
+}
+
+#[test]
+fn v2_every_byte_flip_fails_open_or_plain_verify() {
+    let f = v2_container();
+    for i in 0..f.len() {
+        for x in [0x01, 0xa5] {
+            let mut b = f.clone();
+            b[i] ^= x;
+            if let Ok(a) = open(&b) {
+                let r = h4fs::verify::verify(&a, false, &|_| {});
+                assert!(!r.ok(), "v2: byte {i} ^ {x:#x} passes plain verify");
+            }
+        }
+    }
+}
