@@ -63,6 +63,9 @@ printf 'h4fs fuzz seed %s\n' {1..20} >> "$work/in.bin"
 target/debug/h4fs pack "$work/in.bin" --block-size 100 --gop 2 -q -o "$work/identity.h4mk"
 target/debug/h4fs pack "$work/in.bin" --block-size 128 --gop 3 --engine geometric-reference \
   -q -o "$work/geometric.h4mk"
+# v2: an HB3T tree of 1 KiB groups (several groups, several nodes).
+target/debug/h4fs pack "$work/in.bin" --block-size 100 --gop 2 --format v2 --group-size 1KiB \
+  -q -o "$work/v2.h4mk"
 # Encrypted with the key the archive target tries (FUZZ_KEY: 32 bytes of 07).
 (umask 077; printf '07%.0s' {1..32} > "$work/fuzz.key"; echo >> "$work/fuzz.key")
 target/debug/h4fs pack "$work/in.bin" --block-size 150 --gop 2 --encrypt \

@@ -1,0 +1,190 @@
+//! The v2 layout through the binary: `pack --format v2`, the BLAKE3 root against the
+//! real `b3sum`, encrypted containers (the tree covers the stored bytes), thread counts.
+
+mod common;
+
+use common::{BIN, arg, noise};
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+
+fn ok(args: &[&str]) -> std::process::Output {
+    let o = Command::new(BIN).args(args).output().unwrap();
+    assert!(
+        o.status.success(),
+        "h4fs {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+fn inspect(file: &Path, extra: &[&str]) -> Value {
+    let mut args = vec!["inspect", "--json", arg(file)];
+    args.extend_from_slice(extra);
+    serde_json::from_slice(&ok(&args).stdout).unwrap()
+}
+
+fn b3sum(file: &Path) -> String {
+    let o = Command::new("b3sum")
+        .arg(file)
+        .output()
+        .expect("b3sum is installed (scripts/setup.sh)");
+    assert!(o.status.success());
+    String::from_utf8(o.stdout).unwrap()[..64].to_string()
+}
+
+#[test]
+fn the_root_of_a_plain_v2_container_is_b3sum_of_the_input() {
+    let d = tempfile::tempdir().unwrap();
+    let input = d.path().join("in.bin");
+    std::fs::write(&input, noise(300_000, 7)).unwrap();
+    let out = d.path().join("v2.h4mk");
+    let o = ok(&[
+        "pack",
+        arg(&input),
+        "--block-size",
+        "70000",
+        "--format",
+        "v2",
+        "--json",
+        "-o",
+        arg(&out),
+    ]);
+    let want = b3sum(&input);
+    let packed: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(packed["blake3"], want.as_str());
+    assert_eq!(packed["format"], "v2");
+    let j = inspect(&out, &[]);
+    let tree = &j["integrity"]["hash_tree"];
+    assert_eq!(tree["blake3"], want.as_str());
+    assert_eq!(tree["group_size"], 16384);
+    assert_eq!(j["integrity"]["format"], 2);
+    let text = String::from_utf8(ok(&["inspect", arg(&out)]).stdout).unwrap();
+    assert!(text.contains(&format!("blake3          {want}")), "{text}");
+    // A v1 container has no tree, and `--format v1` is the default.
+    let v1 = d.path().join("v1.h4mk");
+    ok(&[
+        "pack",
+        arg(&input),
+        "--block-size",
+        "70000",
+        "-q",
+        "-o",
+        arg(&v1),
+    ]);
+    assert!(inspect(&v1, &[])["integrity"]["hash_tree"].is_null());
+    // Reads and extract give the input back; verify passes.
+    ok(&["verify", arg(&out)]);
+    ok(&["verify", "--full", arg(&out)]);
+    let back = d.path().join("back.bin");
+    ok(&["extract", arg(&out), "-o", arg(&back)]);
+    assert_eq!(
+        std::fs::read(&back).unwrap(),
+        std::fs::read(&input).unwrap()
+    );
+    let r = ok(&["cat", arg(&out), "--range", "69990-70010"]).stdout;
+    assert_eq!(r, std::fs::read(&input).unwrap()[69990..70011]);
+}
+
+#[test]
+fn an_encrypted_v2_tree_covers_the_stored_bytes_not_the_plaintext() {
+    let d = tempfile::tempdir().unwrap();
+    let input = d.path().join("in.bin");
+    std::fs::write(&input, noise(100_000, 3)).unwrap();
+    let key = d.path().join("k.key");
+    ok(&["keygen", "-o", arg(&key)]);
+    let out = d.path().join("e.h4mk");
+    ok(&[
+        "pack",
+        arg(&input),
+        "--block-size",
+        "30000",
+        "--format",
+        "v2",
+        "--encrypt",
+        "--key-file",
+        arg(&key),
+        "-q",
+        "-o",
+        arg(&out),
+    ]);
+    let j = inspect(&out, &[]);
+    let root = j["integrity"]["hash_tree"]["blake3"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(root, b3sum(&input), "the plaintext hash is not recorded");
+    // The stored stream: every CORE payload, in order.
+    let bytes = std::fs::read(&out).unwrap();
+    let mut stored = Vec::new();
+    let mut pos = 8;
+    while &bytes[pos..pos + 4] == b"CORE" {
+        let n = u32::from_be_bytes(bytes[pos + 4..pos + 8].try_into().unwrap()) as usize;
+        stored.extend_from_slice(&bytes[pos + 12..pos + 12 + n]);
+        pos += 12 + n;
+    }
+    let s = d.path().join("stored.bin");
+    std::fs::write(&s, &stored).unwrap();
+    assert_eq!(root, b3sum(&s));
+    // verify needs no key; extract with it gives the input back.
+    ok(&["verify", arg(&out)]);
+    let back = d.path().join("back.bin");
+    ok(&[
+        "extract",
+        arg(&out),
+        "--key-file",
+        arg(&key),
+        "-o",
+        arg(&back),
+    ]);
+    assert_eq!(
+        std::fs::read(&back).unwrap(),
+        std::fs::read(&input).unwrap()
+    );
+}
+
+#[test]
+fn v2_output_does_not_depend_on_the_thread_count_and_group_size_is_checked() {
+    let d = tempfile::tempdir().unwrap();
+    let input = d.path().join("in.bin");
+    std::fs::write(&input, noise(2_000_000, 11)).unwrap();
+    let mut files = Vec::new();
+    for t in ["1", "2", "4"] {
+        let out = d.path().join(format!("t{t}.h4mk"));
+        ok(&[
+            "pack",
+            arg(&input),
+            "--block-size",
+            "5000",
+            "--format",
+            "v2",
+            "--group-size",
+            "4KiB",
+            "--threads",
+            t,
+            "-q",
+            "-o",
+            arg(&out),
+        ]);
+        files.push(std::fs::read(&out).unwrap());
+    }
+    assert!(files.windows(2).all(|w| w[0] == w[1]));
+    for bad in ["3000", "512", "32MiB"] {
+        let o = Command::new(BIN)
+            .args([
+                "pack",
+                arg(&input),
+                "--format",
+                "v2",
+                "--group-size",
+                bad,
+                "-o",
+            ])
+            .arg(d.path().join("x.h4mk"))
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "--group-size {bad}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("power of two"));
+        assert!(!d.path().join("x.h4mk").exists());
+    }
+}
