@@ -188,3 +188,156 @@ fn v2_output_does_not_depend_on_the_thread_count_and_group_size_is_checked() {
         assert!(!d.path().join("x.h4mk").exists());
     }
 }
+
+/// Pack `input` with `args` as v1 and as v2; upgrade the v1 file; the upgrade must be
+/// byte-identical to the v2 pack.
+fn upgrade_matches_pack(d: &Path, name: &str, input: &Path, args: &[&str]) {
+    let v1 = d.join(format!("{name}.v1.h4mk"));
+    let v2 = d.join(format!("{name}.v2.h4mk"));
+    let up = d.join(format!("{name}.up.h4mk"));
+    let pack = |out: &Path, format: &str| {
+        let mut a = vec!["pack", arg(input), "-q", "--format", format, "-o", arg(out)];
+        a.extend_from_slice(args);
+        ok(&a);
+    };
+    pack(&v1, "v1");
+    pack(&v2, "v2");
+    ok(&["upgrade", arg(&v1), "-o", arg(&up), "-q"]);
+    let (u, p) = (std::fs::read(&up).unwrap(), std::fs::read(&v2).unwrap());
+    assert!(u == p, "{name}: upgrade differs from pack --format v2");
+    assert_ne!(u, std::fs::read(&v1).unwrap());
+}
+
+#[test]
+fn upgrade_gives_the_bytes_of_packing_as_v2() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let input = p.join("in.bin");
+    std::fs::write(&input, noise(200_000, 5)).unwrap();
+    upgrade_matches_pack(
+        p,
+        "fixed",
+        &input,
+        &["--block-size", "33333", "--meta", "x=1.5"],
+    );
+    upgrade_matches_pack(
+        p,
+        "georef",
+        &input,
+        &[
+            "--block-size",
+            "4096",
+            "--engine",
+            "geometric-reference",
+            "--created",
+            "t0",
+        ],
+    );
+    let csv = p.join("in.csv");
+    std::fs::write(
+        &csv,
+        "# start_time_us=1400000\noffset,size,pts_us,keyframe\n0,100000,0,1\n100000,0,40000,0\n\
+         100000,100000,40000,0\n",
+    )
+    .unwrap();
+    upgrade_matches_pack(p, "csv", &input, &["--index", arg(&csv)]);
+    let dir = p.join("frames");
+    std::fs::create_dir(&dir).unwrap();
+    for (n, len) in [("a", 10), ("b", 0), ("c é", 70_000)] {
+        std::fs::write(dir.join(n), noise(len, len as u64)).unwrap();
+    }
+    upgrade_matches_pack(p, "dir", &dir, &["--fps", "25"]);
+    // With a group size other than the default, too.
+    let v1 = p.join("fixed.v1.h4mk");
+    let up = p.join("g.h4mk");
+    let v2 = p.join("g2.h4mk");
+    ok(&[
+        "upgrade",
+        arg(&v1),
+        "-o",
+        arg(&up),
+        "--group-size",
+        "1KiB",
+        "-q",
+    ]);
+    ok(&[
+        "pack",
+        arg(&input),
+        "-q",
+        "--format",
+        "v2",
+        "--group-size",
+        "1KiB",
+        "--block-size",
+        "33333",
+        "--meta",
+        "x=1.5",
+        "-o",
+        arg(&v2),
+    ]);
+    assert!(std::fs::read(&up).unwrap() == std::fs::read(&v2).unwrap());
+}
+
+#[test]
+fn upgrade_refuses_damaged_encrypted_and_v2_input_and_leaves_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let input = p.join("in.bin");
+    std::fs::write(&input, noise(50_000, 9)).unwrap();
+    let v1 = p.join("v1.h4mk");
+    ok(&[
+        "pack",
+        arg(&input),
+        "--block-size",
+        "10000",
+        "-q",
+        "-o",
+        arg(&v1),
+    ]);
+    let mut bad = std::fs::read(&v1).unwrap();
+    bad[8 + 12 + 10_000 + 12 + 500] ^= 1; // block 1
+    let badf = p.join("bad.h4mk");
+    std::fs::write(&badf, &bad).unwrap();
+    let v2 = p.join("v2.h4mk");
+    ok(&[
+        "pack",
+        arg(&input),
+        "--block-size",
+        "10000",
+        "--format",
+        "v2",
+        "-q",
+        "-o",
+        arg(&v2),
+    ]);
+    let key = p.join("k.key");
+    ok(&["keygen", "-o", arg(&key)]);
+    let enc = p.join("e.h4mk");
+    ok(&[
+        "pack",
+        arg(&input),
+        "--block-size",
+        "10000",
+        "--encrypt",
+        "--key-file",
+        arg(&key),
+        "-q",
+        "-o",
+        arg(&enc),
+    ]);
+    for (file, code, needle) in [
+        (&badf, 1, "block 1"),
+        (&v2, 3, "already an h4fs v2 container"),
+        (&enc, 3, "is encrypted"),
+    ] {
+        let out = p.join("out.h4mk");
+        let o = Command::new(BIN)
+            .args(["upgrade", arg(file), "-o", arg(&out)])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(code), "{err}");
+        assert!(err.contains(needle), "{err}");
+        assert!(!out.exists());
+    }
+}

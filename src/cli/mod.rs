@@ -21,6 +21,7 @@ mod probe;
 mod progress;
 mod seek;
 mod stats;
+mod upgrade;
 mod verify;
 
 /// Exit code for a damaged container.
@@ -61,6 +62,7 @@ pub enum Command {
     Extract(cat::ExtractArgs),
     Keygen(keys::KeygenArgs),
     Rekey(keys::RekeyArgs),
+    Upgrade(upgrade::Args),
     Mount(mount::MountArgs),
     Umount(mount::UmountArgs),
     Stats(stats::Args),
@@ -94,6 +96,7 @@ pub fn main() -> ExitCode {
         Command::Extract(a) => cat::run_extract(a),
         Command::Keygen(a) => keys::run_keygen(a),
         Command::Rekey(a) => keys::run_rekey(a),
+        Command::Upgrade(a) => upgrade::run(a),
         Command::Mount(a) => mount::run_mount(a),
         Command::Umount(a) => mount::run_umount(a),
         Command::Stats(a) => stats::run(a),

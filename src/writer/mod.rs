@@ -29,12 +29,14 @@
 //!
 //! Modules: [`input`] (what is packed, opened once: [`Input::open`]), [`index_csv`]
 //! (the `--index` CSV), `pipeline` (the threads and queue above), [`builder`] (the
-//! [`Writer`] that appends blocks and writes the tail).
+//! [`Writer`] that appends blocks and writes the tail), [`upgrade`] (v1 -> v2, through
+//! the same writer).
 
 pub mod builder;
 pub mod index_csv;
 pub mod input;
 mod pipeline;
+pub mod upgrade;
 
 pub use builder::{
     BlockMeta, Format, MAX_BLOCK, PackSummary, RESERVED_META_KEYS, Writer, default_safe,
