@@ -78,14 +78,27 @@ pub fn rekey(path: &Path, old: &MasterKey, new: &MasterKey, out: Output) -> Resu
     let part =
         |j: &Option<crate::reader::JsonChunk>| j.as_ref().map_or(Vec::new(), |j| j.raw.clone());
     let seek = a.seek_raw.as_ref().map_or(Vec::new(), |s| s.1.clone());
-    let root = integrity::root_hash(
-        &footer.prefix(),
-        &seek,
-        &part(&a.meta),
-        &part(&a.safe),
-        &new_henc,
-        &integrity::index_digest(index),
-    );
+    let digest = integrity::index_digest(index);
+    let root = match a.outboard_header() {
+        // v2: HB3T follows HENC, whose length does not change, so it stays in place.
+        Some(ob) => integrity::root_hash_v2(
+            &footer.prefix(),
+            &seek,
+            &part(&a.meta),
+            &part(&a.safe),
+            &new_henc,
+            &ob,
+            &digest,
+        ),
+        None => integrity::root_hash(
+            &footer.prefix(),
+            &seek,
+            &part(&a.meta),
+            &part(&a.safe),
+            &new_henc,
+            &digest,
+        ),
+    };
     let new_footer = hf::Footer { root, ..footer };
 
     let Some(f) = out.file() else {

@@ -469,7 +469,16 @@ fn inspect_chunks_of_many_blocks_in_bounded_memory() {
     let blocks = 200_000;
     std::fs::write(&src, noise(blocks, 5)).unwrap();
     let f = dir.path().join("many.h4mk");
-    ok(&["pack", arg(&src), "--block-size", "1", "-o", arg(&f)]);
+    ok(&[
+        "pack",
+        arg(&src),
+        "--block-size",
+        "1",
+        "--format",
+        "v1",
+        "-o",
+        arg(&f),
+    ]);
     let limit = 200_000;
     let o = common::ok(common::limited(limit).args(["inspect", "--chunks", arg(&f)]));
     let text = String::from_utf8(o.stdout).unwrap();
@@ -799,7 +808,16 @@ fn verify_json_per_check_and_per_failing_block() {
     let src = dir.path().join("in.bin");
     std::fs::write(&src, noise(8_000, 5)).unwrap();
     let out = dir.path().join("in.h4mk");
-    ok(&["pack", arg(&src), "--block-size", "1000", "-o", arg(&out)]);
+    ok(&[
+        "pack",
+        arg(&src),
+        "--block-size",
+        "1000",
+        "--format",
+        "v1",
+        "-o",
+        arg(&out),
+    ]);
     let o = ok(&["verify", "--json", "--full", "-q", arg(&out)]);
     let v: Value = serde_json::from_slice(&o.stdout).expect("verify --json prints JSON");
     assert_eq!(v["ok"], true);

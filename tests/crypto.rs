@@ -695,10 +695,14 @@ mod cli {
         out
     }
 
+    /// Packs v1: these tests edit blocks, the index and the footer and reseal the v1
+    /// structure root (tests/v2.rs covers encrypted v2 containers).
     fn pack_file(input: &Path, out: &Path, key: &Path) {
         ok(&[
             "pack",
             s(input),
+            "--format",
+            "v1",
             "--block-size",
             "4096",
             "--gop",
@@ -854,6 +858,8 @@ mod cli {
         ok(&[
             "pack",
             s(&a_bin),
+            "--format",
+            "v1",
             "--block-size",
             "4096",
             "--gop",

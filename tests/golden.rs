@@ -199,7 +199,16 @@ const CASES: &[Case] = &[
             std::fs::write(d.join("in.bin"), b"abcdefghij").unwrap();
             "in.bin"
         },
-        args: &["--block-size", "4", "--fps", "2", "--gop", "2"],
+        args: &[
+            "--format",
+            "v1",
+            "--block-size",
+            "4",
+            "--fps",
+            "2",
+            "--gop",
+            "2",
+        ],
     },
     // The reference's own sample stream, with the reference's export parameters.
     Case {
@@ -209,6 +218,8 @@ const CASES: &[Case] = &[
             "a_small10.payload"
         },
         args: &[
+            "--format",
+            "v1",
             "--block-size",
             "256",
             "--fps",
@@ -234,6 +245,8 @@ const CASES: &[Case] = &[
             "clip.bin"
         },
         args: &[
+            "--format",
+            "v1",
             "--index",
             "{dir}/clip.csv",
             "--project",

@@ -1,5 +1,6 @@
-//! The v2 layout through the binary: `pack --format v2`, the BLAKE3 root against the
-//! real `b3sum`, encrypted containers (the tree covers the stored bytes), thread counts.
+//! The v2 layout through the binary: `pack` (v2 by default), the BLAKE3 root against the
+//! real `b3sum`, encrypted containers (the tree covers the stored bytes; rekey), thread
+//! counts, and `upgrade` from v1.
 
 mod common;
 
@@ -61,13 +62,26 @@ fn the_root_of_a_plain_v2_container_is_b3sum_of_the_input() {
     assert_eq!(j["integrity"]["format"], 2);
     let text = String::from_utf8(ok(&["inspect", arg(&out)]).stdout).unwrap();
     assert!(text.contains(&format!("blake3          {want}")), "{text}");
-    // A v1 container has no tree, and `--format v1` is the default.
+    // v2 is the default; `--format v1` writes no tree.
+    let dflt = d.path().join("default.h4mk");
+    ok(&[
+        "pack",
+        arg(&input),
+        "--block-size",
+        "70000",
+        "-q",
+        "-o",
+        arg(&dflt),
+    ]);
+    assert!(std::fs::read(&dflt).unwrap() == std::fs::read(&out).unwrap());
     let v1 = d.path().join("v1.h4mk");
     ok(&[
         "pack",
         arg(&input),
         "--block-size",
         "70000",
+        "--format",
+        "v1",
         "-q",
         "-o",
         arg(&v1),
@@ -290,6 +304,8 @@ fn upgrade_refuses_damaged_encrypted_and_v2_input_and_leaves_nothing() {
         arg(&input),
         "--block-size",
         "10000",
+        "--format",
+        "v1",
         "-q",
         "-o",
         arg(&v1),
@@ -318,6 +334,8 @@ fn upgrade_refuses_damaged_encrypted_and_v2_input_and_leaves_nothing() {
         arg(&input),
         "--block-size",
         "10000",
+        "--format",
+        "v1",
         "--encrypt",
         "--key-file",
         arg(&key),
@@ -340,4 +358,66 @@ fn upgrade_refuses_damaged_encrypted_and_v2_input_and_leaves_nothing() {
         assert!(err.contains(needle), "{err}");
         assert!(!out.exists());
     }
+}
+
+#[test]
+fn rekey_of_a_v2_container_keeps_its_tree_and_blocks() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let input = p.join("in.bin");
+    std::fs::write(&input, noise(60_000, 4)).unwrap();
+    let (k1, k2) = (p.join("1.key"), p.join("2.key"));
+    ok(&["keygen", "-o", arg(&k1)]);
+    ok(&["keygen", "-o", arg(&k2)]);
+    let f = p.join("e.h4mk");
+    ok(&[
+        "pack",
+        arg(&input),
+        "--block-size",
+        "7000",
+        "--group-size",
+        "1KiB",
+        "--encrypt",
+        "--key-file",
+        arg(&k1),
+        "-q",
+        "-o",
+        arg(&f),
+    ]);
+    let before = std::fs::read(&f).unwrap();
+    let j = inspect(&f, &[]);
+    let tree = j["integrity"]["hash_tree"].clone();
+    assert!(!tree.is_null());
+    ok(&[
+        "rekey",
+        arg(&f),
+        "--key-file",
+        arg(&k1),
+        "--new-key-file",
+        arg(&k2),
+    ]);
+    let after = std::fs::read(&f).unwrap();
+    assert_eq!(inspect(&f, &[])["integrity"]["hash_tree"], tree);
+    // Blocks and the HB3T chunk unchanged: the first difference is in HENC.
+    let chunk = |t: &str| {
+        j["chunks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["tag"] == t)
+            .unwrap()["offset"]
+            .as_u64()
+            .unwrap() as usize
+    };
+    let first_diff = before.iter().zip(&after).position(|(a, b)| a != b).unwrap();
+    assert!(first_diff >= chunk("HENC"));
+    let (ob, idx) = (chunk("HB3T"), chunk("HIDX"));
+    assert_eq!(before[ob..idx], after[ob..idx]);
+    ok(&["verify", arg(&f)]);
+    let back = p.join("back.bin");
+    ok(&["extract", arg(&f), "--key-file", arg(&k2), "-o", arg(&back)]);
+    assert_eq!(
+        std::fs::read(&back).unwrap(),
+        std::fs::read(&input).unwrap()
+    );
 }

@@ -33,7 +33,7 @@ use std::path::PathBuf;
   h4fs pack movie.mp4 --index movie.csv -o movie.h4mk
   h4fs pack frames/ --fps 30 --gop 30 -o frames.h4mk --meta camera=\\\"cam-2\\\"
   h4fs pack movie.mp4 --media -o movie.h4mk --json | jq .root
-  h4fs pack movie.mp4 --media --format v2 -o movie.h4mk   # then: h4fs inspect movie.h4mk | grep blake3"
+  h4fs pack movie.mp4 --media --format v1 -o movie.v1.h4mk   # the previous layout"
 )]
 pub struct Args {
     /// Input file or directory.
@@ -104,11 +104,12 @@ pub struct Args {
     /// Master key file for --encrypt (default: $H4FS_KEY_FILE).
     #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
-    /// Container layout: v1 (blocks checked by SHA-256) or v2 (also a BLAKE3 hash tree
-    /// over the stored bytes in --group-size groups: reads verify only the groups they
-    /// touch, `verify` hashes on all cores, and for a plain container the tree's root is
-    /// `b3sum` of the input, shown by `inspect`).
-    #[arg(long, default_value = "v1", value_parser = ["v1", "v2"])]
+    /// Container layout: v2 (a BLAKE3 hash tree over the stored bytes in --group-size
+    /// groups: reads verify only the groups they touch, `verify` hashes on all cores, and
+    /// for a plain container the tree's root is `b3sum` of the input, shown by
+    /// `inspect`) or v1 (blocks checked by their SHA-256 only; `h4fs upgrade` turns it
+    /// into v2).
+    #[arg(long, default_value = "v2", value_parser = ["v1", "v2"])]
     pub format: String,
     /// Hash group size of a v2 container: a power of two from 1KiB to 16MiB.
     #[arg(long, value_parser = parse_group_size, default_value = "16KiB", value_name = "SIZE")]

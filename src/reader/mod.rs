@@ -254,6 +254,22 @@ impl Archive {
         self.tree.as_deref()
     }
 
+    /// v2 containers: the 56-byte HB3T header as recorded (what the structure root
+    /// covers of the outboard), rebuilt from the checked tree.
+    pub fn outboard_header(&self) -> Option<[u8; crate::format::outboard::HEADER_LEN]> {
+        let t = self.tree.as_deref()?;
+        let s = t.shape();
+        Some(
+            crate::format::outboard::OutboardHeader {
+                group_log: s.group_log(),
+                stream_len: s.stream_len(),
+                node_count: s.node_count(),
+                root: *t.root().as_bytes(),
+            }
+            .encode(),
+        )
+    }
+
     /// The h4fs layout version from the footer (1 or 2); `None` for reference files.
     pub fn format_version(&self) -> Option<u32> {
         self.footer.map(|(_, f)| f.version)
