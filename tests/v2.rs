@@ -55,6 +55,10 @@ fn the_root_of_a_plain_v2_container_is_b3sum_of_the_input() {
     let packed: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(packed["blake3"], want.as_str());
     assert_eq!(packed["format"], "v2");
+    // META records the source's BLAKE3 (not its SHA-256) in v2.
+    let meta = &inspect(&out, &[])["meta"]["source"];
+    assert_eq!(meta["blake3"], want.as_str());
+    assert!(meta.get("sha256").is_none());
     let j = inspect(&out, &[]);
     let tree = &j["integrity"]["hash_tree"];
     assert_eq!(tree["blake3"], want.as_str());

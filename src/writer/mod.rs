@@ -134,15 +134,19 @@ pub fn pack_open_to<W: Write + Send>(
         }
         None => (None, None),
     };
-    let (w, source_sha) = pipeline::run(
+    // v2 records the source's BLAKE3 (unencrypted), so the one SHA-256 pass is VERI's;
+    // an encrypted pack compares the source's SHA-256 with its first pass instead.
+    let blake3_source = matches!(opts.format, Format::V2 { .. }) && opts.key.is_none();
+    let (w, source_hash) = pipeline::run(
         open.blocks(),
         out,
         opts.engine,
         opts.format,
+        blake3_source,
         sealing,
         progress,
     )?;
-    if planned_sha.is_some_and(|p| p != source_sha) {
+    if planned_sha.is_some_and(|p| p != source_hash) {
         return Err(Error::Changed(
             "the input changed between the two passes of an encrypted pack".into(),
         ));
@@ -161,9 +165,14 @@ pub fn pack_open_to<W: Write + Send>(
         .unwrap_or_default();
     // An encrypted container does not record the source hash: it would let anyone
     // confirm a guess of the plaintext.
-    let source = match opts.key {
-        Some(_) => json!({"name": name, "size": source_len}),
-        None => json!({"name": name, "size": source_len, "sha256": hex::encode(source_sha)}),
+    let source = match (&opts.key, blake3_source) {
+        (Some(_), _) => json!({"name": name, "size": source_len}),
+        (None, true) => {
+            json!({"name": name, "size": source_len, "blake3": hex::encode(source_hash)})
+        }
+        (None, false) => {
+            json!({"name": name, "size": source_len, "sha256": hex::encode(source_hash)})
+        }
     };
     meta.insert("source".into(), source);
     meta.insert("block_count".into(), json!(w.blocks()));

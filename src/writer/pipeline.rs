@@ -114,14 +114,58 @@ impl Shared {
     }
 }
 
+/// The hash of the source stream the reader thread takes as it reads.
+enum SourceHash {
+    /// SHA-256, in lockstep with a block's SHA-256 when the reader hashes blocks too.
+    Sha256(integrity::lanes::Sha256),
+    /// BLAKE3 (v2, unencrypted: META records it, and SHA-256 stays the one pass VERI
+    /// needs).
+    Blake3(Box<blake3::Hasher>),
+}
+
+impl SourceHash {
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            SourceHash::Sha256(h) => h.update(data),
+            SourceHash::Blake3(h) => {
+                h.update(data);
+            }
+        }
+    }
+
+    /// Hash `data` into the source hash and return its own SHA-256.
+    fn update_and_sha256(&mut self, data: &[u8]) -> [u8; 32] {
+        match self {
+            SourceHash::Sha256(h) => {
+                let mut block = integrity::lanes::Sha256::new();
+                integrity::lanes::update2(h, data, &mut block, data);
+                block.finalize()
+            }
+            SourceHash::Blake3(h) => {
+                h.update(data);
+                integrity::sha256(data)
+            }
+        }
+    }
+
+    fn finish(self) -> [u8; 32] {
+        match self {
+            SourceHash::Sha256(h) => h.finalize(),
+            SourceHash::Blake3(h) => *h.finalize().as_bytes(),
+        }
+    }
+}
+
 /// Run the pipeline over `blocks`: returns the writer with every block added (its tail
-/// not yet written) and the SHA-256 of the source stream. Blocks are sealed with
+/// not yet written) and the hash of the source stream: BLAKE3 when `blake3_source`,
+/// else SHA-256. Blocks are sealed with
 /// `sealing` when given. `progress` is called with the input bytes consumed so far.
 pub(super) fn run<W: Write + Send>(
     mut blocks: BlockIter<'_>,
     out: W,
     engine: Engine,
     format: Format,
+    blake3_source: bool,
     sealing: Option<(ContainerCrypto, Henc)>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(Writer<W>, [u8; 32])> {
@@ -144,7 +188,10 @@ pub(super) fn run<W: Write + Send>(
     std::thread::scope(|s| -> Result<(Writer<W>, [u8; 32])> {
         let (shared, prep) = (&shared, &prep);
         let reader = s.spawn(move || -> [u8; 32] {
-            let mut source = integrity::lanes::Sha256::new();
+            let mut source = match blake3_source {
+                true => SourceHash::Blake3(Box::default()),
+                false => SourceHash::Sha256(integrity::lanes::Sha256::new()),
+            };
             let (mut done, mut next_block) = (0u64, 0u64);
             // Whether the writer was behind when the last batch was queued: then this
             // one is hashed here, in lockstep with the source hash, and queued ready.
@@ -159,11 +206,10 @@ pub(super) fn run<W: Write + Send>(
                     match blocks.next() {
                         None => break,
                         Some(Ok((data, meta))) if hash_here => {
-                            let mut block = integrity::lanes::Sha256::new();
-                            integrity::lanes::update2(&mut source, &data, &mut block, &data);
+                            let sha256 = source.update_and_sha256(&data);
                             bytes += data.len() as u64;
                             ready.push(Prepared {
-                                sha256: Some(block.finalize()),
+                                sha256: Some(sha256),
                                 crc: crc32fast::hash(&data),
                                 decoded_len: data.len() as u64,
                                 stored: data,
@@ -212,7 +258,7 @@ pub(super) fn run<W: Write + Send>(
                 drop(shared.help_while(q, prep, |q| q.slots.len() >= MAX_PENDING));
                 progress(done);
             }
-            source.finalize()
+            source.finish()
         });
         for _ in 0..helpers {
             s.spawn(move || shared.help(prep));

@@ -2,7 +2,8 @@
 //!
 //! Every block's stored bytes are read, checked against their SHA-256 in the index, and
 //! handed to the same [`Writer`] that `pack` uses, with the same timing, the same META
-//! (only its `h4fs` record says format 2) and SAFE. The writer then builds SEEK, the
+//! (but its `h4fs` record says format 2, and its `source` record holds the BLAKE3 of the
+//! decoded stream in place of its SHA-256, as `pack` writes for v2) and SAFE. The writer then builds SEEK, the
 //! index, the BLAKE3 tree and the footer as `pack --format v2` would: the result is
 //! byte-identical to packing the same source with the same options as v2.
 
@@ -70,36 +71,62 @@ pub fn upgrade_to<W: Write + Send>(
         json!({"format": 2, "index": "HIDX", "footer": "HFTR", "tree": "HB3T"}),
     );
     let safe = a.safe.as_ref().map_or(Value::Null, |s| s.value.clone());
+    // v2 records the source's BLAKE3 where v1 recorded its SHA-256 (pack does the same).
+    let mut source = Box::new(blake3::Hasher::new());
     let mut w = Writer::new(out, engine)?;
     w.set_format(Format::V2 { group_log })?;
     let blocks = &a.tracks[0].blocks;
     let mut first = 0;
     while first < blocks.len() {
         let last = (first + BATCH_BLOCKS).min(blocks.len());
-        let batch: Vec<Prepared> = (first..last)
+        let batch: Vec<(Option<Vec<u8>>, Prepared)> = (first..last)
             .into_par_iter()
             .map(|n| {
                 let e = a.entry(0, n)?;
                 let stored = a.read_stored_entry(&e)?;
-                Ok(Prepared {
-                    sha256: e.sha256(),
-                    crc: crc32fast::hash(&stored),
-                    stored,
-                    decoded_len: e.decoded_len,
-                    meta: BlockMeta {
-                        pts_us: e.pts_us,
-                        keyframe: e.keyframe,
+                let decoded = match engine {
+                    crate::engine::Engine::Identity => None,
+                    _ => Some(
+                        engine
+                            .decode(stored.clone(), e.decoded_len)
+                            .map_err(|msg| Error::Block {
+                                block: n,
+                                offset: e.chunk_offset,
+                                msg,
+                            })?,
+                    ),
+                };
+                Ok((
+                    decoded,
+                    Prepared {
+                        sha256: e.sha256(),
+                        crc: crc32fast::hash(&stored),
+                        stored,
+                        decoded_len: e.decoded_len,
+                        meta: BlockMeta {
+                            pts_us: e.pts_us,
+                            keyframe: e.keyframe,
+                        },
                     },
-                })
+                ))
             })
             .collect::<Result<_>>()?;
-        for p in batch {
+        for (decoded, p) in batch {
+            source.update(decoded.as_deref().unwrap_or(&p.stored));
             let len = p.stored.len() as u64;
             w.add_prepared(p)?;
             progress(len);
         }
         first = last;
     }
+    let Some(Value::Object(mut src)) = meta.get("source").cloned() else {
+        return Err(Error::BadInput(format!(
+            "{name}: META has no \"source\" record"
+        )));
+    };
+    src.remove("sha256");
+    src.insert("blake3".into(), json!(source.finalize().to_hex().as_str()));
+    meta.insert("source".into(), Value::Object(src));
     // `finish` sets "compression" again, in its place, to the same value.
     w.finish(meta, &safe)
 }
