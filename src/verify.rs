@@ -9,10 +9,14 @@
 //! exactly the chunks h4fs wrote.
 //!
 //! Blocks are read in spans of adjacent chunks (up to 16 MiB) so a container of many
-//! small blocks costs few reads; each span is checked on a rayon worker.
+//! small blocks costs few reads; each span is checked on a rayon worker. In a v2
+//! container each span's hash groups are checked against the BLAKE3 tree in the same
+//! pass (the groups it holds only in part once, at the end), and the per-block SHA-256
+//! only with `full`.
 
 use crate::engine::EngineChoice;
 use crate::error::{Error, Result, Tag};
+use crate::format::h4fs::stored_offset;
 use crate::reader::{
     Archive, BlockCheck, BlockEntry, Layout, check_block_bytes, check_core_header, read_vec,
 };
@@ -58,7 +62,6 @@ pub fn verify(a: &Archive, full: bool, progress: &(dyn Fn(u64) + Sync)) -> Repor
         || verify_blocks(a, sha, progress),
         || {
             let mut extra = Vec::new();
-            extra.extend(verify_tree(a));
             if a.layout != Layout::MultitrackC {
                 extra.extend(check_reserved_header(a).err());
             }
@@ -187,33 +190,84 @@ fn check_core_crc_field(e: &BlockEntry, raw: &[u8], sha: bool) -> Result<()> {
     Ok(())
 }
 
-/// Stored bytes per read of the tree pass (a whole number of hash groups).
-const TREE_SPAN: u64 = 16 << 20;
-
-/// v2: every hash group of the stored stream against the tree checked at open, spans
-/// of groups on all cores (BLAKE3). A failing span is checked again block by block, so
-/// each failure names exactly the blocks whose groups do not match.
-fn verify_tree(a: &Archive) -> Vec<Error> {
+/// v2: the hash groups that the stored bytes of `span` (blocks back to back, read as
+/// `buf` from the first block's chunk header) hold whole, against the tree checked at
+/// open. Returns the failures (each block sharing a bad group) and the groups at the
+/// span's two edges, which it holds only in part: the caller checks those once all
+/// spans are done.
+fn verify_span_groups(
+    a: &Archive,
+    span: &[BlockEntry],
+    buf: &[u8],
+    failures: &mut Vec<Error>,
+) -> Vec<u64> {
     let Some(tree) = a.tree() else {
         return Vec::new();
     };
     let shape = tree.shape();
-    let step = TREE_SPAN.max(shape.group_len());
-    let spans: Vec<u64> = (0..shape.stream_len().div_ceil(step)).collect();
-    let bad: Vec<std::ops::Range<u64>> = spans
+    let g = shape.group_len();
+    let start = span[0].chunk_offset;
+    let s0 = stored_offset(span[0].chunk_offset, span[0].number);
+    let mut stored = Vec::new();
+    for e in span {
+        let lo = (e.data_offset - start) as usize;
+        stored.extend_from_slice(&buf[lo..lo + e.stored_len as usize]);
+    }
+    let s1 = s0 + stored.len() as u64;
+    let lo = s0.next_multiple_of(g);
+    let hi = if s1 == shape.stream_len() {
+        s1
+    } else {
+        s1 / g * g
+    };
+    let mut edges = Vec::new();
+    if s0 < s1 {
+        if s0 % g != 0 || lo > hi {
+            edges.push(s0 / g);
+        }
+        if hi < s1 && lo <= hi {
+            edges.push(hi / g);
+        }
+    }
+    if lo < hi
+        && let Err(err) = tree.verify(lo, &stored[(lo - s0) as usize..(hi - s0) as usize])
+    {
+        for r in err.bad_groups() {
+            let (bs, be) = (r.start * g, (r.end * g).min(shape.stream_len()));
+            for e in span {
+                let o = stored_offset(e.chunk_offset, e.number);
+                if o < be && o + e.stored_len > bs {
+                    failures.extend(a.read_stored_entry(e).err());
+                }
+            }
+        }
+    }
+    edges
+}
+
+/// v2: check the edge groups the spans held only in part (each once); a failing group
+/// fails every block that shares it.
+fn verify_edge_groups(a: &Archive, mut groups: Vec<u64>) -> Vec<Error> {
+    let Some(tree) = a.tree() else {
+        return Vec::new();
+    };
+    groups.sort_unstable();
+    groups.dedup();
+    let g = tree.shape().group_len();
+    let bad: Vec<u64> = groups
         .par_iter()
-        .filter_map(|&i| {
-            let r = i * step..((i + 1) * step).min(shape.stream_len());
-            a.read_stored_groups(r.clone()).err().map(|_| r)
-        })
+        .copied()
+        .filter(|&n| a.read_stored_groups(n * g..n * g + 1).is_err())
         .collect();
     let blocks = &a.tracks[0].blocks;
     let mut failures = Vec::new();
-    for r in bad {
-        for n in 0..blocks.len() {
-            let e = blocks.get(n).expect("n < len");
-            let s = crate::format::h4fs::stored_offset(e.chunk_offset, n);
-            if s < r.end && s + e.stored_len > r.start {
+    let mut seen = std::collections::BTreeSet::new();
+    for n in bad {
+        let (bs, be) = (n * g, (n + 1) * g);
+        for b in 0..blocks.len() {
+            let e = blocks.get(b).expect("b < len");
+            let o = stored_offset(e.chunk_offset, b);
+            if o < be && o + e.stored_len > bs && seen.insert(b) {
                 failures.extend(a.read_stored_entry(&e).err());
             }
         }
@@ -252,7 +306,7 @@ fn verify_blocks(a: &Archive, sha: bool, progress: &(dyn Fn(u64) + Sync)) -> Rep
             spans.push(cur);
         }
     }
-    let results: Vec<(u64, u64, Vec<Error>)> = spans
+    let results: Vec<(u64, u64, Vec<Error>, Vec<u64>)> = spans
         .par_iter()
         .map(|span| {
             let start = span[0].chunk_offset;
@@ -291,8 +345,10 @@ fn verify_blocks(a: &Archive, sha: bool, progress: &(dyn Fn(u64) + Sync)) -> Rep
                     }
                 }
             };
+            let mut edges = Vec::new();
             match read_vec(a.source(), start, end - start, "blocks") {
                 Ok(buf) => {
+                    edges = verify_span_groups(a, span, &buf, &mut failures);
                     for e in span {
                         let lo = (e.chunk_offset - start) as usize;
                         let hi = (e.data_offset + e.stored_len - start) as usize;
@@ -309,22 +365,30 @@ fn verify_blocks(a: &Archive, sha: bool, progress: &(dyn Fn(u64) + Sync)) -> Rep
                             len,
                             &format!("block {}", e.number),
                         ) {
-                            Ok(raw) => check(e, &raw, &mut failures),
+                            Ok(raw) => {
+                                check(e, &raw, &mut failures);
+                                if a.tree().is_some() {
+                                    failures.extend(a.read_stored_entry(e).err());
+                                }
+                            }
                             Err(err) => failures.push(err),
                         }
                     }
                 }
             }
             progress(end - start);
-            (span.len() as u64, end - start, failures)
+            (span.len() as u64, end - start, failures, edges)
         })
         .collect();
     let mut report = Report::default();
-    for (n, bytes, f) in results {
+    let mut edges = Vec::new();
+    for (n, bytes, f, e) in results {
         report.blocks_checked += n;
         report.bytes_checked += bytes;
         report.failures.extend(f);
+        edges.extend(e);
     }
+    report.failures.extend(verify_edge_groups(a, edges));
     report
 }
 
@@ -391,5 +455,62 @@ mod tests {
             "{:?}",
             r.failures
         );
+    }
+
+    #[test]
+    fn v2_groups_at_the_edge_of_a_span_are_checked_once() {
+        use crate::writer::{BlockMeta, Format, Writer, default_safe};
+        // 5000 blocks of 1..3 bytes: the first span (4096 blocks) ends at stored byte
+        // 8191, inside hash group 7 (7168..8192), which the next span finishes.
+        let mut w = Writer::new(Vec::new(), Engine::Identity).unwrap();
+        w.set_format(Format::V2 { group_log: 10 }).unwrap();
+        for i in 0..5000u64 {
+            let meta = BlockMeta {
+                pts_us: i,
+                keyframe: i == 0,
+            };
+            w.add_block(&vec![i as u8; 1 + (i % 3) as usize], meta)
+                .unwrap();
+        }
+        let good = w.finish(serde_json::Map::new(), &default_safe()).unwrap().0;
+        let r = verify(&open(&good).unwrap(), false, &|_| {});
+        assert!(r.ok(), "{:?}", r.failures);
+        // Stored byte 8000 (group 7) is in block 4000 - 1 + ... : find it.
+        let a = open(&good).unwrap();
+        let n = (0..5000)
+            .find(|&n| {
+                let e = a.entry(0, n).unwrap();
+                let o = crate::format::h4fs::stored_offset(e.chunk_offset, n);
+                o <= 8000 && 8000 < o + e.stored_len
+            })
+            .unwrap();
+        let e = a.entry(0, n).unwrap();
+        let mut bad = good.clone();
+        let o = crate::format::h4fs::stored_offset(e.chunk_offset, n);
+        bad[(e.data_offset + 8000 - o) as usize] ^= 1;
+        let b = open(&bad).unwrap();
+        let r = verify(&b, false, &|_| {});
+        assert!(!r.ok());
+        // Exactly the blocks sharing group 7, each once (and the CORE chunk's CRC field
+        // of the damaged block no longer matches its payload).
+        let want: Vec<u64> = (0..5000)
+            .filter(|&n| {
+                let e = b.entry(0, n).unwrap();
+                let o = crate::format::h4fs::stored_offset(e.chunk_offset, n);
+                o < 8192 && o + e.stored_len > 7168
+            })
+            .collect();
+        let mut got = Vec::new();
+        for f in &r.failures {
+            let m = f.to_string();
+            match f {
+                Error::Block { block, .. } if m.contains("hash group 7 ") => got.push(*block),
+                Error::Block { block, .. } if *block == n && m.contains("CRC-32 field") => {}
+                other => panic!("{other}"),
+            }
+        }
+        got.sort_unstable();
+        assert_eq!(got, want);
+        assert!(b.read_block(0, 0).is_ok() && b.read_block(0, n).is_err());
     }
 }
