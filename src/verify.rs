@@ -204,15 +204,34 @@ fn verify_span_groups(
     let Some(tree) = a.tree() else {
         return Vec::new();
     };
-    let shape = tree.shape();
-    let g = shape.group_len();
     let start = span[0].chunk_offset;
     let s0 = stored_offset(span[0].chunk_offset, span[0].number);
-    let mut stored = Vec::new();
-    for e in span {
-        let lo = (e.data_offset - start) as usize;
-        stored.extend_from_slice(&buf[lo..lo + e.stored_len as usize]);
+    // One buffer per worker thread, kept between spans: a fresh 16 MiB buffer per span
+    // would cost more in page faults than hashing it.
+    thread_local! {
+        static STORED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
+    STORED.with_borrow_mut(|stored| {
+        stored.clear();
+        for e in span {
+            let lo = (e.data_offset - start) as usize;
+            stored.extend_from_slice(&buf[lo..lo + e.stored_len as usize]);
+        }
+        check_span_groups(a, tree, span, s0, stored, failures)
+    })
+}
+
+/// The body of [`verify_span_groups`], with the span's stored bytes gathered.
+fn check_span_groups(
+    a: &Archive,
+    tree: &crate::integrity::tree::CheckedTree,
+    span: &[BlockEntry],
+    s0: u64,
+    stored: &[u8],
+    failures: &mut Vec<Error>,
+) -> Vec<u64> {
+    let shape = tree.shape();
+    let g = shape.group_len();
     let s1 = s0 + stored.len() as u64;
     let lo = s0.next_multiple_of(g);
     let hi = if s1 == shape.stream_len() {
