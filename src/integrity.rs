@@ -17,8 +17,8 @@
 //! `docs/FORMAT.md` §3.4 gives a worked example; `docs/SECURITY.md` what each hash
 //! detects and what none can (a whole-file rewrite: pin the root).
 //!
-//! [`tree`] is the BLAKE3 hash tree of the draft v2 layout (hash groups of `2^k` bytes of
-//! the stored stream); no reader or writer uses it yet.
+//! [`tree`] is the BLAKE3 hash tree of the v2 layout (hash groups of `2^k` bytes of the
+//! stored stream); its root is bound by [`root_hash_v2`].
 //!
 //! Opening hashes the index (pages in parallel) and the JSON chunks: time proportional
 //! to the index. A block is verified against its own entry when read, without hashing

@@ -6,8 +6,7 @@
 //!   footer (`HFTR`) just before the final `VERI` chunk, so a reader finds everything
 //!   from the end of the file in constant time.
 //! * [`layout_c`]: the reference's little-endian multitrack layout (`TRAK`/`TSEK`).
-//! * [`outboard`]: the BLAKE3 outboard chunk (`HB3T`) of the draft v2 layout; no
-//!   command writes it yet.
+//! * [`outboard`]: the BLAKE3 outboard chunk (`HB3T`) of the v2 layout.
 //!
 //! Every parser takes a slice and checks each length against the bytes that exist
 //! before using it; none allocates from an unchecked length.

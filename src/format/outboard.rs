@@ -1,8 +1,8 @@
-//! The BLAKE3 outboard chunk (`HB3T`) of the draft h4fs v2 layout: bytes <-> struct.
+//! The BLAKE3 outboard chunk (`HB3T`) of the h4fs v2 layout: bytes <-> struct.
 //!
-//! **Draft: no h4fs release writes this chunk yet** (`pack` still writes v1). The hashing
-//! side is `integrity::tree`; `docs/FORMAT.md` §"v2 outboard (not yet written by pack)"
-//! specifies the chunk byte by byte and gives the reasons for each choice.
+//! The hashing side is `integrity::tree`; `docs/FORMAT.md` §10 specifies the chunk byte by
+//! byte, where it goes in a container and how the structure root binds it, and gives the
+//! reasons for each choice.
 //!
 //! The stored stream (the CORE payloads in index order, concatenated) is cut into hash
 //! groups of `2^group_log` bytes (the last one may be short) and hashed as a BLAKE3 tree,

@@ -1,5 +1,5 @@
 //! A BLAKE3 hash tree over the stored stream, verified in hash groups of `2^k` bytes
-//! (draft h4fs v2 layout; `pack` does not write it yet).
+//! (the h4fs v2 layout, docs/FORMAT.md §10).
 //!
 //! The stream is cut into groups of `2^group_log` bytes (default 16 KiB,
 //! [`DEFAULT_GROUP_LOG`]; the last group may be short). Each group is a BLAKE3 subtree,
