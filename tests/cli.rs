@@ -30,11 +30,6 @@ fn ok(args: &[&str]) -> Output {
     o
 }
 
-fn sha256_hex(data: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(data))
-}
-
 fn inspect_json(file: &Path) -> Value {
     let o = ok(&["inspect", "--json", arg(file)]);
     serde_json::from_slice(&o.stdout).expect("inspect --json prints JSON")
@@ -84,7 +79,11 @@ fn fixed_blocks_round_trip_with_meta() {
     let meta = &doc["meta"];
     assert_eq!(meta["source"]["name"], "clip.raw");
     assert_eq!(meta["source"]["size"], 1_000_003);
-    assert_eq!(meta["source"]["sha256"], sha256_hex(&data));
+    // v2 (the default) records the source's BLAKE3; v1 its SHA-256 (tests/golden.rs).
+    assert_eq!(
+        meta["source"]["blake3"],
+        blake3::hash(&data).to_hex().as_str()
+    );
     assert_eq!(meta["block_count"], 16);
     assert_eq!(meta["block_size"], 65536);
     assert_eq!(meta["fps_hint"], 25.0);

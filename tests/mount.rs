@@ -315,7 +315,10 @@ fn ls_cat_find_stat_getfattr() {
     assert_eq!(err.raw_os_error(), Some(libc::EROFS));
     // JSON files parse and say what they should.
     assert_eq!(m.json("manifest.json")["blocks"], 46);
-    assert_eq!(m.json("meta.json")["source"]["sha256"], sha256_hex(&p.data));
+    assert_eq!(
+        m.json("meta.json")["source"]["blake3"],
+        blake3::hash(&p.data).to_hex().as_str()
+    );
     let index = String::from_utf8(m.read("index.csv").unwrap()).unwrap();
     assert_eq!(index.lines().count(), 47);
     assert!(index.starts_with("block,pts_us,keyframe,track,offset,stored_size,size,sha256,name\n"));
