@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what the tests need, and only what is missing: the system packages (FUSE,
-# ffmpeg, attr, rsync, python3, util-linux's setpriv, b3sum), rustfmt and clippy, and
+# ffmpeg, attr, rsync, python3, util-linux's setpriv, b3sum, curl for the tests of h4fs serve), rustfmt and clippy, and
 # cargo-fuzz for the fuzz build. Idempotent, and quick when everything is present.
 # scripts/test.sh runs it first; run it alone to prepare a machine.
 #
@@ -12,10 +12,10 @@ cd "$(dirname "$0")/.."
 # package -> a command it provides (to check without dpkg)
 declare -A provides=(
   [fuse3]=fusermount3 [ffmpeg]=ffprobe [attr]=getfattr [rsync]=rsync
-  [python3]=python3 [util-linux]=setpriv [b3sum]=b3sum
+  [python3]=python3 [util-linux]=setpriv [b3sum]=b3sum [curl]=curl
 )
 need=()
-for p in fuse3 ffmpeg attr rsync python3 util-linux b3sum; do
+for p in fuse3 ffmpeg attr rsync python3 util-linux b3sum curl; do
   if command -v dpkg >/dev/null 2>&1; then
     dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
   else

@@ -3,7 +3,7 @@
 //! Layers, each importing only from those before it:
 //!
 //! ```text
-//! format, output, time  ->  integrity, engine, crypto  ->  source  ->  reader, writer, rekey, verify  ->  blocks  ->  extract, fs, serve  ->  fuse  ->  cli
+//! format, output, time  ->  integrity, engine, crypto  ->  source  ->  reader, writer, rekey, verify  ->  blocks  ->  extract, fs  ->  fuse, serve  ->  cli
 //! ```
 //!
 //! * [`mod@format`]: bytes <-> structs for the three layouts; no I/O.
@@ -24,6 +24,7 @@
 //!   mount shows them.
 //! * [`rekey`]: key rotation of encrypted containers.
 //! * [`time`]: times as people type them (`12.5s`, `1500ms`, `00:01:30.5`).
+//! * [`serve`]: the filesystem core over HTTP (`h4fs serve`), beside the FUSE adapter.
 //! * [`cli`]: the `h4fs` command.
 
 pub mod blocks;
@@ -40,6 +41,7 @@ pub mod naming;
 pub mod output;
 pub mod reader;
 pub mod rekey;
+pub mod serve;
 pub mod source;
 pub mod time;
 pub mod verify;

@@ -20,6 +20,7 @@ mod pack;
 mod probe;
 mod progress;
 mod seek;
+mod serve;
 mod stats;
 mod upgrade;
 mod verify;
@@ -41,6 +42,7 @@ Examples:
   h4fs extract movie.h4mk -o movie.copy.mp4
   h4fs mount movie.h4mk /mnt/movie && mpv /mnt/movie/stream.mp4
   h4fs umount /mnt/movie
+  h4fs serve movie.h4mk --listen 127.0.0.1:8080
 
 Exit codes: 0 ok, 1 container damaged, 2 bad usage, 3 other error.";
 
@@ -66,6 +68,7 @@ pub enum Command {
     Mount(mount::MountArgs),
     Umount(mount::UmountArgs),
     Stats(stats::Args),
+    Serve(serve::ServeArgs),
 }
 
 /// Entry point of the binary.
@@ -100,6 +103,7 @@ pub fn main() -> ExitCode {
         Command::Mount(a) => mount::run_mount(a),
         Command::Umount(a) => mount::run_umount(a),
         Command::Stats(a) => stats::run(a),
+        Command::Serve(a) => serve::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

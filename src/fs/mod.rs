@@ -146,6 +146,39 @@ enum Handle {
     Data(Arc<ReadHandle>),
 }
 
+/// A container as [`Fs::summaries`] describes it.
+#[derive(Debug, Clone)]
+pub struct ContainerSummary {
+    /// Directory name under the root.
+    pub name: String,
+    pub path: PathBuf,
+    pub layout: Layout,
+    /// What identifies the container's content: the structure root of an h4fs
+    /// container, the recorded VERI of a reference one, else a hash of path, length and
+    /// mtime.
+    pub identity: [u8; 32],
+    /// META `source.name`: the file the container was packed from.
+    pub source_name: Option<String>,
+    pub mtime: SystemTime,
+    /// Why data cannot be served at all (unknown engine, encrypted), if so.
+    pub unreadable: Option<String>,
+    /// Tracks are subdirectories (layout C).
+    pub multitrack: bool,
+    pub tracks: Vec<TrackSummary>,
+}
+
+/// One track of a [`ContainerSummary`].
+#[derive(Debug, Clone)]
+pub struct TrackSummary {
+    /// Directory name of the track in a multitrack container.
+    pub dir_name: String,
+    pub id: u32,
+    pub blocks: u64,
+    pub stream_len: u64,
+    /// SEEK entries.
+    pub keyframes: u64,
+}
+
 /// The mounted tree.
 pub struct Fs {
     containers: Vec<Container>,
@@ -304,6 +337,58 @@ impl Fs {
     /// The block layer under the tree.
     pub fn blocks(&self) -> &Blocks {
         &self.blocks
+    }
+
+    /// What a front end other than FUSE (the HTTP server) needs to know about each
+    /// container, in the order of the root directory.
+    pub fn summaries(&self) -> Vec<ContainerSummary> {
+        self.containers
+            .iter()
+            .enumerate()
+            .map(|(i, cont)| {
+                let served = self.served(ContainerId(i as u32));
+                let a = &served.archive;
+                let identity = match (a.footer, a.veri) {
+                    (Some((_, f)), _) => f.root,
+                    (None, Some(v)) => v.expected,
+                    (None, None) => {
+                        let mtime = cont
+                            .mtime
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_nanos());
+                        let id = format!("{}\0{}\0{mtime}", cont.path.display(), a.file_len);
+                        crate::integrity::sha256(id.as_bytes())
+                    }
+                };
+                let source_name = a
+                    .meta
+                    .as_ref()
+                    .and_then(|m| m.value.get("source")?.get("name")?.as_str())
+                    .map(str::to_string);
+                ContainerSummary {
+                    name: cont.name.clone(),
+                    path: cont.path.clone(),
+                    layout: a.layout,
+                    identity,
+                    source_name,
+                    mtime: cont.mtime,
+                    unreadable: served.unreadable(),
+                    multitrack: cont.multitrack,
+                    tracks: cont
+                        .tracks
+                        .iter()
+                        .zip(&a.tracks)
+                        .map(|(tv, t)| TrackSummary {
+                            dir_name: tv.dir_name.clone(),
+                            id: t.id,
+                            blocks: t.blocks.len(),
+                            stream_len: t.stream_len(),
+                            keyframes: t.seek.len() as u64,
+                        })
+                        .collect(),
+                }
+            })
+            .collect()
     }
 
     /// Container `c` as the tree shows it.

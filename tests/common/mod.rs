@@ -101,3 +101,122 @@ impl Drop for TestMount {
         }
     }
 }
+
+/// An `h4fs serve` process on 127.0.0.1 with an ephemeral port; stopped (SIGTERM, then
+/// SIGKILL) when dropped, also when the test fails.
+pub struct Served {
+    child: Option<std::process::Child>,
+    /// Base URL, ending in `/`.
+    pub url: String,
+    /// `host:port`.
+    pub addr: String,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    log_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Served {
+    /// Start `h4fs serve ARGS... --listen 127.0.0.1:0` and wait for its URL.
+    pub fn start(args: &[&str]) -> Served {
+        use std::io::{BufRead, BufReader};
+        use std::process::Stdio;
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .args(args)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start h4fs serve");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let l2 = log.clone();
+        let log_thread = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = l2.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let mut line = String::new();
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let _ = out.read_line(&mut line);
+        let mut served = Served {
+            child: Some(child),
+            url: String::new(),
+            addr: String::new(),
+            log,
+            log_thread: Some(log_thread),
+        };
+        let url = line.trim().to_string();
+        if !url.starts_with("http://") {
+            let status = served.stop();
+            panic!(
+                "h4fs serve did not print its URL (got {url:?}, exit {status:?}); log:\n{}",
+                served.log()
+            );
+        }
+        served.addr = url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        served.url = url;
+        served
+    }
+
+    /// What the server wrote to stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// SIGTERM, wait for the exit (SIGKILL after 20 s), and return the exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        // SAFETY: signalling our own child by its pid.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let mut status = None;
+        for _ in 0..200 {
+            if let Ok(Some(s)) = child.try_wait() {
+                status = Some(s);
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(t) = self.log_thread.take() {
+            let _ = t.join();
+        }
+        status
+    }
+
+    /// Send `sig` to the server.
+    pub fn signal(&self, sig: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: signalling our own child by its pid.
+            unsafe { libc::kill(c.id() as libc::pid_t, sig) };
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Run curl (silent, with errors shown) and return its output.
+pub fn curl(args: &[&str]) -> Output {
+    run(Command::new("curl")
+        .args(["-sS", "--max-time", "60"])
+        .args(args))
+}
