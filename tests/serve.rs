@@ -615,3 +615,125 @@ fn encrypted_without_key_is_403_and_bad_sources_fail_to_start() {
     assert_eq!(o.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&o.stderr).contains("two containers are named"));
 }
+
+/// A client of the reference's video API, as its README describes it: read the
+/// manifest (SEEK table and metadata), map a timestamp to a block, fetch blocks by
+/// index, fetch byte ranges with 206.
+struct RefClient {
+    base: String,
+    query: String,
+}
+
+impl RefClient {
+    fn json(&self, route: &str, extra: &str) -> serde_json::Value {
+        let g = get(
+            &format!("{}video/{route}?{}{extra}", self.base, self.query),
+            &[],
+        );
+        assert_eq!(
+            g.status,
+            200,
+            "{route}: {}",
+            String::from_utf8_lossy(&g.body)
+        );
+        serde_json::from_slice(&g.body).unwrap()
+    }
+    fn manifest(&self) -> serde_json::Value {
+        self.json("manifest", "")
+    }
+    fn seek_to_block(&self, pts_us: u64) -> u64 {
+        self.json("seek_to_block", &format!("&pts_us={pts_us}"))["block"]
+            .as_u64()
+            .unwrap()
+    }
+    fn block(&self, i: u64) -> Vec<u8> {
+        let g = get(&format!("{}video/block/{i}?{}", self.base, self.query), &[]);
+        assert_eq!(g.status, 200);
+        g.body
+    }
+    fn range(&self, a: u64, b: u64) -> Got {
+        get(
+            &format!("{}video/range?{}", self.base, self.query),
+            &["-H", &format!("Range: bytes={a}-{b}")],
+        )
+    }
+}
+
+#[test]
+fn the_reference_routes_answer_a_client_written_from_its_description() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, data) = movie(dir.path(), 95_000);
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seed/a_small10.h4mk");
+    let payload = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seed/a_small10.payload"),
+    )
+    .unwrap();
+    let s = Served::start(&[arg(&c), arg(&fixture)]);
+    for (name, data, block_size) in [("movie", &data, 10_000usize), ("a_small10", &payload, 256)] {
+        let cl = RefClient {
+            base: s.url.clone(),
+            query: format!("container={name}"),
+        };
+        let m = cl.manifest();
+        assert_eq!(m["container"], name);
+        let blocks = m["blocks"].as_u64().unwrap();
+        assert_eq!(blocks as usize, data.len().div_ceil(block_size));
+        assert_eq!(m["stream_size"].as_u64().unwrap() as usize, data.len());
+        let seek = m["seek"].as_array().unwrap();
+        assert!(!seek.is_empty());
+        // Every SEEK entry's time maps to its block; a time between keyframes maps to
+        // the keyframe before it.
+        for e in seek {
+            let pts = e["pts_us"].as_u64().unwrap();
+            assert_eq!(cl.seek_to_block(pts), e["block"].as_u64().unwrap());
+            assert_eq!(cl.seek_to_block(pts + 1), e["block"].as_u64().unwrap());
+        }
+        // All blocks by index are the stream.
+        let mut all = Vec::new();
+        for i in 0..blocks {
+            all.extend(cl.block(i));
+        }
+        assert_eq!(&all, data);
+        let r = cl.range(0, 1024);
+        assert_eq!(r.status, 206);
+        assert_eq!(r.body, &data[..1025.min(data.len())]);
+        let r = cl.range(data.len() as u64, data.len() as u64 + 5);
+        assert_eq!(r.status, 416);
+    }
+    let sk = RefClient {
+        base: s.url.clone(),
+        query: "container=movie".into(),
+    }
+    .json("seek_to_block", "&pts_us=330000");
+    assert_eq!(sk["block"], 8);
+    assert_eq!(sk["block_pts_us"], 320_000);
+    assert_eq!(sk["keyframe"], true);
+    assert_eq!(sk["offset"], 80_000);
+    assert_eq!(sk["url"], "/movie/blocks/000008");
+
+    // Bad requests: a clear status each.
+    for (q, status) in [
+        ("video/manifest", 400), // two containers: which?
+        ("video/manifest?container=nope", 404),
+        ("video/manifest?h4mk=48344d4b", 400),
+        ("video/block/10?container=movie", 404),
+        ("video/block/-1?container=movie", 400),
+        ("video/block/x?container=movie", 400),
+        ("video/block/99999999999999999999999?container=movie", 400),
+        ("video/seek_to_block?container=movie", 400),
+        ("video/seek_to_block?container=movie&pts_us=-5", 400),
+        ("video/seek_to_block?container=movie&pts_us=abc", 400),
+        ("video/seek_to_block?container=movie&pts_us=1.5", 400),
+        ("video/manifest?container=movie&track=7", 404),
+        ("video/block?container=movie", 404),
+    ] {
+        let g = get(&format!("{}{q}", s.url), &[]);
+        assert_eq!(
+            g.status,
+            status,
+            "{q}: {}",
+            String::from_utf8_lossy(&g.body)
+        );
+        assert!(!g.body.is_empty());
+    }
+}

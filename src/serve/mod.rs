@@ -21,6 +21,7 @@
 //!   [`MAX_HEAD`] bytes, targets to [`http::MAX_TARGET`].
 
 pub mod http;
+pub mod reference;
 
 use crate::fs::{ContainerSummary, Fs, FsError, Kind, ReadData};
 use ::http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
@@ -124,7 +125,7 @@ enum Target {
 }
 
 /// A plain response, not yet with its common headers.
-fn plain(status: StatusCode, text: impl Into<String>) -> Response<RespBody> {
+pub(crate) fn plain(status: StatusCode, text: impl Into<String>) -> Response<RespBody> {
     let mut body = text.into();
     body.push('\n');
     let mut r = Response::new(full(Bytes::from(body)));
@@ -137,13 +138,13 @@ fn plain(status: StatusCode, text: impl Into<String>) -> Response<RespBody> {
 }
 
 /// A request the tree cannot answer with content: status and message.
-struct Refusal(StatusCode, String);
+pub(crate) struct Refusal(StatusCode, String);
 
-fn refuse(status: StatusCode, text: impl Into<String>) -> Refusal {
+pub(crate) fn refuse(status: StatusCode, text: impl Into<String>) -> Refusal {
     Refusal(status, text.into())
 }
 
-fn full(b: Bytes) -> RespBody {
+pub(crate) fn full(b: Bytes) -> RespBody {
     http_body_util::Full::new(b)
         .map_err(|never: Infallible| match never {})
         .boxed()
@@ -154,7 +155,7 @@ fn empty() -> RespBody {
 }
 
 /// The status and message for an error of the core.
-fn fs_status(e: &FsError) -> StatusCode {
+pub(crate) fn fs_status(e: &FsError) -> StatusCode {
     match e.errno() {
         libc::ENOENT | libc::ENOTDIR => StatusCode::NOT_FOUND,
         libc::EACCES => StatusCode::FORBIDDEN,
@@ -465,6 +466,9 @@ impl Server {
                 r.headers_mut()
                     .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
                 r
+            }
+            Some("video") if segs.len() >= 2 && reference::ROUTES.contains(&segs[1].as_str()) => {
+                self.clone().reference(req, &segs).await
             }
             Some(_) => self.clone().serve_tree(req, segs).await,
         }
@@ -1001,7 +1005,7 @@ impl Source {
 }
 
 /// A path segment percent-encoded for a URL.
-fn enc(s: &str) -> String {
+pub(crate) fn enc(s: &str) -> String {
     const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
         .remove(b'-')
         .remove(b'_')
