@@ -737,3 +737,116 @@ fn the_reference_routes_answer_a_client_written_from_its_description() {
         assert!(!g.body.is_empty());
     }
 }
+
+fn ffmpeg_out(args: &[&str]) -> String {
+    let o = ok(Command::new("ffmpeg")
+        .args(["-v", "error", "-nostdin"])
+        .args(args));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+#[test]
+fn ffprobe_ffmpeg_seeking_and_hls_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let ts = dir.path().join("clip.ts");
+    ffmpeg_out(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=320x240:rate=25",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000",
+        "-t",
+        "10",
+        "-c:v",
+        "libx264",
+        "-g",
+        "25",
+        "-preset",
+        "ultrafast",
+        "-c:a",
+        "aac",
+        "-f",
+        "mpegts",
+        "-y",
+        arg(&ts),
+    ]);
+    let csv = ok(Command::new(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ffprobe-index.sh"),
+    )
+    .arg(&ts))
+    .stdout;
+    let csvp = dir.path().join("clip.csv");
+    std::fs::write(&csvp, csv).unwrap();
+    let c = dir.path().join("clip.h4mk");
+    ok(Command::new(BIN).args(["pack", arg(&ts), "--index", arg(&csvp), "-o", arg(&c)]));
+    let (mp4c, _) = movie(dir.path(), 30_000);
+    let s = Served::start(&[arg(&c), arg(&mp4c)]);
+    let stream = format!("{}clip/stream", s.url);
+
+    let st = get(&stream, &["-I"]);
+    assert_eq!(st.h("content-type"), "video/mp2t");
+    let probe = ok(Command::new("ffprobe").args([
+        "-v",
+        "error",
+        "-show_entries",
+        "format=duration:stream=codec_name",
+        "-of",
+        "json",
+        &stream,
+    ]));
+    let v: serde_json::Value = serde_json::from_slice(&probe.stdout).unwrap();
+    let codecs: Vec<&str> = v["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["codec_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(codecs, ["h264", "aac"]);
+    let dur: f64 = v["format"]["duration"].as_str().unwrap().parse().unwrap();
+    assert!((9.5..10.5).contains(&dur), "{dur}");
+
+    // ffmpeg -ss over HTTP decodes the same frame as from the file.
+    let frame =
+        |input: &str| ffmpeg_out(&["-ss", "5", "-i", input, "-frames:v", "1", "-f", "md5", "-"]);
+    let over_http = frame(&stream);
+    assert!(over_http.starts_with("MD5="), "{over_http}");
+    assert_eq!(over_http, frame(arg(&ts)));
+    assert!(
+        s.log().contains("\"GET /clip/stream HTTP/1.1\" 206"),
+        "ffmpeg seeks with ranges"
+    );
+
+    // HLS: one byte-range segment per keyframe (a keyframe a second), the whole video.
+    let pl = get(&format!("{}clip/index.m3u8", s.url), &[]);
+    assert_eq!(pl.status, 200);
+    assert_eq!(pl.h("content-type"), "application/vnd.apple.mpegurl");
+    let text = String::from_utf8(pl.body).unwrap();
+    assert!(text.starts_with("#EXTM3U\n"));
+    assert_eq!(text.matches("#EXT-X-BYTERANGE:").count(), 10, "{text}");
+    assert!(text.contains("#EXT-X-BYTERANGE:") && text.contains("\nstream.ts\n"));
+    let playlist = format!("{}clip/index.m3u8", s.url);
+    let all_video = |input: &str| ffmpeg_out(&["-i", input, "-map", "0:v", "-f", "md5", "-"]);
+    assert_eq!(all_video(&playlist), all_video(arg(&ts)));
+    let seek_hls = ffmpeg_out(&[
+        "-ss",
+        "5",
+        "-i",
+        &playlist,
+        "-frames:v",
+        "1",
+        "-f",
+        "md5",
+        "-",
+    ]);
+    assert!(seek_hls.starts_with("MD5="));
+    assert!(s.log().contains("\"GET /clip/stream.ts HTTP/1.1\" 206"));
+
+    // Not MPEG-TS: no playlist, no .ts alias.
+    let g = get(&format!("{}movie/index.m3u8", s.url), &[]);
+    assert_eq!(g.status, 404);
+    assert!(String::from_utf8_lossy(&g.body).contains("MPEG-TS"));
+    assert_eq!(get(&format!("{}movie/stream.ts", s.url), &[]).status, 404);
+}

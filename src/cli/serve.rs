@@ -24,6 +24,7 @@ use std::time::Duration;
   h4fs serve a.h4mk b.h4mk --listen 127.0.0.1:0   # any free port; the URL is printed
   curl -r 0-1023 http://127.0.0.1:8080/movie/stream | xxd | head
   ffprobe http://127.0.0.1:8080/movie/stream
+  mpv http://127.0.0.1:8080/clip/index.m3u8   # HLS, for MPEG-TS streams
 
 The first line on stdout is the URL served (useful with port 0); one line per request
 goes to stderr in the common log format.")]

@@ -20,6 +20,7 @@
 //!   [`Config::send_timeout`] is closed; request heads are limited to
 //!   [`MAX_HEAD`] bytes, targets to [`http::MAX_TARGET`].
 
+pub mod hls;
 pub mod http;
 pub mod reference;
 
@@ -319,6 +320,15 @@ fn log_safe(s: &str) -> String {
     out
 }
 
+/// The strong ETag of the file at `inner` (path inside the container) of the container
+/// with `identity`: it changes exactly when the container's content does.
+fn etag(identity: &[u8; 32], inner: &str) -> String {
+    let mut h = Vec::with_capacity(32 + inner.len());
+    h.extend_from_slice(identity);
+    h.extend_from_slice(inner.as_bytes());
+    format!("\"{}\"", &hexs(&crate::integrity::sha256(&h))[..40])
+}
+
 fn hexs(b: &[u8]) -> String {
     hex::encode(b)
 }
@@ -470,8 +480,90 @@ impl Server {
             Some("video") if segs.len() >= 2 && reference::ROUTES.contains(&segs[1].as_str()) => {
                 self.clone().reference(req, &segs).await
             }
+            Some(_) if segs.len() >= 2 && segs.last().is_some_and(|l| l == "index.m3u8") => {
+                self.clone().hls_route(req, segs).await
+            }
+            Some(_) if segs.len() >= 2 && segs.last().is_some_and(|l| l == "stream.ts") => {
+                // The playlist's name for `stream`: HLS clients want a segment extension.
+                let mut segs = segs;
+                let container = segs[0].strip_prefix('@').map_or_else(
+                    || self.by_name.get(&segs[0]).copied(),
+                    |id| self.by_identity.get(id).copied(),
+                );
+                let media = container.map(|c| {
+                    http::media_type(self.containers[c].source_name.as_deref().unwrap_or(""))
+                });
+                if !matches!(media, Some("video/mp2t" | "application/octet-stream")) {
+                    return plain(StatusCode::NOT_FOUND, "no such file or directory");
+                }
+                if let Some(l) = segs.last_mut() {
+                    *l = "stream".into();
+                }
+                self.clone().serve_tree(req, segs).await
+            }
             Some(_) => self.clone().serve_tree(req, segs).await,
         }
+    }
+
+    /// `/NAME[/TRACK]/index.m3u8` (also under `/@IDENTITY/`).
+    async fn hls_route(
+        self: Arc<Self>,
+        req: &Request<Incoming>,
+        mut segs: Vec<String>,
+    ) -> Response<RespBody> {
+        let mut content_addressed = false;
+        if let Some(id) = segs[0].strip_prefix('@') {
+            match self.by_identity.get(id) {
+                Some(&c) => {
+                    segs[0] = self.containers[c].name.clone();
+                    content_addressed = true;
+                }
+                None => {
+                    return plain(
+                        StatusCode::NOT_FOUND,
+                        format!("no container with identity {id}"),
+                    );
+                }
+            }
+        }
+        let Some(&c) = self.by_name.get(&segs[0]) else {
+            return plain(StatusCode::NOT_FOUND, "no such file or directory");
+        };
+        let media = http::media_type(self.containers[c].source_name.as_deref().unwrap_or(""));
+        let me = self.clone();
+        let dir = segs[..segs.len() - 1].to_vec();
+        let text = match tokio::task::spawn_blocking(move || me.hls(&dir, media)).await {
+            Ok(Ok(t)) => t,
+            Ok(Err(r)) => return plain(r.0, r.1),
+            Err(e) => {
+                return plain(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("internal error: {e}"),
+                );
+            }
+        };
+        let cont = &self.containers[c];
+        let tag = etag(&cont.identity, &segs[1..].join("/"));
+        let mtime = cont.mtime;
+        let mut r = self
+            .clone()
+            .ranged(
+                req,
+                Source::Mem(Bytes::from(text)),
+                Some(&tag),
+                mtime,
+                "application/vnd.apple.mpegurl",
+            )
+            .await;
+        r.headers_mut().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static(if content_addressed {
+                "public, max-age=31536000, immutable"
+            } else {
+                "no-cache"
+            }),
+        );
+        r
     }
 
     fn containers_json(&self) -> Vec<u8> {
@@ -708,10 +800,7 @@ impl Server {
                 let identity = found
                     .container
                     .map_or([0u8; 32], |c| self.containers[c].identity);
-                let mut h = Vec::with_capacity(64 + found.inner.len());
-                h.extend_from_slice(&identity);
-                h.extend_from_slice(found.inner.as_bytes());
-                let etag = format!("\"{}\"", &hexs(&crate::integrity::sha256(&h))[..40]);
+                let etag = etag(&identity, &found.inner);
                 let mut r = self
                     .ranged(
                         req,
