@@ -850,3 +850,134 @@ fn ffprobe_ffmpeg_seeking_and_hls_over_http() {
     assert!(String::from_utf8_lossy(&g.body).contains("MPEG-TS"));
     assert_eq!(get(&format!("{}movie/stream.ts", s.url), &[]).status, 404);
 }
+
+#[test]
+fn metrics_count_requests_bytes_cache_and_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, _) = movie(dir.path(), 95_000);
+    damage_block(&c, 2);
+    let s = Served::start(&[arg(&c)]);
+    assert_eq!(
+        get(&format!("{}movie/blocks/000001", s.url), &[]).status,
+        200
+    );
+    assert_eq!(
+        get(&format!("{}movie/blocks/000001", s.url), &[]).status,
+        200
+    );
+    assert_eq!(
+        get(&format!("{}movie/blocks/000002", s.url), &[]).status,
+        500
+    );
+    assert_eq!(
+        get(&format!("{}movie/blocks/000099", s.url), &[]).status,
+        404
+    );
+    let m = get(&format!("{}metrics", s.url), &[]);
+    assert_eq!(m.status, 200);
+    assert!(m.h("content-type").starts_with("text/plain; version=0.0.4"));
+    let text = String::from_utf8(m.body).unwrap();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+    assert_eq!(
+        value("h4fs_http_requests_total{route=\"blocks\",status=\"200\"}"),
+        2.0
+    );
+    assert_eq!(
+        value("h4fs_http_requests_total{route=\"blocks\",status=\"500\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("h4fs_http_requests_total{route=\"blocks\",status=\"404\"}"),
+        1.0
+    );
+    assert_eq!(value("h4fs_verification_failures_total"), 1.0);
+    assert!(value("h4fs_cache_hits_total") >= 1.0);
+    assert!(value("h4fs_cache_misses_total") >= 1.0);
+    // Two 10,000-byte blocks and the error messages.
+    assert!(value("h4fs_http_response_body_bytes_total") >= 20_000.0);
+    assert_eq!(value("h4fs_http_request_duration_seconds_count"), 4.0);
+    assert_eq!(
+        value("h4fs_http_request_duration_seconds_bucket{le=\"+Inf\"}"),
+        4.0
+    );
+    assert!(text.contains("# TYPE h4fs_http_request_duration_seconds histogram"));
+}
+
+#[test]
+fn the_web_page_plays_and_seeks_the_video_in_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let webm = dir.path().join("clip.webm");
+    ffmpeg_out(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=320x240:rate=25",
+        "-t",
+        "10",
+        "-c:v",
+        "libvpx",
+        "-g",
+        "25",
+        "-b:v",
+        "500k",
+        "-deadline",
+        "realtime",
+        "-y",
+        arg(&webm),
+    ]);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let csv = ok(Command::new(root.join("scripts/ffprobe-index.sh")).arg(&webm)).stdout;
+    let csvp = dir.path().join("clip.csv");
+    std::fs::write(&csvp, csv).unwrap();
+    let c = dir.path().join("clip.h4mk");
+    ok(Command::new(BIN).args(["pack", arg(&webm), "--index", arg(&csvp), "-o", arg(&c)]));
+    let s = Served::start(&[arg(&c)]);
+    let page = get(&s.url, &[]);
+    assert_eq!(page.status, 200);
+    assert_eq!(page.h("content-type"), "text/html; charset=utf-8");
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve-artifacts");
+    std::fs::create_dir_all(&shots).unwrap();
+    let shot = shots.join("web-page.png");
+    let _ = std::fs::remove_file(&shot);
+    let out = Command::new("node")
+        .arg(root.join("tests/browser/play.mjs"))
+        .args([&s.url, arg(&shot)])
+        .current_dir(root.join("tests/browser"))
+        .output()
+        .expect("node is needed (.ci/run installs nodejs, npm and playwright-core)");
+    assert!(
+        out.status.success(),
+        "the browser test failed (playwright-core comes from `npm ci` in tests/browser, chromium from Debian):\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["sections"], serde_json::json!(["clip"]));
+    assert_eq!(v["keyframes"], 10, "{v}");
+    assert_eq!(v["errors"], serde_json::json!([]), "{v}");
+    assert!(
+        v["integrity"].as_str().unwrap().contains("structure: ok"),
+        "{v}"
+    );
+    assert_eq!(v["width"], 320);
+    let f = |k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} in {v}"));
+    assert!((9.5..10.5).contains(&f("duration")), "{v}");
+    assert!(f("played") > f("start"), "playback moves: {v}");
+    assert!(f("afterSeek") >= 5.0, "seeked to 60 %: {v}");
+    assert!(f("later") > f("afterSeek"), "plays on after the seek: {v}");
+    assert!(f("lit") > 100.0, "a frame was drawn: {v}");
+    assert!(
+        std::fs::metadata(&shot).unwrap().len() > 10_000,
+        "screenshot at {}",
+        shot.display()
+    );
+    assert!(
+        s.log().contains("\"GET /clip/stream HTTP/1.1\" 206"),
+        "{}",
+        s.log()
+    );
+}

@@ -92,7 +92,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<u8> {
             sources.push(s);
         }
     }
-    for reserved in ["containers.json", "stats.json"] {
+    for reserved in ["containers.json", "stats.json", "metrics"] {
         if names.contains(reserved) {
             eprintln!(
                 "h4fs: warning: a container named {reserved:?} is hidden by the server's own /{reserved}"

@@ -22,6 +22,7 @@
 
 pub mod hls;
 pub mod http;
+pub mod metrics;
 pub mod reference;
 
 use crate::fs::{ContainerSummary, Fs, FsError, Kind, ReadData};
@@ -97,6 +98,45 @@ pub struct Server {
     failures: AtomicU64,
     /// Responses whose body was cut after the headers went out.
     cut: AtomicU64,
+    metrics: metrics::Metrics,
+}
+
+/// The web page at `/`.
+const INDEX_HTML: &str = include_str!("index.html");
+
+/// A body that counts the bytes it hands out.
+struct Counted {
+    inner: RespBody,
+    server: Arc<Server>,
+}
+
+impl Body for Counted {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<io::Result<Frame<Bytes>>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(f))) = &r {
+            if let Some(d) = f.data_ref() {
+                self.server
+                    .metrics
+                    .bytes
+                    .fetch_add(d.len() as u64, Ordering::Relaxed);
+            }
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// A file found by a request path.
@@ -356,6 +396,7 @@ impl Server {
             log,
             failures: AtomicU64::new(0),
             cut: AtomicU64::new(0),
+            metrics: metrics::Metrics::default(),
         }
     }
 
@@ -385,7 +426,11 @@ impl Server {
             .map_or_else(|| req.uri().to_string(), |p| p.as_str().to_string());
         let method = req.method().clone();
         let version = req.version();
+        let started = std::time::Instant::now();
+        let route = http::segments(req.uri().path()).map_or("bad", |s| metrics::route(&s));
         let mut resp = self.clone().respond(&req).await;
+        self.metrics
+            .record(route, resp.status().as_u16(), started.elapsed());
         let status = resp.status();
         if !resp.headers().contains_key(header::CONTENT_LENGTH)
             && status != StatusCode::NOT_MODIFIED
@@ -399,6 +444,13 @@ impl Server {
         }
         if method == Method::HEAD {
             *resp.body_mut() = empty();
+        } else {
+            let inner = std::mem::replace(resp.body_mut(), empty());
+            *resp.body_mut() = Counted {
+                inner,
+                server: self.clone(),
+            }
+            .boxed();
         }
         let h = resp.headers_mut();
         h.entry(header::SERVER)
@@ -459,12 +511,34 @@ impl Server {
         };
         match segs.first().map(String::as_str) {
             None => {
-                let mut r = Response::new(empty());
-                *r.status_mut() = StatusCode::FOUND;
-                r.headers_mut().insert(
-                    header::LOCATION,
-                    HeaderValue::from_static("/containers.json"),
+                let mut r = Response::new(full(Bytes::from_static(INDEX_HTML.as_bytes())));
+                let h = r.headers_mut();
+                h.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/html; charset=utf-8"),
                 );
+                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                h.insert(
+                    header::CONTENT_SECURITY_POLICY,
+                    HeaderValue::from_static(
+                        "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+                    ),
+                );
+                r
+            }
+            Some("metrics") if segs.len() == 1 => {
+                let text = self.metrics.render(
+                    &self.fs.cache_stats(),
+                    self.failures.load(Ordering::Relaxed),
+                    self.cut.load(Ordering::Relaxed),
+                );
+                let mut r = Response::new(full(Bytes::from(text)));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                r.headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 r
             }
             Some("containers.json") if segs.len() == 1 => {
