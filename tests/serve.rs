@@ -178,6 +178,7 @@ fn serves_the_tree_with_types_and_a_log_line_per_request() {
     assert_eq!(p.status, 405);
     assert_eq!(p.h("allow"), "GET, HEAD");
 
+    assert!(s.log_has("\"GET /movie/blocks/000003 HTTP/1.1\" 200 10000"));
     let log = s.log();
     let line = log
         .lines()
@@ -374,8 +375,7 @@ fn a_damaged_block_is_a_500_or_a_cut_never_wrong_bytes() {
     // Intact parts are still served, and the server stays up.
     let g = get(&format!("{}movie/blocks/000006", s.url), &[]);
     assert_eq!(g.body, &data[60_000..70_000]);
-    let log = s.log();
-    assert!(log.contains("cut after its headers"), "{log}");
+    assert!(s.log_has("cut after its headers"), "{}", s.log());
     let veri = get(&format!("{}movie/veri.json", s.url), &[]);
     assert!(String::from_utf8_lossy(&veri.body).contains("\"block\": 5"));
 }
@@ -395,7 +395,7 @@ fn sigterm_and_sigint_stop_the_server_cleanly() {
         }
         let status = s.stop().expect("the server exited by itself");
         assert!(status.success(), "{status:?}\n{}", s.log());
-        assert!(s.log().contains(": stopping"), "{}", s.log());
+        assert!(s.log_has(": stopping"), "{}", s.log());
     }
 }
 
@@ -815,7 +815,7 @@ fn ffprobe_ffmpeg_seeking_and_hls_over_http() {
     assert!(over_http.starts_with("MD5="), "{over_http}");
     assert_eq!(over_http, frame(arg(&ts)));
     assert!(
-        s.log().contains("\"GET /clip/stream HTTP/1.1\" 206"),
+        s.log_has("\"GET /clip/stream HTTP/1.1\" 206"),
         "ffmpeg seeks with ranges"
     );
 
@@ -842,7 +842,7 @@ fn ffprobe_ffmpeg_seeking_and_hls_over_http() {
         "-",
     ]);
     assert!(seek_hls.starts_with("MD5="));
-    assert!(s.log().contains("\"GET /clip/stream.ts HTTP/1.1\" 206"));
+    assert!(s.log_has("\"GET /clip/stream.ts HTTP/1.1\" 206"));
 
     // Not MPEG-TS: no playlist, no .ts alias.
     let g = get(&format!("{}movie/index.m3u8", s.url), &[]);
@@ -976,8 +976,52 @@ fn the_web_page_plays_and_seeks_the_video_in_chromium() {
         shot.display()
     );
     assert!(
-        s.log().contains("\"GET /clip/stream HTTP/1.1\" 206"),
+        s.log_has("\"GET /clip/stream HTTP/1.1\" 206"),
         "{}",
         s.log()
     );
+}
+
+#[test]
+fn a_container_failing_its_checks_is_left_out_or_refused_with_strict() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = dir.path().join("lib");
+    std::fs::create_dir(&lib).unwrap();
+    let (c, data) = movie(dir.path(), 30_000);
+    std::fs::copy(&c, lib.join("good.h4mk")).unwrap();
+    let bytes = std::fs::read(&c).unwrap();
+    std::fs::write(lib.join("cut.h4mk"), &bytes[..bytes.len() - 40]).unwrap();
+    let s = Served::start(&[arg(&lib)]);
+    let v: serde_json::Value =
+        serde_json::from_slice(&get(&format!("{}containers.json", s.url), &[]).body).unwrap();
+    let names: Vec<&str> = v["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["good"]);
+    assert_eq!(get(&format!("{}good/stream", s.url), &[]).body, data);
+    assert_eq!(get(&format!("{}cut/stream", s.url), &[]).status, 404);
+    assert!(
+        s.log_has("cut.h4mk") && s.log_has("not served"),
+        "{}",
+        s.log()
+    );
+    let stats = get(&format!("{}stats.json", s.url), &[]);
+    assert!(String::from_utf8_lossy(&stats.body).contains("cut.h4mk"));
+    let o = common::run(Command::new(BIN).args([
+        "serve",
+        arg(&lib),
+        "--strict",
+        "--listen",
+        "127.0.0.1:0",
+    ]));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cut.h4mk"));
 }

@@ -169,6 +169,18 @@ impl Served {
         self.log.lock().unwrap().clone()
     }
 
+    /// Whether the log contains `needle`, waiting up to 20 s for it to arrive (the log
+    /// is read by a thread).
+    pub fn log_has(&self, needle: &str) -> bool {
+        for _ in 0..200 {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        false
+    }
+
     /// SIGTERM, wait for the exit (SIGKILL after 20 s), and return the exit status.
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
