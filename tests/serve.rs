@@ -161,6 +161,11 @@ fn serves_the_tree_with_types_and_a_log_line_per_request() {
     assert_eq!(r.status, 200);
     assert_eq!(r.body, &data[80_000..90_000]);
 
+    // The mount's stream.EXT link: a redirect to stream.
+    let r = get(&format!("{}movie/stream.mp4", s.url), &[]);
+    assert_eq!(r.status, 302);
+    assert_eq!(r.h("location"), "/movie/stream");
+
     // A directory lists its entries.
     let d = get(&format!("{}movie/", s.url), &[]);
     assert_eq!(d.status, 200);

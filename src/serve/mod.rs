@@ -526,6 +526,18 @@ impl Server {
                 );
                 r
             }
+            Some("stats.json") if segs.len() == 1 => {
+                let mut v = serde_json::to_vec_pretty(&self.fs.stats()).unwrap_or_default();
+                v.push(b'\n');
+                let mut r = Response::new(full(Bytes::from(v)));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                r.headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                r
+            }
             Some("metrics") if segs.len() == 1 => {
                 let text = self.metrics.render(
                     &self.fs.cache_stats(),
