@@ -83,7 +83,7 @@ events { worker_connections 1024; }
 http {
     access_log off;
     sendfile on;
-    tcp_nopush on;
+    tcp_nodelay on;
     keepalive_requests 1000000;
     server { listen 127.0.0.1:$NPORT; root $WORK_DIR; }
 }
@@ -122,7 +122,7 @@ run() {
     [ "$conns" -lt "$threads" ] && threads=$conns
     local script=()
     [ "$mode" = range ] && script=(-s "$WORK_DIR/range.lua")
-    out=$(wrk -t "$threads" -c "$conns" -d "${DURATION}s" --latency "${script[@]}" "$url" 2>&1)
+    out=$(wrk -t "$threads" -c "$conns" -d "${DURATION}s" --timeout 60s --latency "${script[@]}" "$url" 2>&1)
     echo "$out" > "$WORK_DIR/wrk-$1-$mode-$conns.txt"
     awk -v want="$mode" '
         function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }

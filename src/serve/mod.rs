@@ -162,6 +162,7 @@ enum Target {
         size: u64,
         mtime: SystemTime,
         content_type: &'static str,
+        pre: Option<(u64, Bytes)>,
     },
 }
 
@@ -698,7 +699,9 @@ impl Server {
     }
 
     /// Resolve a path of the tree (blocking: runs on the blocking pool).
-    fn find(&self, segs: &[String]) -> Result<Found, Refusal> {
+    /// `read_ahead`: the request's `Range` header (`Some("")` without one) when the first
+    /// bytes of a file may be read right away (a GET without conditions).
+    fn find(&self, segs: &[String], read_ahead: Option<&str>) -> Result<Found, Refusal> {
         let not_found = || refuse(StatusCode::NOT_FOUND, "no such file or directory");
         let mut segs: Vec<String> = segs.to_vec();
         let mut content_addressed = false;
@@ -787,12 +790,21 @@ impl Server {
                 } else {
                     "application/octet-stream"
                 };
+                // The first bytes the response will need, read now (a failure here is
+                // left for the body to meet and report).
+                let pre = read_ahead
+                    .and_then(|r| first_read(r, attr.size))
+                    .and_then(|(at, n)| {
+                        let d = fs.read(ino, o.fh, at, n as u32).ok()?;
+                        Some((at, Bytes::from_owner(Chunk(d))))
+                    });
                 Target::File {
                     ino,
                     fh: o.fh,
                     size: attr.size,
                     mtime: attr.mtime,
                     content_type,
+                    pre,
                 }
             }
         };
@@ -832,7 +844,25 @@ impl Server {
         segs: Vec<String>,
     ) -> Response<RespBody> {
         let me = self.clone();
-        let found = match tokio::task::spawn_blocking(move || me.find(&segs)).await {
+        let conditional = [
+            header::IF_MATCH,
+            header::IF_NONE_MATCH,
+            header::IF_MODIFIED_SINCE,
+            header::IF_UNMODIFIED_SINCE,
+            header::IF_RANGE,
+        ]
+        .iter()
+        .any(|h| req.headers().contains_key(h));
+        let read_ahead = (req.method() == Method::GET && !conditional).then(|| {
+            req.headers()
+                .get(header::RANGE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        });
+        let found = match tokio::task::spawn_blocking(move || me.find(&segs, read_ahead.as_deref()))
+            .await
+        {
             Ok(Ok(f)) => f,
             Ok(Err(r)) => return plain(r.0, r.1),
             Err(e) => {
@@ -882,6 +912,7 @@ impl Server {
                 size,
                 mtime,
                 content_type,
+                pre,
             } => {
                 let identity = found
                     .container
@@ -890,7 +921,7 @@ impl Server {
                 let mut r = self
                     .ranged(
                         req,
-                        Source::Fs { ino, fh, size },
+                        Source::Fs { ino, fh, size, pre },
                         Some(&etag),
                         mtime,
                         content_type,
@@ -1074,6 +1105,16 @@ impl Server {
                 }
             }
         }
+        if pieces.is_empty() {
+            // Everything is read: no task, no channel.
+            src.release(&self.fs);
+            let body = if first.len() == 1 {
+                first.pop().unwrap_or_default()
+            } else {
+                Bytes::from(first.concat())
+            };
+            return Ok(full(body));
+        }
         let what = what.to_string();
         tokio::spawn(async move {
             let me = self;
@@ -1136,6 +1177,9 @@ impl Server {
     async fn read(self: Arc<Self>, src: &Source, off: u64, len: u64) -> Result<Bytes, FsError> {
         match src {
             Source::Mem(b) => Ok(b.slice(off as usize..(off + len) as usize)),
+            Source::Fs {
+                pre: Some((at, b)), ..
+            } if *at == off && !b.is_empty() => Ok(b.slice(..(len as usize).min(b.len()))),
             &Source::Fs { ino, fh, .. } => {
                 let fs = self.fs.clone();
                 let r = tokio::task::spawn_blocking(move || fs.read(ino, fh, off, len as u32))
@@ -1158,10 +1202,34 @@ impl Server {
     }
 }
 
+/// Offset and length of the first read a response to `range` (`""`: none) needs from a
+/// file of `size` bytes.
+fn first_read(range: &str, size: u64) -> Option<(u64, u64)> {
+    let ranges = if range.is_empty() {
+        Ranges::Full
+    } else {
+        http::parse_range(range, size)
+    };
+    let (a, b) = match ranges {
+        Ranges::Full if size > 0 => (0, size - 1),
+        Ranges::One(a, b) => (a, b),
+        Ranges::Many(v) => *v.first()?,
+        Ranges::Full | Ranges::Unsatisfiable => return None,
+    };
+    Some((a, (b - a + 1).min(CHUNK as u64)))
+}
+
 /// What a body is read from.
 enum Source {
     Mem(Bytes),
-    Fs { ino: u64, fh: u64, size: u64 },
+    /// An opened file; `pre`: bytes already read at an offset, in the same trip to the
+    /// blocking pool as the path lookup.
+    Fs {
+        ino: u64,
+        fh: u64,
+        size: u64,
+        pre: Option<(u64, Bytes)>,
+    },
 }
 
 impl Source {
@@ -1267,6 +1335,18 @@ mod tests {
         let long = "x".repeat(600);
         let l = log_safe(&long);
         assert!(l.ends_with("...") && l.len() == 515);
+    }
+
+    #[test]
+    fn the_first_read_is_what_the_body_starts_with() {
+        assert_eq!(first_read("", 100), Some((0, 100)));
+        assert_eq!(first_read("", 0), None);
+        assert_eq!(first_read("", 1 << 30), Some((0, CHUNK as u64)));
+        assert_eq!(first_read("bytes=10-19", 100), Some((10, 10)));
+        assert_eq!(first_read("bytes=-5", 100), Some((95, 5)));
+        assert_eq!(first_read("bytes=50-59,0-1", 100), Some((0, 2)));
+        assert_eq!(first_read("bytes=200-", 100), None);
+        assert_eq!(first_read("bytes=x", 100), Some((0, 100)));
     }
 
     #[test]
