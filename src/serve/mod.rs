@@ -5,7 +5,9 @@
 //! [`Fs::read`], so every byte sent was verified by the same code as the mount's and the
 //! block cache is shared by all clients. Nothing here imports `fuser`.
 //!
-//! * Reads are blocking: they run on tokio's blocking pool (bounded by
+//! * Reads are blocking: the path lookup and the first read of a response run with
+//!   `block_in_place` on the worker thread (the runtime hands its other tasks to another
+//!   thread meanwhile); later chunks run on tokio's blocking pool (bounded by
 //!   [`Config::blocking_threads`]). A body is produced in chunks of [`CHUNK`] bytes
 //!   through a channel of two chunks, so a whole-file GET never buffers the file and a
 //!   slow client only holds two chunks.
@@ -219,7 +221,14 @@ impl AsRef<[u8]> for Chunk {
 struct ChanBody {
     rx: mpsc::Receiver<io::Result<Bytes>>,
     left: u64,
+    /// An error held back briefly, so that the bytes before it leave the server first
+    /// (hyper drops what it has buffered when a body fails).
+    failing: Option<(io::Error, Pin<Box<tokio::time::Sleep>>)>,
 }
+
+/// How long a failing body waits, after its last good bytes, before the connection is
+/// cut: time for hyper to flush those bytes.
+const CUT_DELAY: Duration = Duration::from_millis(200);
 
 impl Body for ChanBody {
     type Data = Bytes;
@@ -229,12 +238,26 @@ impl Body for ChanBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<io::Result<Frame<Bytes>>>> {
+        if let Some((_, delay)) = self.failing.as_mut() {
+            if delay.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let (e, _) = self.failing.take().expect("set above");
+            return Poll::Ready(Some(Err(e)));
+        }
         match self.rx.poll_recv(cx) {
             Poll::Ready(Some(Ok(b))) => {
                 self.left = self.left.saturating_sub(b.len() as u64);
                 Poll::Ready(Some(Ok(Frame::data(b))))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(Some(Err(e))) => {
+                let mut delay = Box::pin(tokio::time::sleep(CUT_DELAY));
+                if delay.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Some(Err(e)));
+                }
+                self.failing = Some((e, delay));
+                Poll::Pending
+            }
             Poll::Ready(None) if self.left > 0 => Poll::Ready(Some(Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "response body ended early",
@@ -860,17 +883,12 @@ impl Server {
                 .unwrap_or("")
                 .to_string()
         });
-        let found = match tokio::task::spawn_blocking(move || me.find(&segs, read_ahead.as_deref()))
-            .await
-        {
-            Ok(Ok(f)) => f,
-            Ok(Err(r)) => return plain(r.0, r.1),
-            Err(e) => {
-                return plain(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("internal error: {e}"),
-                );
-            }
+        // On this worker thread (the runtime moves its other tasks elsewhere meanwhile):
+        // a lookup and a read of a cached block are too short to pay for a hand-off to
+        // the blocking pool.
+        let found = match tokio::task::block_in_place(|| me.find(&segs, read_ahead.as_deref())) {
+            Ok(f) => f,
+            Err(r) => return plain(r.0, r.1),
         };
         let cache_control = if found.content_addressed {
             "public, max-age=31536000, immutable"
@@ -1155,7 +1173,12 @@ impl Server {
             }
             src.release(&me.fs);
         });
-        Ok(ChanBody { rx, left: total }.boxed())
+        Ok(ChanBody {
+            rx,
+            left: total,
+            failing: None,
+        }
+        .boxed())
     }
 
     fn failed(&self, what: &str, e: &FsError, cut: bool) {
