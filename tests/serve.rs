@@ -62,6 +62,17 @@ fn get(url: &str, extra: &[&str]) -> Got {
 /// A container packed from `len` bytes of noise named `movie.mp4`, with a keyframe
 /// every 4 blocks of 10,000 bytes, 40 ms apart.
 fn movie(dir: &Path, len: usize) -> (PathBuf, Vec<u8>) {
+    movie_as(dir, len, &[])
+}
+
+/// [`movie`] in the v1 layout, whose unit of verification is the block: the tests that
+/// damage one block and expect its neighbours to be served use it (in v2 the unit is a
+/// 16 KiB hash group, which spans neighbouring 10,000-byte blocks).
+fn movie_v1(dir: &Path, len: usize) -> (PathBuf, Vec<u8>) {
+    movie_as(dir, len, &["--format", "v1"])
+}
+
+fn movie_as(dir: &Path, len: usize, extra: &[&str]) -> (PathBuf, Vec<u8>) {
     let data = noise(len, 7);
     let src = dir.join("movie.mp4");
     std::fs::write(&src, &data).unwrap();
@@ -81,7 +92,9 @@ fn movie(dir: &Path, len: usize) -> (PathBuf, Vec<u8>) {
     let csvp = dir.join("movie.csv");
     std::fs::write(&csvp, csv).unwrap();
     let out = dir.join("movie.h4mk");
-    ok(Command::new(BIN).args(["pack", arg(&src), "--index", arg(&csvp), "-o", arg(&out)]));
+    ok(Command::new(BIN)
+        .args(["pack", arg(&src), "--index", arg(&csvp), "-o", arg(&out)])
+        .args(extra));
     (out, data)
 }
 
@@ -346,7 +359,7 @@ fn conditional_requests_etags_and_cache_control() {
 #[test]
 fn a_damaged_block_is_a_500_or_a_cut_never_wrong_bytes() {
     let dir = tempfile::tempdir().unwrap();
-    let (c, data) = movie(dir.path(), 600_000);
+    let (c, data) = movie_v1(dir.path(), 600_000);
     damage_block(&c, 0);
     damage_block(&c, 5);
     // Beyond the first 256 KiB read of a response starting at block 1.
@@ -860,7 +873,7 @@ fn ffprobe_ffmpeg_seeking_and_hls_over_http() {
 #[test]
 fn metrics_count_requests_bytes_cache_and_failures() {
     let dir = tempfile::tempdir().unwrap();
-    let (c, _) = movie(dir.path(), 95_000);
+    let (c, _) = movie_v1(dir.path(), 95_000);
     damage_block(&c, 2);
     let s = Served::start(&[arg(&c)]);
     assert_eq!(
