@@ -41,6 +41,19 @@ pub fn write_stream(
             bytes += s.len;
             batch.push(segs.next().expect("peeked"));
         }
+        // One hint for the batch: a remote source fetches its blocks in a few large
+        // coalesced requests instead of one (or two) per block.
+        let ranges: Vec<(u64, u64)> = batch
+            .iter()
+            .filter_map(|s| t.blocks.get(s.block))
+            .map(|e| {
+                (
+                    e.chunk_offset,
+                    e.data_offset + e.stored_len - e.chunk_offset,
+                )
+            })
+            .collect();
+        a.source().will_read(&ranges);
         let blocks: Vec<Result<_>> = batch
             .par_iter()
             .map(|s| a.read_block(track, s.block))

@@ -3,7 +3,7 @@
 //! Layers, each importing only from those before it:
 //!
 //! ```text
-//! format, output, time  ->  integrity, engine, crypto  ->  source  ->  reader, writer, rekey, verify  ->  blocks  ->  extract, fs  ->  fuse, serve  ->  cli
+//! format, output, time  ->  integrity, engine, crypto  ->  source, remote  ->  reader, writer, rekey, verify  ->  blocks  ->  extract, fs  ->  fuse, serve  ->  cli
 //! ```
 //!
 //! * [`mod@format`]: bytes <-> structs for the three layouts; no I/O.
@@ -11,6 +11,7 @@
 //! * [`engine`]: compression engines (identity, geometric-reference).
 //! * [`crypto`]: keys, per-block AES-256-GCM under per-container keys, and reading the
 //!   reference's Living Cipher v3.
+//! * [`remote`]: containers on S3 and HTTP(S): a [`source::ReadAt`] over range GETs.
 //! * [`reader`]: [`reader::Archive`], a lazy view of any container, and the one read
 //!   path that checks a block and alone builds a [`reader::VerifiedBlock`].
 //! * [`blocks`]: the block layer: verified ranges of the served containers, what can be
@@ -41,6 +42,7 @@ pub mod naming;
 pub mod output;
 pub mod reader;
 pub mod rekey;
+pub mod remote;
 pub mod serve;
 pub mod source;
 pub mod time;

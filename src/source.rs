@@ -19,8 +19,11 @@ pub trait ReadAt: Send + Sync {
     }
     /// Fill `buf` from `offset`; `UnexpectedEof` when the source has fewer bytes.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
-    /// A name for messages (a path, or `<memory>`).
+    /// A name for messages (a path, a URL, or `<memory>`).
     fn name(&self) -> String;
+    /// A hint: the caller is about to read these `(offset, len)` ranges. A remote source
+    /// fetches them at once, coalesced into few requests; local sources ignore it.
+    fn will_read(&self, _ranges: &[(u64, u64)]) {}
 }
 
 /// A container file read with `pread`.

@@ -4,7 +4,7 @@
 use super::TrackArg;
 use crate::extract::{write_checked_stream, write_stream};
 use crate::output::{Output, OutputOptions};
-use crate::reader::Archive;
+use crate::reader::OpenCheck;
 use anyhow::{Context, bail};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -112,8 +112,7 @@ fn parse_range(s: &str, stream_len: u64) -> anyhow::Result<(u64, u64)> {
 }
 
 pub fn run_cat(args: CatArgs) -> anyhow::Result<u8> {
-    let mut a = Archive::open(&args.file)
-        .with_context(|| format!("cannot open {}", args.file.display()))?;
+    let mut a = super::remote::open(&args.file, OpenCheck::Structure)?;
     super::check_veri_first(&a, &args.file, "any of its bytes is output")?;
     args.keys.apply(&mut a)?;
     let ti = args.track.resolve(&a)?;
@@ -154,8 +153,7 @@ pub fn run_cat(args: CatArgs) -> anyhow::Result<u8> {
 }
 
 pub fn run_extract(args: ExtractArgs) -> anyhow::Result<u8> {
-    let mut a = Archive::open(&args.file)
-        .with_context(|| format!("cannot open {}", args.file.display()))?;
+    let mut a = super::remote::open(&args.file, OpenCheck::Structure)?;
     args.keys.apply(&mut a)?;
     let ti = args.track.resolve(&a)?;
     let len = a.tracks[ti].stream_len();
@@ -164,7 +162,11 @@ pub fn run_extract(args: ExtractArgs) -> anyhow::Result<u8> {
         &OutputOptions {
             force: args.force,
             mode: output_mode(&args.file, a.encryption.is_some())?,
-            inputs: args.keys.files().chain([args.file.clone()]).collect(),
+            inputs: args
+                .keys
+                .files()
+                .chain(Some(args.file.clone()).filter(|f| !super::remote::is_remote(f)))
+                .collect(),
             allow_stdout: true,
             ..OutputOptions::default()
         },
@@ -198,6 +200,9 @@ pub fn run_extract(args: ExtractArgs) -> anyhow::Result<u8> {
 fn output_mode(container: &Path, encrypted: bool) -> anyhow::Result<u32> {
     if !encrypted {
         return Ok(0o666);
+    }
+    if super::remote::is_remote(container) {
+        return Ok(0o600);
     }
     use std::os::unix::fs::MetadataExt;
     let md = std::fs::metadata(container)

@@ -1,7 +1,6 @@
 //! `h4fs inspect`.
 
 use crate::reader::{Archive, BlockEntry, ChunkInfo, Layout, OpenCheck};
-use anyhow::Context;
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::{Value, json};
 use std::cmp::Reverse;
@@ -19,9 +18,11 @@ use std::path::PathBuf;
   h4fs inspect --json movie.h4mk | jq .meta
   h4fs inspect --chunks reference.h4mk")]
 pub struct Args {
-    /// The container to inspect (.h4mk: h4fs or reference layout A/C).
+    /// The container to inspect (.h4mk: h4fs or reference layout A/C): a path, an
+    /// s3://BUCKET/KEY or an http(s):// URL.
     pub file: PathBuf,
-    /// Machine-readable JSON.
+    /// Machine-readable JSON. For an s3:// or http(s):// container, "remote_open" says
+    /// what opening it cost: requests, bytes, retries, failed requests.
     #[arg(long)]
     pub json: bool,
     /// List every CORE chunk too (one line per block).
@@ -32,10 +33,14 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
-    let mut a = Archive::open_with(&args.file, OpenCheck::Structure)
-        .with_context(|| format!("cannot open {}", args.file.display()))?;
+    let mut a = super::remote::open(&args.file, OpenCheck::Structure)?;
+    // What opening a remote container cost (requests, bytes), before anything else.
+    let opened = super::remote::stats_of(&super::remote::shown(&args.file));
     args.keys.apply(&mut a)?;
-    let doc = describe(&a);
+    let mut doc = describe(&a);
+    if let (Some(s), Some(obj)) = (opened, doc.as_object_mut()) {
+        obj.insert("remote_open".into(), json!(s));
+    }
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     if args.json {
         let doc = WithCoreChunks {

@@ -19,6 +19,7 @@ mod mount;
 mod pack;
 mod probe;
 mod progress;
+pub mod remote;
 mod seek;
 mod serve;
 mod stats;
@@ -36,6 +37,8 @@ const AFTER_HELP: &str = "\
 Examples:
   h4fs pack movie.mp4 --media -o movie.h4mk
   h4fs inspect movie.h4mk
+  h4fs verify --endpoint http://127.0.0.1:8333 s3://media/movie.h4mk
+  h4fs cat https://cdn.example/movie.h4mk --range 0-1023 | xxd | head
   h4fs verify --full movie.h4mk
   h4fs seek movie.h4mk 5000000
   h4fs cat movie.h4mk --range 0-1023 | xxd | head
@@ -52,6 +55,8 @@ Exit codes: 0 ok, 1 container damaged, 2 bad usage, 3 other error.";
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    #[command(flatten)]
+    pub remote: remote::RemoteArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,6 +95,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    remote::set(cli.remote.clone());
     let result = match cli.command {
         Command::Pack(a) => pack::run(a),
         Command::Inspect(a) => inspect::run(a),
@@ -105,6 +111,7 @@ pub fn main() -> ExitCode {
         Command::Stats(a) => stats::run(a),
         Command::Serve(a) => serve::run(a),
     };
+    remote::report();
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => report(&e),

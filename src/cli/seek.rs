@@ -2,7 +2,6 @@
 
 use super::TrackArg;
 use crate::reader::Archive;
-use anyhow::Context;
 use serde_json::json;
 use std::io::Write;
 use std::path::PathBuf;
@@ -57,8 +56,7 @@ pub(crate) fn check_end(a: &Archive, ti: usize, pts: u64, strict: bool) -> anyho
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
     let mut out = std::io::stdout().lock();
-    let a = Archive::open(&args.file)
-        .with_context(|| format!("cannot open {}", args.file.display()))?;
+    let a = super::remote::open(&args.file, crate::reader::OpenCheck::Structure)?;
     super::check_veri_first(&a, &args.file, "it answers from the blocks")?;
     let ti = args.track.resolve(&a)?;
     let t = &a.tracks[ti];

@@ -1,7 +1,7 @@
 //! `h4fs verify`.
 
 use crate::Error;
-use crate::reader::{Archive, OpenCheck};
+use crate::reader::OpenCheck;
 use serde_json::{Value, json};
 use std::io::Write;
 use std::path::PathBuf;
@@ -43,8 +43,8 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
     let mut out = std::io::stdout().lock();
-    let file = args.file.display().to_string();
-    let mut a = match Archive::open_with(&args.file, OpenCheck::Structure) {
+    let file = super::remote::shown(&args.file);
+    let mut a = match super::remote::open_lib(&args.file, OpenCheck::Structure) {
         Ok(a) => a,
         Err(e) if e.is_integrity() => {
             if args.json {

@@ -52,6 +52,20 @@ impl Archive {
             expected: tail[veri_at + 12..].try_into().expect("32"),
         });
         let crc = check == OpenCheck::Structure;
+        // SEEK, META, SAFE, HENC and HIDX lie between the blocks and the footer: one span,
+        // which a remote source fetches in one request before the reads below.
+        let first = [
+            footer.seek_offset,
+            footer.meta_offset,
+            footer.safe_offset,
+            footer.index_offset,
+        ]
+        .into_iter()
+        .chain((footer.henc_offset != 0).then_some(footer.henc_offset))
+        .min()
+        .unwrap_or(tail_at)
+        .min(tail_at);
+        src.will_read(&[(first, tail_at - first)]);
         let seek = read_chunk_a(src, footer.seek_offset, Tag::SEEK, tail_at, crc)?;
         let meta = read_chunk_a(src, footer.meta_offset, Tag::META, tail_at, crc)?;
         let safe = read_chunk_a(src, footer.safe_offset, Tag::SAFE, tail_at, crc)?;

@@ -232,3 +232,5 @@ pub fn curl(args: &[&str]) -> Output {
         .args(["-sS", "--max-time", "60"])
         .args(args))
 }
+
+pub mod servers;

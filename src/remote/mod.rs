@@ -1,0 +1,875 @@
+//! Containers on S3 and HTTP(S): a [`ReadAt`] over range GETs, on the `object_store`
+//! crate.
+//!
+//! # Why `object_store`
+//! It is maintained (Apache Arrow), used by arrow-rs, DataFusion and delta-rs, and gives
+//! S3 (SigV4, the AWS environment, path and virtual-hosted addressing, S3-compatible
+//! endpoints) and plain HTTP(S) behind one interface, on `reqwest` with rustls.
+//!
+//! # Cost
+//! Every request is counted in [`RemoteStats`]. The source keeps a bounded read-ahead
+//! cache ([`CACHE_BYTES`]) of fetched ranges, so the reader's many small preads at open
+//! become one to three requests:
+//! * opening fetches the last [`MIN_WINDOW`] bytes in one GET (a suffix range, which
+//!   also gives the length and the ETag);
+//! * a small read that misses fetches at least [`MIN_WINDOW`] bytes from where it
+//!   starts, and the window doubles (up to [`PART`]) while misses go forward in order, so
+//!   a reference container's chunk-header walk costs few, large requests;
+//! * [`ReadAt::will_read`] hints (the h4fs footer's metadata span, the next blocks of
+//!   `extract`) are fetched at once, coalesced into parts of at most [`PART`] (8 MiB),
+//!   all in flight together;
+//! * a large read ([`LARGE`] or more) that the cache does not hold is fetched directly,
+//!   in [`PART`]-sized parts in parallel, and not cached.
+//!
+//! # Failures
+//! Each part is retried on 5xx, 429 (throttling), connection errors and timeouts, with
+//! exponential backoff from 100 ms (doubling, at most 2 s between tries), at most
+//! [`MAX_ATTEMPTS`] tries, and never past [`DEADLINE`] (60 s) for one read: a read
+//! fails within that time, never hangs. After a read failed for want of an answer, reads
+//! fail at once for [`COOLDOWN`] (so a caller that falls back to smaller reads does not
+//! wait again for each), then the store is tried again.
+//!
+//! The first response's ETag (or, without one, its Last-Modified time) is the object's
+//! identity: every later GET is conditional on it (`If-Match`), and a response for
+//! another version, or a 412, makes this source fail every read from then on: an object
+//! replaced on the store is never mixed with the one that was opened.
+//!
+//! # Runtime
+//! `ReadAt` is synchronous; requests run on one process-wide tokio runtime with two
+//! worker threads, and callers (rayon workers, FUSE threads) block on them. The runtime
+//! and the client are shared, so thousands of sources (a future prefix mount) cost
+//! one connection pool per store.
+
+mod location;
+pub mod profile;
+
+pub use location::{Location, is_remote, redacted};
+
+use crate::source::ReadAt;
+use crate::{Error, Result};
+use bytes::Bytes;
+use object_store::path::Path as ObjectPath;
+use object_store::{BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectStore, RetryConfig};
+use std::io;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Smallest range a small read fetches (and what opening fetches from the end).
+pub const MIN_WINDOW: u64 = 256 << 10;
+/// The part size: reads and hints are fetched in ranges of at most this.
+pub const PART: u64 = 8 << 20;
+/// Reads of at least this many bytes bypass the cache.
+pub const LARGE: u64 = 1 << 20;
+/// Bytes of fetched ranges kept.
+pub const CACHE_BYTES: u64 = 96 << 20;
+/// Most bytes one [`ReadAt::will_read`] hint fetches.
+pub const HINT_BYTES: u64 = 64 << 20;
+/// Tries of one request (the first and the retries).
+pub const MAX_ATTEMPTS: u32 = 5;
+/// Longest time one read may take, retries included.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+/// After a read failed for want of an answer, how long later reads fail at once.
+pub const COOLDOWN: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Counters of one remote source: what opening and reading it cost.
+#[derive(Debug, Default)]
+pub struct RemoteStats {
+    /// HTTP requests sent (retries included).
+    pub requests: AtomicU64,
+    /// Bytes received in response bodies.
+    pub bytes: AtomicU64,
+    /// Requests that were retries of a failed one.
+    pub retries: AtomicU64,
+    /// Requests that failed (with or without a retry after them).
+    pub errors: AtomicU64,
+}
+
+/// A snapshot of [`RemoteStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct StatsSnapshot {
+    pub requests: u64,
+    pub bytes: u64,
+    pub retries: u64,
+    pub errors: u64,
+}
+
+impl RemoteStats {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            requests: self.requests.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// How to reach S3. Secrets are not here: they come from the environment or the AWS
+/// profile files, never from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct RemoteOptions {
+    /// An S3-compatible endpoint (`http://127.0.0.1:8333`); else `AWS_ENDPOINT_URL`,
+    /// the profile's `endpoint_url`, or AWS itself.
+    pub endpoint: Option<String>,
+    /// The region; else `AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's, `us-east-1`.
+    pub region: Option<String>,
+    /// Send requests unsigned (public buckets), as the AWS CLI's `--no-sign-request`.
+    pub no_sign_request: bool,
+    /// Path-style addressing (`ENDPOINT/BUCKET/KEY`); always used with an endpoint.
+    pub path_style: bool,
+}
+
+fn runtime() -> io::Result<&'static tokio::runtime::Runtime> {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    if let Some(rt) = RT.get() {
+        return Ok(rt);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("h4fs-remote")
+        .enable_all()
+        .build()?;
+    Ok(RT.get_or_init(|| rt))
+}
+
+/// A failed request, classified.
+#[derive(Debug)]
+enum Failure {
+    /// Worth another try (5xx, 429, connection, timeout).
+    Transient(String),
+    /// Will not get better by trying again (403, 404, 400, ...).
+    Permanent(String),
+    /// The object is not the one opened.
+    Changed(String),
+}
+
+impl Failure {
+    fn message(&self) -> &str {
+        match self {
+            Failure::Transient(m) | Failure::Permanent(m) | Failure::Changed(m) => m,
+        }
+    }
+}
+
+/// The HTTP status an `object_store` error carries, from its text (its status lives in
+/// a private type): "... status code: 503 Service Unavailable ...".
+fn status_of(text: &str) -> Option<u16> {
+    let at = text.find("status code: ")? + "status code: ".len();
+    text.get(at..at + 3)?.parse().ok()
+}
+
+/// The S3 error code in a response body quoted in `text` (`<Code>NoSuchKey</Code>`).
+fn s3_code(text: &str) -> Option<&str> {
+    let at = text.find("<Code>")? + "<Code>".len();
+    let end = text[at..].find("</Code>")? + at;
+    Some(&text[at..end]).filter(|c| c.len() < 64 && c.chars().all(|c| c.is_ascii_alphanumeric()))
+}
+
+/// Classify an `object_store` error into a message that names the object, the status
+/// and the S3 error code, and nothing else: no URL query, no header, no credential.
+fn classify(name: &str, what: &str, e: &object_store::Error) -> Failure {
+    use object_store::Error as E;
+    let mut chain = e.to_string();
+    let mut src = std::error::Error::source(e);
+    let mut http_kind = None;
+    while let Some(s) = src {
+        chain.push_str(": ");
+        chain.push_str(&s.to_string());
+        if let Some(h) = s.downcast_ref::<object_store::client::HttpError>() {
+            http_kind = Some(h.kind());
+        }
+        src = s.source();
+    }
+    let code = s3_code(&chain)
+        .map(|c| format!(", {c}"))
+        .unwrap_or_default();
+    let status = match e {
+        E::NotFound { .. } => Some(404),
+        E::PermissionDenied { .. } => Some(403),
+        E::Unauthenticated { .. } => Some(401),
+        E::Precondition { .. } => Some(412),
+        _ => status_of(&chain),
+    };
+    match status {
+        Some(412) => Failure::Changed(format!(
+            "{name} changed on the store after it was opened (HTTP 412 to a request \
+             conditional on its ETag): refusing to mix two versions"
+        )),
+        Some(s @ (401 | 403)) => Failure::Permanent(format!(
+            "{what} of {name}: access denied (HTTP {s}{code}); check the credentials \
+             (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE) or use \
+             --no-sign-request for a public object"
+        )),
+        Some(404) => Failure::Permanent(format!("{what} of {name}: not found (HTTP 404{code})")),
+        Some(s) if s >= 500 || s == 429 => Failure::Transient(format!(
+            "{what} of {name}: the store answered HTTP {s}{code}"
+        )),
+        Some(s) => Failure::Permanent(format!(
+            "{what} of {name}: the store answered HTTP {s}{code}"
+        )),
+        None => {
+            use object_store::client::HttpErrorKind as K;
+            let why = match http_kind {
+                Some(K::Connect) => "cannot connect to the store",
+                Some(K::Timeout) => "the store did not answer in time",
+                Some(K::Interrupted) => "the connection was cut",
+                Some(K::Request) => "the request failed",
+                Some(K::Decode) => "the response could not be read",
+                _ => "",
+            };
+            if why.is_empty() {
+                Failure::Permanent(format!("{what} of {name}: {}", first_line(&chain)))
+            } else {
+                Failure::Transient(format!("{what} of {name}: {why}"))
+            }
+        }
+    }
+}
+
+/// The first `: `-separated part of an error text that holds no URL (URLs may carry
+/// more than the user typed).
+fn first_line(chain: &str) -> String {
+    chain
+        .split(": ")
+        .find(|p| !p.contains("://"))
+        .unwrap_or("request failed")
+        .chars()
+        .take(200)
+        .collect()
+}
+
+/// The object's identity as first seen.
+#[derive(Debug, Clone)]
+struct Identity {
+    e_tag: Option<String>,
+    /// Last-Modified (RFC 3339), compared when the store gives no ETag.
+    last_modified: String,
+    len: u64,
+}
+
+/// Ranges already fetched, bounded by [`CACHE_BYTES`], least recently used dropped
+/// first; plus the state of the growing read-ahead window.
+#[derive(Default)]
+struct Cache {
+    entries: Vec<Entry>,
+    bytes: u64,
+    tick: u64,
+    window: u64,
+    last_end: u64,
+}
+
+struct Entry {
+    start: u64,
+    data: Bytes,
+    used: u64,
+}
+
+impl Cache {
+    /// Copy into `buf` what the cache holds from `offset` on, contiguously; returns how
+    /// many bytes it copied.
+    fn copy_from(&mut self, buf: &mut [u8], offset: u64) -> usize {
+        let mut done = 0usize;
+        self.tick += 1;
+        while done < buf.len() {
+            let pos = offset + done as u64;
+            let Some(e) = self
+                .entries
+                .iter_mut()
+                .find(|e| e.start <= pos && pos < e.start + e.data.len() as u64)
+            else {
+                break;
+            };
+            e.used = self.tick;
+            let from = (pos - e.start) as usize;
+            let n = (e.data.len() - from).min(buf.len() - done);
+            buf[done..done + n].copy_from_slice(&e.data[from..from + n]);
+            done += n;
+        }
+        done
+    }
+
+    fn covers(&self, r: &Range<u64>) -> bool {
+        let mut pos = r.start;
+        while pos < r.end {
+            match self
+                .entries
+                .iter()
+                .find(|e| e.start <= pos && pos < e.start + e.data.len() as u64)
+            {
+                Some(e) => pos = e.start + e.data.len() as u64,
+                None => return false,
+            }
+        }
+        true
+    }
+
+    fn insert(&mut self, start: u64, data: Bytes) {
+        if data.is_empty() || data.len() as u64 > CACHE_BYTES {
+            return;
+        }
+        self.tick += 1;
+        self.bytes += data.len() as u64;
+        self.entries.push(Entry {
+            start,
+            data,
+            used: self.tick,
+        });
+        while self.bytes > CACHE_BYTES {
+            let (i, _) = self
+                .entries
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, e)| e.used)
+                .expect("over capacity means not empty");
+            let e = self.entries.swap_remove(i);
+            self.bytes -= e.data.len() as u64;
+        }
+    }
+
+    /// The read-ahead window for a miss at `offset`: doubles while misses go forward,
+    /// back to [`MIN_WINDOW`] after a jump back or far ahead.
+    fn window_for(&mut self, offset: u64) -> u64 {
+        let sequential =
+            offset >= self.last_end && offset - self.last_end <= self.window.max(MIN_WINDOW);
+        self.window = match sequential && self.window > 0 {
+            true => (self.window * 2).min(PART),
+            false => MIN_WINDOW,
+        };
+        self.window
+    }
+}
+
+/// A container read with range GETs from S3 or an HTTP server.
+pub struct RemoteSource {
+    store: Arc<dyn ObjectStore>,
+    path: ObjectPath,
+    name: String,
+    identity: Identity,
+    stats: Arc<RemoteStats>,
+    cache: Mutex<Cache>,
+    /// Set once the object was seen to change: every read fails with this.
+    changed: OnceLock<String>,
+    /// When and why a read last failed for want of an answer.
+    down: Mutex<Option<(Instant, String)>>,
+}
+
+impl std::fmt::Debug for RemoteSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteSource")
+            .field("name", &self.name)
+            .field("len", &self.identity.len)
+            .finish_non_exhaustive()
+    }
+}
+
+fn io_err(msg: impl Into<String>) -> io::Error {
+    io::Error::other(msg.into())
+}
+
+/// The S3 client for `bucket`, from the options, the environment and the profile.
+fn s3_store(bucket: &str, opts: &RemoteOptions) -> Result<Arc<dyn ObjectStore>> {
+    use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+    // The AWS CLI's precedence: environment keys, else the profile's.
+    let env_keys = env("AWS_ACCESS_KEY_ID").is_some() && env("AWS_SECRET_ACCESS_KEY").is_some();
+    let profile = if env_keys && env("AWS_PROFILE").is_none() {
+        profile::Profile::default()
+    } else {
+        profile::from_env().map_err(Error::BadInput)?
+    };
+    let mut signed = env_keys;
+    if !env_keys {
+        if let (Some(id), Some(secret)) = (&profile.access_key_id, &profile.secret_access_key) {
+            b = b.with_access_key_id(id).with_secret_access_key(secret);
+            if let Some(t) = &profile.session_token {
+                b = b.with_token(t);
+            }
+            signed = true;
+        }
+    }
+    let region = opts
+        .region
+        .clone()
+        .or_else(|| env("AWS_REGION"))
+        .or_else(|| env("AWS_DEFAULT_REGION"))
+        .or(profile.region.clone());
+    if let Some(r) = region {
+        b = b.with_region(r);
+    }
+    let endpoint = opts
+        .endpoint
+        .clone()
+        .or_else(|| env("AWS_ENDPOINT_URL_S3"))
+        .or_else(|| env("AWS_ENDPOINT_URL"))
+        .or(profile.endpoint_url.clone());
+    let https = endpoint
+        .as_deref()
+        .is_none_or(|e| e.to_ascii_lowercase().starts_with("https://"));
+    if let Some(e) = &endpoint {
+        if !is_remote(e) || e.to_ascii_lowercase().starts_with("s3://") {
+            return Err(Error::BadInput(format!(
+                "endpoint \"{e}\" is not an http:// or https:// URL"
+            )));
+        }
+        b = b.with_endpoint(e.trim_end_matches('/'));
+    }
+    let path_style = opts.path_style || endpoint.is_some();
+    b = b.with_virtual_hosted_style_request(!path_style);
+    // Without credentials, requests go unsigned (public buckets) rather than to the
+    // instance-metadata service, which is not there off EC2 and would only time out.
+    b = b.with_skip_signature(opts.no_sign_request || !signed);
+    // Only the session-token form of a key from the environment needs this.
+    if let Some(t) = env("AWS_SESSION_TOKEN").filter(|_| env_keys) {
+        b = b.with_config(AmazonS3ConfigKey::Token, t);
+    }
+    let mut client = client_options(!https);
+    // AWS_CA_BUNDLE: extra roots for an https endpoint, as the AWS CLI reads it; a plain
+    // http endpoint has no use for it and does not read it.
+    if let Some(bundle) = env("AWS_CA_BUNDLE").filter(|_| https) {
+        let pem = std::fs::read(&bundle)
+            .map_err(|e| Error::io(format!("cannot read AWS_CA_BUNDLE ({bundle})"), e))?;
+        let certs = object_store::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            Error::BadInput(format!(
+                "AWS_CA_BUNDLE ({bundle}) is not a PEM certificate bundle: {e}"
+            ))
+        })?;
+        if certs.is_empty() {
+            return Err(Error::BadInput(format!(
+                "AWS_CA_BUNDLE ({bundle}) holds no PEM certificate"
+            )));
+        }
+        for c in certs {
+            client = client.with_root_certificate(c);
+        }
+    }
+    let store = b
+        .with_client_options(client)
+        .with_retry(no_retries())
+        .build()
+        .map_err(|e| {
+            Error::BadInput(format!(
+                "cannot set up S3 access to bucket {bucket}: {}",
+                first_line(&e.to_string())
+            ))
+        })?;
+    Ok(Arc::new(store))
+}
+
+fn client_options(allow_http: bool) -> ClientOptions {
+    ClientOptions::new()
+        .with_allow_http(allow_http)
+        .with_connect_timeout(CONNECT_TIMEOUT)
+        .with_timeout(REQUEST_TIMEOUT)
+}
+
+/// Retries are done here, counted, within [`DEADLINE`]; the client makes one try.
+fn no_retries() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig::default(),
+        max_retries: 0,
+        retry_timeout: DEADLINE,
+    }
+}
+
+impl RemoteSource {
+    /// Open `loc`: one GET of its last [`MIN_WINDOW`] bytes, which gives its length and
+    /// identity (ETag) too.
+    pub fn open(loc: &Location, opts: &RemoteOptions) -> Result<RemoteSource> {
+        let name = loc.shown();
+        let (store, path): (Arc<dyn ObjectStore>, ObjectPath) = match loc {
+            Location::S3 { bucket, key } => (
+                s3_store(bucket, opts)?,
+                ObjectPath::parse(key)
+                    .map_err(|e| Error::BadInput(format!("{name}: not a valid object key: {e}")))?,
+            ),
+            Location::Http { base, path, https } => {
+                let store = object_store::http::HttpBuilder::new()
+                    .with_url(base.clone())
+                    .with_client_options(client_options(!https))
+                    .with_retry(no_retries())
+                    .build()
+                    .map_err(|e| {
+                        Error::BadInput(format!("{name}: {}", first_line(&e.to_string())))
+                    })?;
+                let p = ObjectPath::from_url_path(path)
+                    .map_err(|e| Error::BadInput(format!("{name}: not a valid URL path: {e}")))?;
+                (Arc::new(store), p)
+            }
+        };
+        let stats = Arc::new(RemoteStats::default());
+        let mut src = RemoteSource {
+            store,
+            path,
+            name,
+            identity: Identity {
+                e_tag: None,
+                last_modified: String::new(),
+                len: 0,
+            },
+            stats,
+            cache: Mutex::new(Cache::default()),
+            changed: OnceLock::new(),
+            down: Mutex::new(None),
+        };
+        let rt = runtime().map_err(|e| Error::io("starting the network runtime", e))?;
+        let (identity, range, data) = rt
+            .block_on(src.fetch_first())
+            .map_err(|m| Error::io(format!("cannot open {}", src.name), io_err(m)))?;
+        src.identity = identity;
+        let cache = src.cache.get_mut().expect("not shared yet");
+        cache.insert(range.start, data);
+        cache.last_end = range.end;
+        Ok(src)
+    }
+
+    /// The counters of this source (shared: they go on counting).
+    pub fn stats(&self) -> Arc<RemoteStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// The first GET: the last bytes of the object, unconditional.
+    async fn fetch_first(&self) -> std::result::Result<(Identity, Range<u64>, Bytes), String> {
+        let opts = || GetOptions {
+            range: Some(GetRange::Suffix(MIN_WINDOW)),
+            ..GetOptions::default()
+        };
+        let r = self.with_retries("GET the end", |_| opts()).await?;
+        let (meta, range, data) = r;
+        let identity = Identity {
+            e_tag: meta.e_tag.clone(),
+            last_modified: meta.last_modified.to_rfc3339(),
+            len: meta.size,
+        };
+        Ok((identity, range, data))
+    }
+
+    /// One request with retries; `make` builds its options (given the try number).
+    async fn with_retries(
+        &self,
+        what: &str,
+        make: impl Fn(u32) -> GetOptions,
+    ) -> std::result::Result<(object_store::ObjectMeta, Range<u64>, Bytes), String> {
+        let start = Instant::now();
+        let mut backoff = Duration::from_millis(100);
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            if attempt > 1 {
+                self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            }
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let left = DEADLINE.saturating_sub(start.elapsed());
+            let once = async {
+                let r = self.store.get_opts(&self.path, make(attempt)).await?;
+                let meta = r.meta.clone();
+                let range = r.range.clone();
+                let data = r.bytes().await?;
+                Ok::<_, object_store::Error>((meta, range, data))
+            };
+            let failure = match tokio::time::timeout(left, once).await {
+                Ok(Ok((meta, range, data))) => {
+                    self.stats
+                        .bytes
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    if data.len() as u64 != range.end - range.start {
+                        Failure::Transient(format!(
+                            "{what} of {}: the response ended after {} of {} bytes",
+                            self.name,
+                            data.len(),
+                            range.end - range.start
+                        ))
+                    } else {
+                        return Ok((meta, range, data));
+                    }
+                }
+                Ok(Err(e)) => classify(&self.name, what, &e),
+                Err(_) => Failure::Transient(format!(
+                    "{what} of {}: no answer within {} s",
+                    self.name,
+                    DEADLINE.as_secs()
+                )),
+            };
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            let Failure::Transient(msg) = failure else {
+                return Err(failure.message().to_string());
+            };
+            if attempt >= MAX_ATTEMPTS || start.elapsed() + backoff >= DEADLINE {
+                let msg = format!(
+                    "{msg} (gave up after {attempt} tries in {:.1} s)",
+                    start.elapsed().as_secs_f64()
+                );
+                *self.down.lock().expect("not poisoned") = Some((Instant::now(), msg.clone()));
+                return Err(msg);
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Fetch `r` (conditional on the object's identity) and check what came back is the
+    /// object opened.
+    async fn fetch(&self, r: Range<u64>) -> std::result::Result<Bytes, String> {
+        let what = format!("GET bytes {}-{}", r.start, r.end - 1);
+        let id = &self.identity;
+        let (meta, got, data) = self
+            .with_retries(&what, |_| GetOptions {
+                range: Some(GetRange::Bounded(r.clone())),
+                if_match: id.e_tag.clone(),
+                ..GetOptions::default()
+            })
+            .await
+            .inspect_err(|m| self.note_changed(m))?;
+        let same = meta.size == id.len
+            && match &id.e_tag {
+                Some(t) => meta.e_tag.as_ref() == Some(t),
+                None => meta.last_modified.to_rfc3339() == id.last_modified,
+            };
+        if !same {
+            let m = format!(
+                "{} changed on the store after it was opened (now {} bytes, ETag {}; \
+                 opened: {} bytes, ETag {}): refusing to mix two versions",
+                self.name,
+                meta.size,
+                meta.e_tag.as_deref().unwrap_or("none"),
+                id.len,
+                id.e_tag.as_deref().unwrap_or("none")
+            );
+            let _ = self.changed.set(m.clone());
+            return Err(m);
+        }
+        if got != r {
+            return Err(format!(
+                "{what} of {}: the store answered bytes {}-{}",
+                self.name,
+                got.start,
+                got.end.saturating_sub(1)
+            ));
+        }
+        Ok(data)
+    }
+
+    fn note_changed(&self, msg: &str) {
+        if msg.contains("changed on the store") {
+            let _ = self.changed.set(msg.to_string());
+        }
+    }
+
+    /// Fetch ranges (each at most [`PART`]) all at once.
+    fn fetch_all(&self, parts: &[Range<u64>]) -> io::Result<Vec<Bytes>> {
+        let rt = runtime()?;
+        rt.block_on(futures::future::try_join_all(
+            parts.iter().map(|r| self.fetch(r.clone())),
+        ))
+        .map_err(io_err)
+    }
+
+    /// Fail at once when the object changed or the store just failed to answer.
+    fn check_usable(&self) -> io::Result<()> {
+        if let Some(m) = self.changed.get() {
+            return Err(io_err(m.clone()));
+        }
+        let down = self.down.lock().expect("not poisoned");
+        if let Some((at, msg)) = down.as_ref() {
+            if at.elapsed() < COOLDOWN {
+                return Err(io_err(format!(
+                    "{msg}; not trying again for {} s",
+                    COOLDOWN.as_secs()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `r` cut into consecutive parts of at most [`PART`] bytes.
+fn split(r: Range<u64>) -> Vec<Range<u64>> {
+    let mut out = Vec::new();
+    let mut pos = r.start;
+    while pos < r.end {
+        let end = (pos + PART).min(r.end);
+        out.push(pos..end);
+        pos = end;
+    }
+    out
+}
+
+/// Sort and merge ranges whose gap is at most `gap` bytes, then cut them into parts
+/// of at most [`PART`].
+fn coalesce(ranges: &[(u64, u64)], gap: u64) -> Vec<Range<u64>> {
+    let mut rs: Vec<Range<u64>> = ranges
+        .iter()
+        .filter(|(_, len)| *len > 0)
+        .map(|&(o, len)| o..o.saturating_add(len))
+        .collect();
+    rs.sort_by_key(|r| r.start);
+    let mut merged: Vec<Range<u64>> = Vec::new();
+    for r in rs {
+        match merged.last_mut() {
+            Some(m) if r.start <= m.end.saturating_add(gap) => m.end = m.end.max(r.end),
+            _ => merged.push(r),
+        }
+    }
+    merged.into_iter().flat_map(split).collect()
+}
+
+impl ReadAt for RemoteSource {
+    fn len(&self) -> u64 {
+        self.identity.len
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let len = self.identity.len;
+        if offset.checked_add(buf.len() as u64).is_none_or(|e| e > len) {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        self.check_usable()?;
+        let (done, window) = {
+            let mut c = self.cache.lock().expect("not poisoned");
+            let done = c.copy_from(buf, offset);
+            let pos = offset + done as u64;
+            let window = (done < buf.len() && ((buf.len() - done) as u64) < LARGE)
+                .then(|| c.window_for(pos));
+            (done, window)
+        };
+        if done == buf.len() {
+            return Ok(());
+        }
+        let pos = offset + done as u64;
+        let rest = &mut buf[done..];
+        match window {
+            Some(w) => {
+                let end = (pos + (rest.len() as u64).max(w)).min(len);
+                let parts = split(pos..end);
+                let got = self.fetch_all(&parts)?;
+                let mut c = self.cache.lock().expect("not poisoned");
+                for (r, data) in parts.iter().zip(got) {
+                    c.insert(r.start, data);
+                }
+                c.last_end = end;
+                let n = c.copy_from(rest, pos);
+                if n != rest.len() {
+                    // Evicted at once: only when the cache is smaller than one window.
+                    return Err(io_err("read-ahead cache too small"));
+                }
+            }
+            None => {
+                let parts = split(pos..pos + rest.len() as u64);
+                let got = self.fetch_all(&parts)?;
+                let mut at = 0;
+                for data in got {
+                    rest[at..at + data.len()].copy_from_slice(&data);
+                    at += data.len();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn will_read(&self, ranges: &[(u64, u64)]) {
+        if self.check_usable().is_err() {
+            return;
+        }
+        let len = self.identity.len;
+        let clipped: Vec<(u64, u64)> = ranges
+            .iter()
+            .filter(|(o, _)| *o < len)
+            .map(|&(o, n)| (o, n.min(len - o)))
+            .collect();
+        let mut budget = HINT_BYTES;
+        let parts: Vec<Range<u64>> = {
+            let c = self.cache.lock().expect("not poisoned");
+            coalesce(&clipped, 64 << 10)
+                .into_iter()
+                .filter(|r| !c.covers(r))
+                .take_while(|r| {
+                    let n = r.end - r.start;
+                    let fits = n <= budget;
+                    budget = budget.saturating_sub(n);
+                    fits
+                })
+                .collect()
+        };
+        if parts.is_empty() {
+            return;
+        }
+        // A failed hint costs nothing more: the read that needs the bytes fetches
+        // (and reports) again.
+        if let Ok(got) = self.fetch_all(&parts) {
+            let mut c = self.cache.lock().expect("not poisoned");
+            for (r, data) in parts.iter().zip(got) {
+                c.insert(r.start, data);
+            }
+        }
+    }
+
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_and_code_are_read_from_error_text() {
+        let t = "Generic S3 error: Error performing GET http://h/b/k in 2ms - Server \
+                 returned non-2xx status code: 503 Service Unavailable: <Error><Code>SlowDown</Code></Error>";
+        assert_eq!(status_of(t), Some(503));
+        assert_eq!(s3_code(t), Some("SlowDown"));
+        assert_eq!(status_of("no status here"), None);
+        assert_eq!(s3_code("<Code>a b</Code>"), None);
+    }
+
+    #[test]
+    fn coalesces_adjacent_ranges_into_parts() {
+        // Adjacent and near ranges merge; a far one stays apart; long runs are cut.
+        let rs = coalesce(&[(100, 50), (0, 100), (150, 10), (1 << 30, 5)], 64);
+        assert_eq!(rs, vec![0..160, (1 << 30)..(1 << 30) + 5]);
+        let rs = coalesce(&[(0, 3 * PART + 1)], 0);
+        assert_eq!(rs.len(), 4);
+        assert!(rs.iter().all(|r| r.end - r.start <= PART));
+        assert_eq!(rs[3], 3 * PART..3 * PART + 1);
+    }
+
+    #[test]
+    fn cache_copies_across_entries_and_stays_bounded() {
+        let mut c = Cache::default();
+        c.insert(0, Bytes::from(vec![1u8; 10]));
+        c.insert(10, Bytes::from(vec![2u8; 10]));
+        let mut buf = [0u8; 15];
+        assert_eq!(c.copy_from(&mut buf, 5), 15);
+        assert_eq!(&buf[..5], &[1; 5]);
+        assert_eq!(&buf[5..], &[2; 10]);
+        assert_eq!(c.copy_from(&mut buf, 20), 0);
+        assert!(c.covers(&(3..20)) && !c.covers(&(3..21)));
+        // Filling past the bound drops the least recently used entries.
+        for i in 0..4u64 {
+            c.insert(100 + i * (40 << 20), Bytes::from(vec![0u8; 40 << 20]));
+        }
+        assert!(c.bytes <= CACHE_BYTES);
+        assert!(!c.covers(&(0..10)));
+    }
+
+    #[test]
+    fn window_grows_while_reads_go_forward() {
+        let mut c = Cache::default();
+        assert_eq!(c.window_for(0), MIN_WINDOW);
+        c.last_end = MIN_WINDOW;
+        assert_eq!(c.window_for(MIN_WINDOW + 100), 2 * MIN_WINDOW);
+        c.last_end = 3 * MIN_WINDOW;
+        let mut w = 0;
+        for _ in 0..10 {
+            w = c.window_for(c.last_end);
+            c.last_end += w;
+        }
+        assert_eq!(w, PART);
+        // A jump back starts small again.
+        assert_eq!(c.window_for(0), MIN_WINDOW);
+    }
+}
