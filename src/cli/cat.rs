@@ -24,7 +24,8 @@ use std::path::{Path, PathBuf};
   h4fs cat movie.h4mk --range 0-1048575 | sha256sum
   h4fs cat --raw --block 0 unknown-engine.h4mk | xxd")]
 pub struct CatArgs {
-    /// The container to read from (.h4mk: h4fs or reference layout A/C).
+    /// The container to read from (.h4mk: h4fs or reference layout A/C): a path, s3://BUCKET/KEY
+    /// or an http(s):// URL.
     pub file: PathBuf,
     /// Block number (within the track).
     #[arg(long, group = "what")]
@@ -65,7 +66,8 @@ pub struct CatArgs {
   h4fs extract movie.h4mk -o movie.mp4
   h4fs extract movie.h4mk -o - | mpv -")]
 pub struct ExtractArgs {
-    /// The container to extract (.h4mk: h4fs or reference layout A/C).
+    /// The container to extract (.h4mk: h4fs or reference layout A/C): a path, s3://BUCKET/KEY
+    /// or an http(s):// URL.
     pub file: PathBuf,
     /// Output file, or - for stdout. An existing file is replaced only with --force; a
     /// device, FIFO or socket is written directly; a symbolic link is refused unless it

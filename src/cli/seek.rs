@@ -24,6 +24,7 @@ use std::path::PathBuf;
   h4fs seek movie.h4mk 00:01:30.5
   h4fs seek --json --track 1 multitrack.h4mk 100ms")]
 pub struct Args {
+    /// The container: a path, s3://BUCKET/KEY or an http(s):// URL.
     pub file: PathBuf,
     /// Presentation time: microseconds, or 12s, 12.5s, 1500ms, 00:01:30.5.
     #[arg(value_name = "TIME", value_parser = crate::time::parse_time_arg, allow_hyphen_values = true)]

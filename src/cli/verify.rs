@@ -24,7 +24,8 @@ use std::path::PathBuf;
 \"failures\" (one per failing block or chunk: \"block\", \"offset\", \"kind\",
 \"message\"). The exit code is the same as without it.")]
 pub struct Args {
-    /// The container to verify (.h4mk: h4fs or reference layout A/C).
+    /// The container to verify (.h4mk: h4fs or reference layout A/C): a path, s3://BUCKET/KEY
+    /// or an http(s):// URL.
     pub file: PathBuf,
     /// Also check an h4fs container's VERI (SHA-256 over every chunk: one more read and
     /// hash of the whole file). Reference files have it checked without --full.
