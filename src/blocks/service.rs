@@ -21,7 +21,10 @@ use super::flight::Flights;
 use super::handle::{Held, ReadHandle, find};
 use super::state::Served;
 use super::{BlockCache, BlockIndex, BlockKey, CacheStats, ContainerId, ReadError, TrackId};
+use crate::error::Error;
+use crate::integrity::tree::Shape;
 use crate::reader::{Archive, BlockEntry, VerifiedBlock};
+use std::ops::Range;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 
@@ -146,6 +149,9 @@ impl Blocks {
         handle: Option<&ReadHandle>,
     ) -> Result<Data, ReadError> {
         self.check(c)?;
+        if self.container(c).by_groups(t.index()) {
+            return self.read_groups(c, t, offset, len, handle);
+        }
         let track = &self.archive(c).tracks[t.index()];
         let segs: Vec<_> = track.segments(offset, len).collect();
         let Some(last) = segs.last().map(|s| s.block) else {
@@ -202,6 +208,9 @@ impl Blocks {
         let hi = offset.saturating_add(len).min(e.decoded_len);
         if lo == hi {
             return Ok(Data::Owned(Vec::new()));
+        }
+        if self.container(c).by_groups(t.index()) {
+            return self.read_groups(c, t, e.stream_offset + lo, hi - lo, handle);
         }
         let held = handle.map(|h| h.begin(offset, offset + len).held);
         let held = held.unwrap_or_default();
@@ -480,6 +489,9 @@ impl Blocks {
 
     /// Prefetch one block unless it is cached or being loaded.
     fn prefetch_one(&self, key: BlockKey) {
+        if self.container(key.container).by_groups(key.track.index()) {
+            return self.prefetch_run(key);
+        }
         if !self.cache.contains(&key) && matches!(self.load(key, None, true, None), Ok((_, true))) {
             self.cache.record_prefetch();
         }
@@ -487,6 +499,14 @@ impl Blocks {
 
     /// Prefetch two blocks, together where possible (see [`load_pair`](Self::load_pair)).
     pub(crate) fn prefetch_pair(&self, a: BlockKey, b: BlockKey) {
+        if [a, b]
+            .iter()
+            .any(|k| self.container(k.container).by_groups(k.track.index()))
+        {
+            self.prefetch_one(a);
+            self.prefetch_one(b);
+            return;
+        }
         for part in self.load_pair([a, b], true) {
             if matches!(part, PairPart::Loaded(Ok(_))) {
                 self.cache.record_prefetch();
@@ -533,5 +553,256 @@ impl Blocks {
         if let Some(h) = handle {
             h.queued(sent_to.max(skip_to.unwrap_or(0)));
         }
+    }
+
+    // ---- hash groups (v2 containers whose stream is their stored stream) -------------
+
+    /// [`read`](Self::read) for a track served by hash groups: the groups overlapping
+    /// `[offset, offset + len)`, each from the cache or loaded (a miss loads the groups
+    /// from there to the end of the read; for a sequential reader a whole run of
+    /// [`RUN_BYTES`], whose groups are hashed on the rayon pool), then the runs ahead of
+    /// a sequential reader queued for prefetch.
+    fn read_groups(
+        &self,
+        c: ContainerId,
+        t: TrackId,
+        offset: u64,
+        len: u64,
+        handle: Option<&ReadHandle>,
+    ) -> Result<Data, ReadError> {
+        let shape = self.shape(c);
+        let end = offset.saturating_add(len).min(shape.stream_len());
+        if offset >= end {
+            return Ok(Data::Owned(Vec::new()));
+        }
+        let (groups, span) = shape.groups_for(offset..end);
+        let (sequential, queued_to) = match handle {
+            Some(h) => {
+                let b = h.begin(offset, end);
+                (b.sequential, Some(b.queued_to))
+            }
+            None => (offset == 0, None),
+        };
+        let run = run_groups(shape);
+        let mut parts: Vec<Arc<VerifiedBlock>> = Vec::new();
+        let mut g = groups.start;
+        while g < groups.end {
+            if let Some(b) = self.cache.get(&group_key(c, t, g)) {
+                parts.push(b);
+                g += 1;
+                continue;
+            }
+            let want = if sequential {
+                groups.end.max(g + run).min(shape.group_count())
+            } else {
+                groups.end
+            };
+            let loaded = match self.load_groups(c, t, g..want, false) {
+                // A run reaching past this read failed: the damage may lie beyond what
+                // this read touches, so it gets its own groups alone.
+                Err(_) if want > groups.end => self.load_groups(c, t, g..groups.end, false)?,
+                r => r?,
+            };
+            let take = loaded.len().min((groups.end - g) as usize);
+            parts.extend(loaded.into_iter().take(take));
+            g += take as u64;
+        }
+        if sequential {
+            self.queue_prefetch_groups(c, t, groups.end, queued_to, handle);
+        }
+        let lo = offset - span.start;
+        let hi = end - span.start;
+        Ok(match parts.as_slice() {
+            [one] => Data::Block(one.clone(), lo as usize, hi as usize),
+            many => {
+                let mut out = Vec::with_capacity((hi - lo) as usize);
+                let mut at = 0u64;
+                for p in many {
+                    let plen = p.len() as u64;
+                    let (a, b) = (lo.max(at), hi.min(at + plen));
+                    if a < b {
+                        out.extend_from_slice(&p.bytes()[(a - at) as usize..(b - at) as usize]);
+                    }
+                    at += plen;
+                }
+                Data::Owned(out)
+            }
+        })
+    }
+
+    /// The tree shape of a container served by groups.
+    fn shape(&self, c: ContainerId) -> Shape {
+        self.archive(c)
+            .tree()
+            .expect("a track served by groups has a tree")
+            .shape()
+    }
+
+    /// Load groups from `groups.start`, at most to `groups.end`, once even when several
+    /// readers miss at the same time: the groups this call takes the load of (stopping
+    /// at the first one cached or being loaded by another reader) are read and verified
+    /// together. When another reader is loading the first group, waits for it instead.
+    /// Returns at least the first group.
+    fn load_groups(
+        &self,
+        c: ContainerId,
+        t: TrackId,
+        groups: Range<u64>,
+        prefetch: bool,
+    ) -> Result<Vec<Arc<VerifiedBlock>>, ReadError> {
+        let mut flights = Vec::new();
+        for g in groups.clone() {
+            let key = group_key(c, t, g);
+            if g > groups.start && self.cache.contains(&key) {
+                break;
+            }
+            match self.flights.lead(key) {
+                Ok(f) => flights.push(f),
+                Err(other) if g == groups.start => {
+                    return match other.wait() {
+                        Some(b) => Ok(vec![b]),
+                        // The leader failed: read it ourselves, so this reader gets the
+                        // error too.
+                        None => self.read_groups_uncoordinated(c, t, g..g + 1, prefetch),
+                    };
+                }
+                Err(_) => break,
+            }
+        }
+        let to = groups.start + flights.len() as u64;
+        let r = self.read_groups_uncoordinated(c, t, groups.start..to, prefetch);
+        for (i, f) in flights.iter().enumerate() {
+            let b = r.as_ref().ok().map(|v| v[i].clone());
+            self.flights
+                .land(group_key(c, t, groups.start + i as u64), f, b);
+        }
+        r
+    }
+
+    /// Read and verify groups, without coordination; cache them, or record and log the
+    /// failure against the block holding the first bad group.
+    fn read_groups_uncoordinated(
+        &self,
+        c: ContainerId,
+        t: TrackId,
+        groups: Range<u64>,
+        prefetch: bool,
+    ) -> Result<Vec<Arc<VerifiedBlock>>, ReadError> {
+        let cont = self.container(c);
+        match cont.archive.read_stream_groups(groups.clone()) {
+            Ok(v) => {
+                cont.groups_verified_add(v.len() as u64);
+                let v: Vec<_> = v.into_iter().map(Arc::new).collect();
+                for (i, b) in v.iter().enumerate() {
+                    self.cache
+                        .insert(group_key(c, t, groups.start + i as u64), b.clone());
+                }
+                Ok(v)
+            }
+            Err(err) => {
+                let (n, at) = match &err {
+                    Error::Block { block, offset, .. } => (*block, *offset),
+                    _ => {
+                        let first = self.shape(c).group_bytes(groups.start).start;
+                        let track = &cont.archive.tracks[t.index()];
+                        track
+                            .segments(first, 1)
+                            .next()
+                            .map_or((0, 0), |s| (s.block, s.entry.chunk_offset))
+                    }
+                };
+                let msg = err.to_string();
+                let first = cont.failed(t.index(), n, at, msg.clone());
+                if first || !prefetch {
+                    self.log(&format!(
+                        "h4fs: {}: track {} hash groups {}..{} (block {n} at file offset {at}): {msg}; returning EIO{}",
+                        cont.path.display(),
+                        cont.archive.tracks[t.index()].id,
+                        groups.start,
+                        groups.end,
+                        if prefetch { " (prefetch)" } else { "" }
+                    ));
+                }
+                Err(err.into())
+            }
+        }
+    }
+
+    /// Prefetch the run of groups starting at `key`'s group: its groups from the first
+    /// one not cached, up to the next one cached or being loaded.
+    fn prefetch_run(&self, key: BlockKey) {
+        let shape = self.shape(key.container);
+        let end = (key.block.0 + run_groups(shape)).min(shape.group_count());
+        let Some(from) = (key.block.0..end)
+            .find(|&g| !self.cache.contains(&group_key(key.container, key.track, g)))
+        else {
+            return;
+        };
+        if self
+            .flights
+            .in_flight(&group_key(key.container, key.track, from))
+        {
+            return;
+        }
+        if let Ok(v) = self.load_groups(key.container, key.track, from..end, true) {
+            if !v.is_empty() {
+                self.cache.record_prefetch();
+            }
+        }
+    }
+
+    /// For a sequential reader whose read ended before group `next`: queue the aligned
+    /// runs of groups ahead of it, up to `prefetch_bytes` (and half the cache), for the
+    /// prefetch threads; with a handle, only runs not queued for it before.
+    fn queue_prefetch_groups(
+        &self,
+        c: ContainerId,
+        t: TrackId,
+        next: u64,
+        queued_to: Option<u64>,
+        handle: Option<&ReadHandle>,
+    ) {
+        let guard = self.prefetch_tx.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(tx) = guard.as_ref() else { return };
+        let shape = self.shape(c);
+        let run = run_groups(shape);
+        let budget = self.cfg.prefetch_bytes.min(self.cache.capacity() / 2);
+        let runs = (budget / (run * shape.group_len())).max(1);
+        let first = next.div_ceil(run) * run;
+        let window_end = first + runs * run;
+        // Runs queued before and still ahead of this read are not queued again.
+        let skip_to = queued_to.filter(|q| (first..=window_end).contains(q));
+        let mut g = skip_to.unwrap_or(first);
+        while g < window_end && g < shape.group_count() {
+            let key = group_key(c, t, g);
+            if !self.flights.in_flight(&key) && !self.cache.contains(&key) {
+                match tx.try_send(key) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => break,
+                }
+            }
+            g += run;
+        }
+        if let Some(h) = handle {
+            h.queued(g);
+        }
+    }
+}
+
+/// What a sequential reader of a track served by groups verifies per load: a run of
+/// groups of this many bytes, hashed on the rayon pool.
+pub const RUN_BYTES: u64 = 1 << 20;
+
+/// Groups in a run (at least one).
+fn run_groups(shape: Shape) -> u64 {
+    (RUN_BYTES / shape.group_len()).max(1)
+}
+
+/// The cache and flight key of hash group `g` of track `t` of container `c`.
+fn group_key(c: ContainerId, t: TrackId, g: u64) -> BlockKey {
+    BlockKey {
+        container: c,
+        track: t,
+        block: BlockIndex(g),
     }
 }

@@ -80,6 +80,10 @@ pub struct Served {
     failures: Mutex<BTreeMap<(usize, u64), Failure>>,
     veri_clock: Mutex<VeriClock>,
     blocks_verified: AtomicU64,
+    groups_verified: AtomicU64,
+    /// Whether track 0 is served by hash groups ([`Archive::stream_is_stored`]), decided
+    /// on first use.
+    by_groups: OnceLock<bool>,
 }
 
 impl std::fmt::Debug for Served {
@@ -137,6 +141,8 @@ impl Served {
                 mtime: unix(results_since),
             }),
             blocks_verified: AtomicU64::new(0),
+            groups_verified: AtomicU64::new(0),
+            by_groups: OnceLock::new(),
         }
     }
 
@@ -207,6 +213,27 @@ impl Served {
     /// Count a block that passed its check.
     pub(super) fn verified(&self) {
         self.blocks_verified.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Count `n` hash groups that passed their check.
+    pub(super) fn groups_verified_add(&self, n: u64) {
+        self.groups_verified.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Hash groups that passed their check so far (v2 containers served by groups).
+    pub fn groups_verified(&self) -> u64 {
+        self.groups_verified.load(Ordering::Relaxed)
+    }
+
+    /// Whether reads of track `t` verify and cache hash groups rather than blocks: a v2
+    /// container whose decoded stream is its stored stream (plain, identity engine, one
+    /// track; see [`Archive::stream_is_stored`]). Encrypted or encoded v2 blocks are
+    /// decrypted or decoded whole, so they keep the block path.
+    pub fn by_groups(&self, t: usize) -> bool {
+        t == 0
+            && *self
+                .by_groups
+                .get_or_init(|| self.archive.stream_is_stored(0))
     }
 
     /// Record a failed check of block `n` of track `t`; true when it is the first one

@@ -300,3 +300,217 @@ fn blocks_larger_than_the_cache_load_once_per_handle() {
     b.read_block(C, T, BlockIndex(3), 10, 10, None).unwrap();
     assert_eq!(b.container(C).blocks_verified(), 7);
 }
+
+// ---- v2: hash groups ------------------------------------------------------------------
+
+/// Bytes in memory counting the reads and bytes read from them.
+#[derive(Default)]
+struct Counting {
+    bytes: Vec<u8>,
+    reads: AtomicU64,
+    read_bytes: AtomicU64,
+}
+
+impl Counting {
+    fn reset(&self) {
+        self.reads.store(0, Ordering::SeqCst);
+        self.read_bytes.store(0, Ordering::SeqCst);
+    }
+    fn counts(&self) -> (u64, u64) {
+        (
+            self.reads.load(Ordering::SeqCst),
+            self.read_bytes.load(Ordering::SeqCst),
+        )
+    }
+}
+
+impl ReadAt for Arc<Counting> {
+    fn len(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.read_bytes
+            .fetch_add(buf.len() as u64, Ordering::SeqCst);
+        self.bytes.as_slice().read_exact_at(buf, offset)
+    }
+    fn name(&self) -> String {
+        "<counting>".into()
+    }
+}
+
+const MIB: usize = 1 << 20;
+const GROUP: u64 = 16 << 10;
+
+/// A v2 container (16 KiB groups, identity engine) of `data`'s blocks.
+fn pack_v2(data: &[Vec<u8>]) -> Vec<u8> {
+    pack_v2_with(data, Engine::Identity)
+}
+
+fn pack_v2_with(data: &[Vec<u8>], engine: Engine) -> Vec<u8> {
+    let mut w = Writer::new(Vec::new(), engine).unwrap();
+    w.set_format(crate::writer::Format::V2 { group_log: 14 })
+        .unwrap();
+    for (i, b) in data.iter().enumerate() {
+        let meta = BlockMeta {
+            pts_us: i as u64 * 1000,
+            keyframe: true,
+        };
+        w.add_block(b, meta).unwrap();
+    }
+    w.finish(Map::new(), &crate::writer::default_safe())
+        .unwrap()
+        .0
+}
+
+/// A layer over `bytes` read through a counter (zeroed after the open).
+fn counted_layer(bytes: Vec<u8>, cache_bytes: u64) -> (Blocks, Arc<Counting>) {
+    let src = Arc::new(Counting {
+        bytes,
+        ..Counting::default()
+    });
+    let b = layer_over(Box::new(src.clone()), config(cache_bytes, quiet()));
+    src.reset();
+    (b, src)
+}
+
+fn stream(data: &[Vec<u8>]) -> Vec<u8> {
+    data.concat()
+}
+
+#[test]
+fn v2_small_read_verifies_only_the_groups_it_touches() {
+    let data = blocks(&[MIB, MIB, MIB, MIB]);
+    let all = stream(&data);
+    let (b, src) = counted_layer(pack_v2(&data), 64 << 20);
+    assert!(b.container(C).by_groups(0));
+    // 4 KiB inside group 70 (in block 1): one group read and hashed, not the block.
+    let at = 70 * GROUP + 1696;
+    let d = b.read(C, T, at, 4096, None).unwrap();
+    assert_eq!(d.as_slice(), &all[at as usize..at as usize + 4096]);
+    assert_eq!(b.container(C).groups_verified(), 1);
+    assert_eq!(b.container(C).blocks_verified(), 0);
+    assert_eq!(src.counts(), (1, GROUP));
+    // Across a group boundary (and the block boundary at 1 MiB): two groups, the
+    // chunk header between them read along.
+    src.reset();
+    let at = MIB as u64 - 2048;
+    let d = b.read(C, T, at, 4096, None).unwrap();
+    assert_eq!(d.as_slice(), &all[at as usize..at as usize + 4096]);
+    assert_eq!(b.container(C).groups_verified(), 3);
+    assert_eq!(src.counts(), (1, 2 * GROUP + 12));
+    // Again: from the cache, nothing read.
+    src.reset();
+    let d = b.read(C, T, at + 100, 4096, None).unwrap();
+    assert_eq!(d.as_slice(), &all[at as usize + 100..at as usize + 4196]);
+    assert_eq!(src.counts(), (0, 0));
+    assert_eq!(b.container(C).groups_verified(), 3);
+    // A block file's range goes by groups too.
+    let d = b.read_block(C, T, BlockIndex(2), 5000, 100, None).unwrap();
+    assert_eq!(d.as_slice(), &data[2][5000..5100]);
+    assert_eq!(b.container(C).groups_verified(), 4);
+}
+
+#[test]
+fn v2_flipped_byte_fails_exactly_the_reads_of_its_group() {
+    let data = blocks(&[MIB, MIB, MIB]);
+    let all = stream(&data);
+    let mut bytes = pack_v2(&data);
+    let probe = Archive::from_source(Box::new(bytes.clone()), OpenCheck::Structure).unwrap();
+    // Group 70 is in block 1, at 6 groups into it.
+    let bad = 70 * GROUP;
+    let e1 = probe.entry(0, 1).unwrap();
+    bytes[(e1.data_offset + bad - MIB as u64 + 5) as usize] ^= 1;
+    let b = layer(bytes, 64 << 20);
+    let read = |at: u64, len: u64| b.read(C, T, at, len, None);
+    assert!(read(bad + 5, 1).is_err());
+    assert!(read(bad - 10, 20).is_err());
+    assert!(read(bad + GROUP - 1, 4096).is_err());
+    // The rest of the same block is served.
+    for at in [MIB as u64, bad - 4096, bad + GROUP, 2 * MIB as u64 - 4096] {
+        let d = read(at, 4096).unwrap();
+        assert_eq!(
+            d.as_slice(),
+            &all[at as usize..at as usize + 4096],
+            "at {at}"
+        );
+    }
+    let failures = b.container(C).failures();
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0].0, (0, 1));
+    assert_eq!(failures[0].1.count, 3);
+    assert!(!b.is_cached(&BlockKey::new(0, 0, 70)));
+    // A sequential reader, whose loads are 1 MiB runs that include the bad group, gets
+    // every byte before it, then EIO for the read that touches it.
+    let mut bytes = pack_v2(&data);
+    bytes[(e1.data_offset + bad - MIB as u64 + 5) as usize] ^= 1;
+    let b = layer(bytes, 64 << 20);
+    let h = ReadHandle::new();
+    let mut at = 0;
+    while at + 4096 <= bad {
+        let d = b.read(C, T, at, 4096, Some(&h)).unwrap();
+        assert_eq!(d.as_slice(), &all[at as usize..at as usize + 4096]);
+        at += 4096;
+    }
+    assert!(b.read(C, T, at, 4096, Some(&h)).is_err());
+}
+
+#[test]
+fn v2_sequential_reads_verify_whole_runs() {
+    let data = blocks(&[MIB, MIB, MIB, MIB / 2 + 77]);
+    let all = stream(&data);
+    let groups = (all.len() as u64).div_ceil(GROUP);
+    let (b, src) = counted_layer(pack_v2(&data), 64 << 20);
+    let h = ReadHandle::new();
+    assert_eq!(read_all(&b, Some(&h), 4096), all);
+    // Each group verified once, in runs of 1 MiB: a handful of reads, not one per
+    // request or per group.
+    assert_eq!(b.container(C).groups_verified(), groups);
+    let (reads, read_bytes) = src.counts();
+    assert!(reads <= 6, "{reads} reads");
+    assert!(
+        read_bytes <= all.len() as u64 + 4 * 12,
+        "{read_bytes} bytes read"
+    );
+    // With prefetch threads, runs ahead of the reader are loaded by them.
+    let b = Arc::new(layer(pack_v2(&data), 64 << 20));
+    b.start_prefetch(2);
+    let h = ReadHandle::new();
+    assert_eq!(read_all(&b, Some(&h), 64 << 10), all);
+    wait_until("a run is prefetched", || b.stats().prefetches > 0);
+    b.stop_prefetch();
+}
+
+#[test]
+fn v2_group_cache_stays_within_its_byte_bound() {
+    let data = blocks(&[MIB, MIB]);
+    let all = stream(&data);
+    let cap = 5 * (GROUP + cache::ENTRY_OVERHEAD) + 100;
+    let b = layer(pack_v2(&data), cap);
+    let h = ReadHandle::new();
+    // Sequential and random reads alike.
+    assert_eq!(read_all(&b, Some(&h), 8192), all);
+    for i in 0..200u64 {
+        let at = (i * 7919 * 4096) % (all.len() as u64 - 4096);
+        let d = b.read(C, T, at, 4096, None).unwrap();
+        assert_eq!(d.as_slice(), &all[at as usize..at as usize + 4096]);
+        let s = b.stats();
+        assert!(s.bytes + s.blocks * cache::ENTRY_OVERHEAD <= cap, "{s:?}");
+        assert!(s.blocks <= 5);
+    }
+    assert!(b.stats().evictions > 0);
+}
+
+#[test]
+fn v1_and_encoded_v2_keep_the_block_path() {
+    let data = blocks(&[3000, 3000]);
+    let v1 = layer(pack(&data, Engine::Identity), 1 << 20);
+    assert!(!v1.container(C).by_groups(0));
+    // The geometric engine's stored bytes are not the stream: blocks are decoded whole.
+    let geo = layer(pack_v2_with(&data, Engine::GeometricReference), 1 << 20);
+    assert!(!geo.container(C).by_groups(0));
+    assert_eq!(read_all(&geo, None, 1000), stream(&data));
+    assert_eq!(geo.container(C).blocks_verified(), 2);
+    assert_eq!(geo.container(C).groups_verified(), 0);
+    assert!(layer(pack_v2(&data), 1 << 20).container(C).by_groups(0));
+}

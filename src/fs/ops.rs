@@ -408,13 +408,26 @@ impl Fs {
                 }
                 v
             }
-            Node::Stream(c, t) => match &self.container(c).tracks[t.index()].stream_ext {
-                Some(ext) => vec![(
-                    "user.h4mk.mime",
-                    crate::naming::mime_type(ext).as_bytes().to_vec(),
-                )],
-                None => Vec::new(),
-            },
+            Node::Stream(c, t) => {
+                let mut v = match &self.container(c).tracks[t.index()].stream_ext {
+                    Some(ext) => vec![(
+                        "user.h4mk.mime",
+                        crate::naming::mime_type(ext).as_bytes().to_vec(),
+                    )],
+                    None => Vec::new(),
+                };
+                // The tree root is the BLAKE3 of `stream` only when the stream is the
+                // stored stream (plain v2, identity engine): then it equals `b3sum` of
+                // the original file. An encrypted or encoded container's root covers
+                // other bytes, so it is not shown here (`inspect` shows it).
+                let served = self.blocks.container(c);
+                if served.by_groups(t.index())
+                    && let Some(tree) = served.archive.tree()
+                {
+                    v.push(("user.h4mk.blake3", tree.root().to_hex().as_bytes().to_vec()));
+                }
+                v
+            }
             Node::Dir(c, None) => vec![("user.h4mk.veri", self.veri_summary(c).into_bytes())],
             _ => Vec::new(),
         }

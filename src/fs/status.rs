@@ -213,6 +213,7 @@ impl Fs {
                 json!({
                     "name": c.name,
                     "blocks_verified": served.blocks_verified(),
+                    "groups_verified": served.groups_verified(),
                     "verification_failures": failures.len(),
                     "failed_reads": failures.iter().map(|(_, f)| f.count).sum::<u64>(),
                 })
@@ -238,6 +239,7 @@ impl Fs {
             "read_requests": self.read_requests.load(Ordering::Relaxed),
             "largest_read_request": self.largest_read.load(Ordering::Relaxed),
             "blocks_verified": sum("blocks_verified"),
+            "groups_verified": sum("groups_verified"),
             "verification_failures": sum("verification_failures"),
             "failed_reads": sum("failed_reads"),
             "containers": self.containers.len(),

@@ -186,6 +186,72 @@ impl Archive {
         })
     }
 
+    /// Whether the decoded stream of `track` is the stored stream the v2 tree covers,
+    /// byte for byte: a v2 container, not encrypted, with the identity engine and one
+    /// track whose blocks decode to their stored length at their stored offset. Then
+    /// stream bytes `A..B` are verified by the hash groups overlapping `A..B` alone
+    /// ([`read_stream_groups`](Self::read_stream_groups)), without reading whole blocks.
+    /// Walks the block table once (the caller keeps the answer).
+    pub fn stream_is_stored(&self, track: usize) -> bool {
+        let Some(tree) = &self.tree else { return false };
+        if track != 0
+            || self.tracks.len() != 1
+            || self.encryption.is_some()
+            || self.engine != crate::engine::EngineChoice::Known(crate::engine::Engine::Identity)
+        {
+            return false;
+        }
+        let t = &self.tracks[0];
+        let mut at = 0;
+        for n in 0..t.blocks.len() {
+            let Some(e) = t.blocks.get(n) else {
+                return false;
+            };
+            if e.stored_len != e.decoded_len
+                || e.stream_offset != at
+                || stored_offset(e.chunk_offset, n) != at
+                || !matches!(e.check, BlockCheck::Sha256(_))
+            {
+                return false;
+            }
+            at += e.stored_len;
+        }
+        at == tree.shape().stream_len()
+    }
+
+    /// For a container whose [stream is stored](Self::stream_is_stored): the stream
+    /// bytes of hash groups `groups` (the last one may be short), read in one `pread`
+    /// and verified against the tree as [`read_stored_groups`](Self::read_stored_groups)
+    /// does, one [`VerifiedBlock`] per group. Groups are hashed on the current rayon
+    /// pool when there are more than two.
+    pub fn read_stream_groups(&self, groups: Range<u64>) -> Result<Vec<VerifiedBlock>> {
+        let Some(tree) = &self.tree else {
+            return Err(Error::BadInput(format!(
+                "{} has no hash tree (not an h4fs v2 container)",
+                self.name()
+            )));
+        };
+        let shape = tree.shape();
+        if groups.start > groups.end || groups.end > shape.group_count() {
+            return Err(Error::BadInput(format!(
+                "hash groups {}..{} lie outside the {} groups of the stream",
+                groups.start,
+                groups.end,
+                shape.group_count()
+            )));
+        }
+        if groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let lo = shape.group_bytes(groups.start).start;
+        let hi = shape.group_bytes(groups.end - 1).end;
+        let v = self.read_stored_groups(lo..hi)?;
+        Ok(v.bytes()
+            .chunks(shape.group_len() as usize)
+            .map(|g| VerifiedBlock::new_checked(g.to_vec()))
+            .collect())
+    }
+
     /// v2: the stored bytes of `e`, verified by the hash groups they lie in.
     fn read_stored_v2(&self, e: &BlockEntry) -> Result<Vec<u8>> {
         let s = stored_offset(e.chunk_offset, e.number);
