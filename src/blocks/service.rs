@@ -597,11 +597,17 @@ impl Blocks {
             } else {
                 groups.end
             };
-            let loaded = match self.load_groups(c, t, g..want, false) {
-                // A run reaching past this read failed: the damage may lie beyond what
-                // this read touches, so it gets its own groups alone.
-                Err(_) if want > groups.end => self.load_groups(c, t, g..groups.end, false)?,
-                r => r?,
+            let loaded = if want > groups.end {
+                match self.load_groups(c, t, g..want, Report::No) {
+                    Ok(v) => v,
+                    // The run failed, and the damage may lie beyond what this read
+                    // touches: its groups are loaded one by one (the good ones cached,
+                    // so later reads do not retry the run), and only a failure among
+                    // this read's own groups is reported and fails it.
+                    Err(_) => self.load_each(c, t, g..want, groups.end)?,
+                }
+            } else {
+                self.load_groups(c, t, g..groups.end, Report::Read)?
             };
             let take = loaded.len().min((groups.end - g) as usize);
             parts.extend(loaded.into_iter().take(take));
@@ -638,6 +644,28 @@ impl Blocks {
             .shape()
     }
 
+    /// Load the groups of `groups` one by one, from its start up to the first that
+    /// fails; a failure before `needed` (the end of the groups a read touches) is
+    /// reported and returned, one after it only ends the list.
+    fn load_each(
+        &self,
+        c: ContainerId,
+        t: TrackId,
+        groups: Range<u64>,
+        needed: u64,
+    ) -> Result<Vec<Arc<VerifiedBlock>>, ReadError> {
+        let mut out = Vec::new();
+        for g in groups {
+            let report = if g < needed { Report::Read } else { Report::No };
+            match self.load_groups(c, t, g..g + 1, report) {
+                Ok(v) => out.extend(v),
+                Err(e) if g < needed => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(out)
+    }
+
     /// Load groups from `groups.start`, at most to `groups.end`, once even when several
     /// readers miss at the same time: the groups this call takes the load of (stopping
     /// at the first one cached or being loaded by another reader) are read and verified
@@ -648,7 +676,7 @@ impl Blocks {
         c: ContainerId,
         t: TrackId,
         groups: Range<u64>,
-        prefetch: bool,
+        report: Report,
     ) -> Result<Vec<Arc<VerifiedBlock>>, ReadError> {
         let mut flights = Vec::new();
         for g in groups.clone() {
@@ -663,14 +691,14 @@ impl Blocks {
                         Some(b) => Ok(vec![b]),
                         // The leader failed: read it ourselves, so this reader gets the
                         // error too.
-                        None => self.read_groups_uncoordinated(c, t, g..g + 1, prefetch),
+                        None => self.read_groups_uncoordinated(c, t, g..g + 1, report),
                     };
                 }
                 Err(_) => break,
             }
         }
         let to = groups.start + flights.len() as u64;
-        let r = self.read_groups_uncoordinated(c, t, groups.start..to, prefetch);
+        let r = self.read_groups_uncoordinated(c, t, groups.start..to, report);
         for (i, f) in flights.iter().enumerate() {
             let b = r.as_ref().ok().map(|v| v[i].clone());
             self.flights
@@ -679,14 +707,15 @@ impl Blocks {
         r
     }
 
-    /// Read and verify groups, without coordination; cache them, or record and log the
-    /// failure against the block holding the first bad group.
+    /// Read and verify groups, without coordination; cache them, or (when `report`
+    /// says so) record and log the failure against the block holding the first bad
+    /// group.
     fn read_groups_uncoordinated(
         &self,
         c: ContainerId,
         t: TrackId,
         groups: Range<u64>,
-        prefetch: bool,
+        report: Report,
     ) -> Result<Vec<Arc<VerifiedBlock>>, ReadError> {
         let cont = self.container(c);
         match cont.archive.read_stream_groups(groups.clone()) {
@@ -699,6 +728,7 @@ impl Blocks {
                 }
                 Ok(v)
             }
+            Err(err) if report == Report::No => Err(err.into()),
             Err(err) => {
                 let (n, at) = match &err {
                     Error::Block { block, offset, .. } => (*block, *offset),
@@ -712,17 +742,14 @@ impl Blocks {
                     }
                 };
                 let msg = err.to_string();
-                let first = cont.failed(t.index(), n, at, msg.clone());
-                if first || !prefetch {
-                    self.log(&format!(
-                        "h4fs: {}: track {} hash groups {}..{} (block {n} at file offset {at}): {msg}; returning EIO{}",
-                        cont.path.display(),
-                        cont.archive.tracks[t.index()].id,
-                        groups.start,
-                        groups.end,
-                        if prefetch { " (prefetch)" } else { "" }
-                    ));
-                }
+                cont.failed(t.index(), n, at, msg.clone());
+                self.log(&format!(
+                    "h4fs: {}: track {} hash groups {}..{} (block {n} at file offset {at}): {msg}; returning EIO",
+                    cont.path.display(),
+                    cont.archive.tracks[t.index()].id,
+                    groups.start,
+                    groups.end,
+                ));
                 Err(err.into())
             }
         }
@@ -744,7 +771,8 @@ impl Blocks {
         {
             return;
         }
-        if let Ok(v) = self.load_groups(key.container, key.track, from..end, true) {
+        // A failure is not reported here: the reader that reaches the bad group is.
+        if let Ok(v) = self.load_groups(key.container, key.track, from..end, Report::No) {
             if !v.is_empty() {
                 self.cache.record_prefetch();
             }
@@ -787,6 +815,14 @@ impl Blocks {
             h.queued(g);
         }
     }
+}
+
+/// Whether a failed group load is a verification result (recorded for `veri.json` and
+/// the stats, and logged): for the groups a read touches, not for a run loaded ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Report {
+    Read,
+    No,
 }
 
 /// What a sequential reader of a track served by groups verifies per load: a run of

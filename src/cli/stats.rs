@@ -156,8 +156,9 @@ fn print_human(out: &mut impl Write, mp: &Path, s: &Value) -> std::io::Result<()
     )?;
     writeln!(
         out,
-        "verified     {} blocks; {} failed their check ({} failed reads)",
+        "verified     {} blocks, {} hash groups; {} failed their check ({} failed reads)",
         n(&s["blocks_verified"]),
+        n(&s["groups_verified"]),
         n(&s["verification_failures"]),
         n(&s["failed_reads"])
     )?;
@@ -165,9 +166,10 @@ fn print_human(out: &mut impl Write, mp: &Path, s: &Value) -> std::io::Result<()
         for p in s["per_container"].as_array().into_iter().flatten() {
             writeln!(
                 out,
-                "  {}: {} blocks verified, {} failed",
+                "  {}: {} blocks, {} hash groups verified, {} failed",
                 p["name"].as_str().unwrap_or("?"),
                 n(&p["blocks_verified"]),
+                n(&p["groups_verified"]),
                 n(&p["verification_failures"])
             )?;
         }
