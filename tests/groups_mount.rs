@@ -119,3 +119,15 @@ fn a_damaged_group_fails_exactly_the_reads_that_touch_it() {
     // Every other group of the block was verified (runs ahead may have been too).
     assert!(s["groups_verified"].as_u64().unwrap() >= 63, "{s}");
 }
+
+#[test]
+fn a_sequential_read_verifies_every_group_once_in_runs() {
+    let data = noise(6 << 20, 15);
+    let (_d, _src, container) = pack(&data);
+    let m = TestMount::new(&container);
+    assert!(std::fs::read(m.path("stream")).unwrap() == data);
+    let s = mount_stats(&m.path(""));
+    assert_eq!(s["groups_verified"], (6 * MIB / GROUP), "{s}");
+    assert_eq!(s["blocks_verified"], 0, "{s}");
+    assert!(s["cache"]["prefetches"].as_u64().unwrap() > 0, "{s}");
+}

@@ -606,9 +606,19 @@ fn eight_concurrent_readers_at_random_offsets() {
 
 #[test]
 fn sequential_read_prefetches() {
+    // v1: blocks are the unit of verification and prefetch (v2 in tests/groups_mount.rs).
     let p = pack(
         noise(8 << 20, 5),
-        &["--block-size", "262144", "--fps", "25", "--gop", "5"],
+        &[
+            "--block-size",
+            "262144",
+            "--fps",
+            "25",
+            "--gop",
+            "5",
+            "--format",
+            "v1",
+        ],
     );
     let m = Mount::new(&p.container, &[]);
     let mut f = std::fs::File::open(m.path("stream")).unwrap();
@@ -1488,11 +1498,14 @@ fn stats_command_reads_the_daemon() {
     assert_eq!(m.read("blocks/000001").unwrap(), p.data[65536..2 * 65536]);
     let s1 = mount_stats(&m.dir);
     assert_eq!(s1["bytes_served"], 65536, "{s1}");
-    assert_eq!(s1["blocks_verified"], 1, "{s1}");
+    // A v2 container (the default): the block's four 16 KiB hash groups, no block.
+    assert_eq!(s1["blocks_verified"], 0, "{s1}");
+    assert_eq!(s1["groups_verified"], 4, "{s1}");
     assert_eq!(s1["per_container"][0]["name"], "demo", "{s1}");
     let human = stdout(h4fs().arg("stats").arg(&m.dir));
     assert!(
-        human.contains("served       65536 bytes") && human.contains("verified     1 blocks"),
+        human.contains("served       65536 bytes")
+            && human.contains("verified     0 blocks, 4 hash groups"),
         "{human}"
     );
     // The same JSON by name with getfattr; not listed, so not copied with xattrs.
@@ -1617,7 +1630,11 @@ fn stream_with_the_source_extension_for_ffprobe() {
 /// 4 MiB from a few KiB each, under a 1 MiB cache.
 #[test]
 fn blocks_larger_than_the_cache_load_once_per_open_file() {
-    let p = pack(noise(16 << 20, 9), &["--block-size", "4194304"]);
+    // v1: a plain v2 container is read by hash groups, never as whole blocks.
+    let p = pack(
+        noise(16 << 20, 9),
+        &["--block-size", "4194304", "--format", "v1"],
+    );
     let m = Mount::new(&p.container, &["--cache-size", "1M"]);
     assert!(m.read("stream").unwrap() == p.data, "stream differs");
     let s = mount_stats(&m.dir);

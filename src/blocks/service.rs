@@ -150,7 +150,8 @@ impl Blocks {
     ) -> Result<Data, ReadError> {
         self.check(c)?;
         if self.container(c).by_groups(t.index()) {
-            return self.read_groups(c, t, offset, len, handle);
+            let whole = 0..self.shape(c).stream_len();
+            return self.read_groups(c, t, offset, len, handle, whole);
         }
         let track = &self.archive(c).tracks[t.index()];
         let segs: Vec<_> = track.segments(offset, len).collect();
@@ -210,7 +211,8 @@ impl Blocks {
             return Ok(Data::Owned(Vec::new()));
         }
         if self.container(c).by_groups(t.index()) {
-            return self.read_groups(c, t, e.stream_offset + lo, hi - lo, handle);
+            let file = e.stream_offset..e.stream_offset + e.decoded_len;
+            return self.read_groups(c, t, e.stream_offset + lo, hi - lo, handle, file);
         }
         let held = handle.map(|h| h.begin(offset, offset + len).held);
         let held = held.unwrap_or_default();
@@ -561,7 +563,8 @@ impl Blocks {
     /// `[offset, offset + len)`, each from the cache or loaded (a miss loads the groups
     /// from there to the end of the read; for a sequential reader a whole run of
     /// [`RUN_BYTES`], whose groups are hashed on the rayon pool), then the runs ahead of
-    /// a sequential reader queued for prefetch.
+    /// a sequential reader queued for prefetch. `file`: the stream bytes of the file
+    /// being read (the whole stream, or one block), beyond which nothing is loaded ahead.
     fn read_groups(
         &self,
         c: ContainerId,
@@ -569,6 +572,7 @@ impl Blocks {
         offset: u64,
         len: u64,
         handle: Option<&ReadHandle>,
+        file: Range<u64>,
     ) -> Result<Data, ReadError> {
         let shape = self.shape(c);
         let end = offset.saturating_add(len).min(shape.stream_len());
@@ -584,6 +588,7 @@ impl Blocks {
             None => (offset == 0, None),
         };
         let run = run_groups(shape);
+        let file_end = shape.groups_for(file).0.end.max(groups.end);
         let mut parts: Vec<Arc<VerifiedBlock>> = Vec::new();
         let mut g = groups.start;
         while g < groups.end {
@@ -593,7 +598,7 @@ impl Blocks {
                 continue;
             }
             let want = if sequential {
-                groups.end.max(g + run).min(shape.group_count())
+                groups.end.max(g + run).min(file_end)
             } else {
                 groups.end
             };
@@ -614,7 +619,7 @@ impl Blocks {
             g += take as u64;
         }
         if sequential {
-            self.queue_prefetch_groups(c, t, groups.end, queued_to, handle);
+            self.queue_prefetch_groups(c, t, groups.end..file_end, queued_to, handle);
         }
         let lo = offset - span.start;
         let hi = end - span.start;
@@ -685,6 +690,15 @@ impl Blocks {
                 break;
             }
             match self.flights.lead(key) {
+                Ok(f) if g == groups.start => {
+                    // A leader may have cached it between our miss and taking the flight
+                    // (it caches before it lands).
+                    if let Some(b) = self.cache.get_held(&key) {
+                        self.flights.land(key, &f, Some(b.clone()));
+                        return Ok(vec![b]);
+                    }
+                    flights.push(f)
+                }
                 Ok(f) => flights.push(f),
                 Err(other) if g == groups.start => {
                     return match other.wait() {
@@ -779,17 +793,19 @@ impl Blocks {
         }
     }
 
-    /// For a sequential reader whose read ended before group `next`: queue the aligned
-    /// runs of groups ahead of it, up to `prefetch_bytes` (and half the cache), for the
-    /// prefetch threads; with a handle, only runs not queued for it before.
+    /// For a sequential reader whose read ended before group `ahead.start`: queue the
+    /// aligned runs of groups ahead of it (before `ahead.end`, the end of its file), up
+    /// to `prefetch_bytes` (and half the cache), for the prefetch threads; with a
+    /// handle, only runs not queued for it before.
     fn queue_prefetch_groups(
         &self,
         c: ContainerId,
         t: TrackId,
-        next: u64,
+        ahead: Range<u64>,
         queued_to: Option<u64>,
         handle: Option<&ReadHandle>,
     ) {
+        let next = ahead.start;
         let guard = self.prefetch_tx.lock().unwrap_or_else(|p| p.into_inner());
         let Some(tx) = guard.as_ref() else { return };
         let shape = self.shape(c);
@@ -801,7 +817,7 @@ impl Blocks {
         // Runs queued before and still ahead of this read are not queued again.
         let skip_to = queued_to.filter(|q| (first..=window_end).contains(q));
         let mut g = skip_to.unwrap_or(first);
-        while g < window_end && g < shape.group_count() {
+        while g < window_end && g < ahead.end {
             let key = group_key(c, t, g);
             if !self.flights.in_flight(&key) && !self.cache.contains(&key) {
                 match tx.try_send(key) {

@@ -482,6 +482,25 @@ fn v2_sequential_reads_verify_whole_runs() {
 }
 
 #[test]
+fn v2_block_file_readers_load_nothing_past_their_block() {
+    let data = blocks(&[64 << 10; 16]);
+    let b = Arc::new(layer(pack_v2(&data), 64 << 20));
+    b.start_prefetch(1);
+    let h = ReadHandle::new();
+    for at in (0..64 << 10).step_by(4096) {
+        let d = b
+            .read_block(C, T, BlockIndex(3), at, 4096, Some(&h))
+            .unwrap();
+        assert_eq!(d.as_slice(), &data[3][at as usize..at as usize + 4096]);
+    }
+    b.stop_prefetch();
+    // Block 3's four groups, verified in one run; none of blocks 4.. (a sequential
+    // reader of the stream would have loaded 1 MiB).
+    assert_eq!(b.container(C).groups_verified(), 4);
+    assert_eq!(b.stats().prefetches, 0);
+}
+
+#[test]
 fn v2_group_cache_stays_within_its_byte_bound() {
     let data = blocks(&[MIB, MIB]);
     let all = stream(&data);
