@@ -1,7 +1,8 @@
 //! Copying decoded stream bytes out of a container, verified, on all cores.
 //!
-//! Blocks are checked one by one (SHA-256, CRC-32 or AES-GCM) before their bytes are
-//! written. A reference layout-A file needs more: its blocks carry only CRC-32 and its
+//! Blocks are checked one by one (SHA-256, CRC-32 or AES-GCM, or the BLAKE3 groups of a
+//! v2 block) before their bytes are written; a plain v2 container (identity engine) is
+//! read by hash groups instead, only those overlapping the range ([`write_stream`]). A reference layout-A file needs more: its blocks carry only CRC-32 and its
 //! chunk walk is protected by nothing but the whole-file VERI
 //! ([`Archive::needs_veri`]), so [`write_checked_stream`] hashes the file for VERI on a
 //! second thread while the blocks are written, and fails when it does not match.

@@ -7,7 +7,8 @@
 //! * [`state`]: per container, what can be served, decided once (engine known, key
 //!   attached, for reference files the whole-file VERI, checked on first use), and the
 //!   verification results seen while serving (block failures, blocks verified);
-//! * [`cache`]: the byte-bounded LRU of verified, decoded blocks;
+//! * [`cache`]: the byte-bounded LRU of verified, decoded blocks (for a plain v2
+//!   container, of verified 16 KiB hash groups of its stream: see [`service`]);
 //! * [`flight`]: single-flight loading (two readers missing one block read it once);
 //! * [`handle`]: the per-open-file state of a reader: its sequential-read detection and
 //!   prefetch window, and the one block too large for the cache it is reading now;
@@ -49,7 +50,8 @@ pub struct ContainerId(pub u32);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TrackId(pub u32);
 
-/// A block: its number within its track.
+/// A block: its number within its track (for a track served by hash groups, the number
+/// of a group).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BlockIndex(pub u64);
 

@@ -10,12 +10,17 @@
 //! interleaved on one core ([`Archive::read_block_entry_pair`]), and queues the blocks
 //! that newly entered its prefetch window for the prefetch threads.
 //!
-//! Where a remote source or another verification unit plugs in: the reader below reads
-//! through [`crate::source::ReadAt`], so an HTTP/S3 source needs nothing here beyond a
-//! larger prefetch window (the window is per handle and in bytes). A verification unit
-//! smaller than a block (hash groups) would check and cache groups instead of blocks:
-//! the key gains the group, [`Blocks::read`] cuts segments by group, and the reader's
-//! checked path returns a verified group; the handle, flights and cache stay as they are.
+//! Where a remote source plugs in: the reader below reads through
+//! [`crate::source::ReadAt`], so an HTTP/S3 source needs nothing here beyond a larger
+//! prefetch window (the window is per handle and in bytes).
+//!
+//! Hash groups: a track whose decoded stream is its stored stream (a plain v2 container
+//! with the identity engine, [`Served::by_groups`]) is served by groups instead
+//! ([`read_groups`](Blocks::read_groups)): the cache, the flights and the prefetch queue
+//! hold one entry per verified group (its [`BlockKey`] numbers the group), a miss loads
+//! only the groups the read overlaps, and a sequential reader loads runs of
+//! [`RUN_BYTES`]. Encrypted or encoded containers keep whole blocks (decoding needs
+//! them).
 
 use super::flight::Flights;
 use super::handle::{Held, ReadHandle, find};

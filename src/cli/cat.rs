@@ -1,5 +1,6 @@
-//! `h4fs cat` and `h4fs extract`. Both read each block once, through the reader's
-//! checked path (see [`crate::extract`]); the block layer's cache is for the mount.
+//! `h4fs cat` and `h4fs extract`. Both read each block (or, for a plain v2 container,
+//! each hash group of the range) once, through the reader's checked path (see
+//! [`crate::extract`]); the block layer's cache is for the mount.
 
 use super::TrackArg;
 use crate::extract::{write_checked_stream, write_stream};
@@ -11,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 /// Write decoded bytes to stdout: one block, the block for a time, a byte range of the
 /// stream, or the whole stream. Every block is verified before any of its bytes are
-/// written.
+/// written; for a plain v2 container (identity engine) a range verifies only the 16 KiB
+/// hash groups it overlaps, whatever the block size.
 ///
 /// A reference file (layout A without the h4fs index) has its whole-file VERI checked
 /// first, since its blocks carry only CRC-32: one read and SHA-256 of the whole file

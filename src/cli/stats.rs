@@ -13,7 +13,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// Show the live counters of an h4fs mount: cache hits, misses, evictions and
-/// prefetches, bytes served, blocks verified, verification failures, and the
+/// prefetches, bytes served, blocks and hash groups verified (v2), verification failures, and the
 /// containers of a directory SOURCE that were left out.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
