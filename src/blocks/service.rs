@@ -16,7 +16,7 @@
 //!
 //! Hash groups: a track whose decoded stream is its stored stream (a plain v2 container
 //! with the identity engine, [`Served::by_groups`]) is served by groups instead
-//! ([`read_groups`](Blocks::read_groups)): the cache, the flights and the prefetch queue
+//! (`Blocks::read_groups`): the cache, the flights and the prefetch queue
 //! hold one entry per verified group (its [`BlockKey`] numbers the group), a miss loads
 //! only the groups the read overlaps, and a sequential reader loads runs of
 //! [`RUN_BYTES`]. Encrypted or encoded containers keep whole blocks (decoding needs
