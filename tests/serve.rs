@@ -926,6 +926,85 @@ fn metrics_count_requests_bytes_cache_and_failures() {
     assert!(text.contains("# TYPE h4fs_http_request_duration_seconds histogram"));
 }
 
+/// The value of one series in `/metrics`.
+fn metric(url: &str, series: &str) -> f64 {
+    let m = get(&format!("{url}metrics"), &[]);
+    let text = String::from_utf8(m.body).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+}
+
+/// A range whose blocks are cached is answered on the fast path (no lookup, no
+/// blocking read) with the same bytes and headers as the first, ordinary answer; a
+/// damaged block never reaches it.
+#[test]
+fn cached_ranges_take_the_fast_path_with_the_same_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, data) = movie_v1(dir.path(), 95_000);
+    damage_block(&c, 5);
+    let s = Served::start(&[arg(&c)]);
+    let u = format!("{}movie/stream", s.url);
+    let fast = || metric(&s.url, "h4fs_http_fast_ranges_total");
+    assert_eq!(fast(), 0.0);
+    let first = get(&u, &["-r", "12000-12999"]);
+    assert_eq!(first.status, 206);
+    assert_eq!(first.body, &data[12_000..13_000]);
+    assert_eq!(fast(), 0.0, "the first read loads and verifies the block");
+    let again = get(&u, &["-r", "12000-12999"]);
+    assert_eq!(fast(), 1.0);
+    assert_eq!(again.status, 206);
+    assert_eq!(again.body, first.body);
+    for h in [
+        "content-range",
+        "content-length",
+        "content-type",
+        "etag",
+        "last-modified",
+        "cache-control",
+        "accept-ranges",
+    ] {
+        assert!(!first.h(h).is_empty(), "{h}");
+        assert_eq!(again.h(h), first.h(h), "{h}");
+    }
+    // Another range of the same block, then one across blocks 1 and 2 once both are
+    // cached.
+    let g = get(&u, &["-r", "10000-10099"]);
+    assert_eq!((g.status, &g.body[..]), (206, &data[10_000..10_100]));
+    assert_eq!(fast(), 2.0);
+    assert_eq!(get(&u, &["-r", "20000-20000"]).status, 206);
+    let g = get(&u, &["-r", "19990-20009"]);
+    assert_eq!((g.status, &g.body[..]), (206, &data[19_990..20_010]));
+    assert_eq!(fast(), 3.0);
+    // The same path by identity: content-addressed, so immutable.
+    let ident = get(&format!("{}containers.json", s.url), &[]);
+    let v: serde_json::Value = serde_json::from_slice(&ident.body).unwrap();
+    let imm = v["containers"][0]["immutable_url"].as_str().unwrap();
+    let iu = format!("http://{}{imm}stream", s.addr);
+    for n in [3.0, 4.0] {
+        let g = get(&iu, &["-r", "12000-12999"]);
+        assert_eq!((g.status, &g.body[..]), (206, &data[12_000..13_000]));
+        assert!(g.h("cache-control").contains("immutable"));
+        assert_eq!(fast(), n);
+    }
+    // Conditions or several ranges: the ordinary path.
+    let etag = first.h("etag").to_string();
+    let g = get(
+        &u,
+        &["-r", "12000-12999", "-H", &format!("If-Range: {etag}")],
+    );
+    assert_eq!((g.status, &g.body[..]), (206, &data[12_000..13_000]));
+    let g = get(&u, &["-r", "12000-12009,12100-12109"]);
+    assert_eq!(g.status, 206);
+    assert_eq!(fast(), 4.0);
+    // The damaged block, asked twice: a 500 each time, never the fast path.
+    for _ in 0..2 {
+        assert_eq!(get(&u, &["-r", "50000-50099"]).status, 500);
+    }
+    assert_eq!(fast(), 4.0);
+    assert_eq!(metric(&s.url, "h4fs_verification_failures_total"), 2.0);
+}
+
 #[test]
 fn the_web_page_plays_and_seeks_the_video_in_chromium() {
     let dir = tempfile::tempdir().unwrap();

@@ -197,6 +197,59 @@ impl Blocks {
         Ok(data)
     }
 
+    /// Like [`Blocks::read`] without a handle, but only when it needs no I/O and no
+    /// hashing: `None` unless whether the container may be served is already decided
+    /// (a reference file's whole-file VERI checked) and every block of the range is in
+    /// the cache (so already verified). A hit counts and reorders like a read; a `None`
+    /// changes nothing (no miss counted, no prefetch). For callers that must not block,
+    /// such as an async server thread, which then falls back to [`Blocks::read`].
+    pub fn try_read_cached(
+        &self,
+        c: ContainerId,
+        t: TrackId,
+        offset: u64,
+        len: u64,
+    ) -> Option<Result<Data, ReadError>> {
+        let served = self.container(c);
+        if served.unreadable().is_none() && served.archive.needs_veri() && served.veri().is_none() {
+            // The first check of a reference file reads and hashes the whole file.
+            return None;
+        }
+        if let Err(e) = self.check(c) {
+            return Some(Err(e));
+        }
+        let track = &self.archive(c).tracks[t.index()];
+        let key = |n| BlockKey {
+            container: c,
+            track: t,
+            block: BlockIndex(n),
+        };
+        let mut segs = track.segments(offset, len);
+        let Some(first) = segs.next() else {
+            return Some(Ok(Data::Owned(Vec::new())));
+        };
+        let Some(second) = segs.next() else {
+            let b = self.cache.get_held(&key(first.block))?;
+            return Some(Ok(Data::Block(
+                b,
+                first.start as usize,
+                (first.start + first.len) as usize,
+            )));
+        };
+        let many: Vec<_> = [first, second].into_iter().chain(segs).collect();
+        if !many.iter().all(|s| self.cache.contains(&key(s.block))) {
+            return None;
+        }
+        let total: u64 = many.iter().map(|s| s.len).sum();
+        let mut out = Vec::with_capacity(total as usize);
+        for s in &many {
+            // Evicted since the probe above: leave it to a blocking read.
+            let b = self.cache.get_held(&key(s.block))?;
+            out.extend_from_slice(&b.bytes()[s.start as usize..(s.start + s.len) as usize]);
+        }
+        Some(Ok(Data::Owned(out)))
+    }
+
     /// Verified bytes `[offset, offset + len)` of block `n` of track `t` of container
     /// `c` (fewer at the block's end).
     pub fn read_block(

@@ -532,4 +532,73 @@ fn v1_and_encoded_v2_keep_the_block_path() {
     assert_eq!(geo.container(C).blocks_verified(), 2);
     assert_eq!(geo.container(C).groups_verified(), 0);
     assert!(layer(pack_v2(&data), 1 << 20).container(C).by_groups(0));
+
+/// `try_read_cached` answers only from cached blocks, with the bytes `read` gives, and
+/// never reads, hashes or counts a miss; what it cannot answer without work is `None`.
+#[test]
+fn try_read_cached_answers_only_from_the_cache() {
+    let data = blocks(&[1000, 1000, 1000]);
+    let all: Vec<u8> = data.concat();
+    let b = layer(pack(&data, Engine::Identity), 1 << 20);
+    // Nothing cached: no answer, nothing counted, nothing verified.
+    assert!(b.try_read_cached(C, T, 500, 1000).is_none());
+    assert!(b.try_read_cached(C, T, 10, 20).is_none());
+    let s = b.stats();
+    assert_eq!((s.hits, s.misses), (0, 0));
+    assert_eq!(b.container(C).blocks_verified(), 0);
+    // Block 0 cached: a range within it is answered; one reaching block 1 only if that
+    // was loaded with it (blocks are loaded in pairs).
+    assert_eq!(b.read(C, T, 0, 10, None).unwrap().as_slice(), &all[..10]);
+    let d = b.try_read_cached(C, T, 10, 20).unwrap().unwrap();
+    assert_eq!(d.as_slice(), &all[10..30]);
+    let misses = b.stats().misses;
+    assert_eq!(
+        b.try_read_cached(C, T, 500, 1000).is_some(),
+        b.is_cached(&BlockKey::new(0, 0, 1))
+    );
+    assert!(
+        b.try_read_cached(C, T, 500, 2000).is_none(),
+        "block 2 is not cached"
+    );
+    assert_eq!(b.stats().misses, misses, "no miss counted");
+    // Blocks 0 and 1 cached: the range across them, gathered.
+    b.read(C, T, 1000, 10, None).unwrap();
+    let d = b.try_read_cached(C, T, 500, 1000).unwrap().unwrap();
+    assert_eq!(d.as_slice(), &all[500..1500]);
+    // Past the end: empty, as `read` says.
+    assert!(
+        b.try_read_cached(C, T, 5000, 10)
+            .unwrap()
+            .unwrap()
+            .as_slice()
+            .is_empty()
+    );
+
+    // A reference file whose whole-file VERI is not checked yet: no answer (the check
+    // reads the whole file), and the check is not started.
+    let b = layer(fixture("a_small10.h4mk"), 1 << 20);
+    assert!(b.try_read_cached(C, T, 0, 10).is_none());
+    assert!(b.container(C).veri().is_none());
+    // Checked, and the block cached: answered.
+    let want = b.read(C, T, 0, 10, None).unwrap().as_slice().to_vec();
+    assert!(b.container(C).veri().unwrap().ok);
+    let d = b.try_read_cached(C, T, 0, 10).unwrap().unwrap();
+    assert_eq!(d.as_slice(), &want[..]);
+
+    // A container refused without reading (unknown engine): the refusal, at once.
+    let mut bytes = pack(&blocks(&[256, 256]), Engine::Identity);
+    let needle = b"\"engine\":\"identity\"";
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap()
+        + 10;
+    bytes[at..at + 8].copy_from_slice(b"mystery8");
+    let archive = Archive::from_source(Box::new(bytes), OpenCheck::None).unwrap();
+    let served = Served::new(archive, PathBuf::from("/mem/x.h4mk"), None, UNIX_EPOCH);
+    let b = Blocks::new(vec![served], config(1 << 20, quiet()));
+    assert!(matches!(
+        b.try_read_cached(C, T, 0, 10),
+        Some(Err(ReadError::Archive(crate::Error::UnknownEngine { .. })))
+    ));
 }

@@ -376,6 +376,29 @@ impl Fs {
         Ok(data)
     }
 
+    /// A read of `stream` that needs no I/O and no hashing (every block it covers is in
+    /// the cache, hence verified), without a file handle; `None` when it would (then use
+    /// [`Fs::read`]) or for any other file. For callers that must not block.
+    pub fn try_read_cached(
+        &self,
+        ino: u64,
+        offset: u64,
+        size: u32,
+    ) -> Option<std::result::Result<ReadData, FsError>> {
+        let Ok(Node::Stream(c, t)) = self.node(ino) else {
+            return None;
+        };
+        let data = match self.blocks.try_read_cached(c, t, offset, size as u64)? {
+            Ok(d) => ReadData::from(d),
+            Err(e) => return Some(Err(e.into())),
+        };
+        self.read_requests.fetch_add(1, Ordering::Relaxed);
+        self.largest_read.fetch_max(size as u64, Ordering::Relaxed);
+        self.bytes_served
+            .fetch_add(data.as_slice().len() as u64, Ordering::Relaxed);
+        Some(Ok(data))
+    }
+
     /// Target of a `by-pts/` symlink.
     pub fn readlink(&self, ino: u64) -> std::result::Result<String, FsError> {
         self.symlink_target(self.node(ino)?)

@@ -22,6 +22,8 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
     /// Body bytes handed to connections.
     pub bytes: AtomicU64,
+    /// Range requests answered from cached, verified blocks without a blocking read.
+    pub fast_ranges: AtomicU64,
     buckets: [AtomicU64; BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
@@ -116,6 +118,12 @@ impl Metrics {
             "h4fs_http_response_body_bytes_total",
             "Response body bytes handed to connections.",
             self.bytes.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut s,
+            "h4fs_http_fast_ranges_total",
+            "Range requests answered from cached, verified blocks without a blocking read.",
+            self.fast_ranges.load(Ordering::Relaxed),
         );
         counter(
             &mut s,
