@@ -17,6 +17,7 @@
 # (built if missing). Not run by the tests. Results: docs/PERFORMANCE.md, "Serve".
 #
 #   scripts/bench-serve.sh [--size 256M] [--block-size 1M] [--duration 10] [--work-dir DIR]
+#                          [--h4fs BINARY] (default: target/release/h4fs, built if missing)
 
 set -euo pipefail
 export LC_ALL=C
@@ -27,6 +28,7 @@ SIZE=256M
 BS=1M
 DURATION=10
 WORK_DIR=/var/tmp/h4fs-bench-serve
+H4FS=""
 THREADS=2
 
 while [ $# -gt 0 ]; do
@@ -35,7 +37,8 @@ while [ $# -gt 0 ]; do
         --block-size) BS=$2; shift 2 ;;
         --duration) DURATION=$2; shift 2 ;;
         --work-dir) WORK_DIR=$2; shift 2 ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        --h4fs) H4FS=$2; shift 2 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -44,9 +47,9 @@ for t in wrk nginx curl; do
     command -v "$t" >/dev/null || { echo "bench-serve: $t is needed (apt-get install wrk nginx-light curl)" >&2; exit 1; }
 done
 
-H4FS="$REPO_DIR/target/release/h4fs"
-if [ ! -x "$H4FS" ]; then
-    (cd "$REPO_DIR" && cargo build --release >&2)
+if [ -z "$H4FS" ]; then
+    H4FS="$REPO_DIR/target/release/h4fs"
+    [ -x "$H4FS" ] || (cd "$REPO_DIR" && cargo build --release >&2)
 fi
 
 mkdir -p "$WORK_DIR"
