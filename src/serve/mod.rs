@@ -8,7 +8,11 @@
 //! * Reads are blocking: the path lookup and the first read of a response run with
 //!   `block_in_place` on the worker thread (the runtime hands its other tasks to another
 //!   thread meanwhile); later chunks run on tokio's blocking pool (bounded by
-//!   [`Config::blocking_threads`]). A body is produced in chunks of [`CHUNK`] bytes
+//!   [`Config::blocking_threads`]). The exception, the common request of players and
+//!   of random access: a GET of one range of at most [`CHUNK`] bytes, without
+//!   conditions, of a file found before, whose blocks are all in the cache (already
+//!   verified), is answered on the async thread with no lookup and no blocking
+//!   ([`Fs::try_read_cached`]); it is counted in `/metrics`. A body is produced in chunks of [`CHUNK`] bytes
 //!   through a channel of two chunks, so a whole-file GET never buffers the file and a
 //!   slow client only holds two chunks.
 //! * The first chunk is read before the status line is sent, so a block that fails
