@@ -218,6 +218,24 @@ impl Blocks {
         if let Err(e) = self.check(c) {
             return Some(Err(e));
         }
+        if self.container(c).by_groups(t.index()) {
+            // The cache holds this track's verified hash groups, keyed by group number.
+            let shape = self.shape(c);
+            let end = offset.saturating_add(len).min(shape.stream_len());
+            if offset >= end {
+                return Some(Ok(Data::Owned(Vec::new())));
+            }
+            let (groups, span) = shape.groups_for(offset..end);
+            let mut parts = Vec::with_capacity((groups.end - groups.start) as usize);
+            for g in groups {
+                parts.push(self.cache.get_held(&group_key(c, t, g))?);
+            }
+            return Some(Ok(join_parts(
+                &parts,
+                offset - span.start,
+                end - span.start,
+            )));
+        }
         let track = &self.archive(c).tracks[t.index()];
         let key = |n| BlockKey {
             container: c,
@@ -679,24 +697,7 @@ impl Blocks {
         if sequential {
             self.queue_prefetch_groups(c, t, groups.end..file_end, queued_to, handle);
         }
-        let lo = offset - span.start;
-        let hi = end - span.start;
-        Ok(match parts.as_slice() {
-            [one] => Data::Block(one.clone(), lo as usize, hi as usize),
-            many => {
-                let mut out = Vec::with_capacity((hi - lo) as usize);
-                let mut at = 0u64;
-                for p in many {
-                    let plen = p.len() as u64;
-                    let (a, b) = (lo.max(at), hi.min(at + plen));
-                    if a < b {
-                        out.extend_from_slice(&p.bytes()[(a - at) as usize..(b - at) as usize]);
-                    }
-                    at += plen;
-                }
-                Data::Owned(out)
-            }
-        })
+        Ok(join_parts(&parts, offset - span.start, end - span.start))
     }
 
     /// The tree shape of a container served by groups.
@@ -909,6 +910,26 @@ fn run_groups(shape: Shape) -> u64 {
 }
 
 /// The cache and flight key of hash group `g` of track `t` of container `c`.
+/// Bytes `[lo, hi)` of consecutive verified groups `parts`, counted from the first.
+fn join_parts(parts: &[Arc<VerifiedBlock>], lo: u64, hi: u64) -> Data {
+    match parts {
+        [one] => Data::Block(one.clone(), lo as usize, hi as usize),
+        many => {
+            let mut out = Vec::with_capacity((hi - lo) as usize);
+            let mut at = 0u64;
+            for p in many {
+                let plen = p.len() as u64;
+                let (a, b) = (lo.max(at), hi.min(at + plen));
+                if a < b {
+                    out.extend_from_slice(&p.bytes()[(a - at) as usize..(b - at) as usize]);
+                }
+                at += plen;
+            }
+            Data::Owned(out)
+        }
+    }
+}
+
 fn group_key(c: ContainerId, t: TrackId, g: u64) -> BlockKey {
     BlockKey {
         container: c,

@@ -532,6 +532,7 @@ fn v1_and_encoded_v2_keep_the_block_path() {
     assert_eq!(geo.container(C).blocks_verified(), 2);
     assert_eq!(geo.container(C).groups_verified(), 0);
     assert!(layer(pack_v2(&data), 1 << 20).container(C).by_groups(0));
+}
 
 /// `try_read_cached` answers only from cached blocks, with the bytes `read` gives, and
 /// never reads, hashes or counts a miss; what it cannot answer without work is `None`.
@@ -601,4 +602,29 @@ fn try_read_cached_answers_only_from_the_cache() {
         b.try_read_cached(C, T, 0, 10),
         Some(Err(ReadError::Archive(crate::Error::UnknownEngine { .. })))
     ));
+}
+
+/// For a track served by hash groups the cache holds groups keyed by group number:
+/// `try_read_cached` answers from those groups, with the bytes `read` gives, never from
+/// a key that only looks like a block's.
+#[test]
+fn try_read_cached_of_a_v2_track_answers_from_its_groups() {
+    let data = blocks(&[MIB, MIB]);
+    let all = stream(&data);
+    let b = layer(pack_v2(&data), 64 << 20);
+    assert!(b.container(C).by_groups(0));
+    // Nothing cached yet.
+    let at = 70 * GROUP + 100;
+    assert!(b.try_read_cached(C, T, at, 4096).is_none());
+    // Group 70 loaded by a random read: a range inside it is answered.
+    b.read(C, T, at, 10, None).unwrap();
+    let d = b.try_read_cached(C, T, at, 4096).unwrap().unwrap();
+    assert_eq!(d.as_slice(), &all[at as usize..at as usize + 4096]);
+    // Block 1 starts in a group that is not cached: no answer, not group 1's bytes.
+    assert!(b.try_read_cached(C, T, MIB as u64, 100).is_none());
+    // Both groups of a range across a group boundary cached: gathered.
+    let at = 71 * GROUP - 50;
+    b.read(C, T, at, 100, None).unwrap();
+    let d = b.try_read_cached(C, T, at, 100).unwrap().unwrap();
+    assert_eq!(d.as_slice(), &all[at as usize..at as usize + 100]);
 }
