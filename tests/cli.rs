@@ -509,6 +509,55 @@ fn inspect_chunks_of_many_blocks_in_bounded_memory() {
     assert_eq!(doc["blocks"], blocks);
 }
 
+/// `pack --block-size`, `mount --cache-size` and `mount -o cache_size=` read sizes with
+/// the same parser: the same forms, and the same message for a bad one.
+#[test]
+fn sizes_are_read_alike_by_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.bin");
+    std::fs::write(&input, noise(3000, 7)).unwrap();
+    let out = dir.path().join("out.h4mk");
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let want = "\"12Q\": unknown size suffix \"q\" (use K, M, G or T)";
+    let runs = [
+        (
+            vec!["pack", arg(&input), "--block-size", "12Q", "-o", arg(&out)],
+            2,
+        ),
+        (
+            vec!["mount", arg(&input), arg(&mnt), "--cache-size", "12Q"],
+            2,
+        ),
+        (
+            vec!["mount", arg(&input), arg(&mnt), "-o", "cache_size=12Q"],
+            3,
+        ),
+    ];
+    for (args, code) in runs {
+        let o = h4fs(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    assert!(!out.exists());
+    // The same spellings of one size give one container.
+    ok(&["pack", arg(&input), "--block-size", "1KiB", "-o", arg(&out)]);
+    let a = std::fs::read(&out).unwrap();
+    for spelling in ["1k", "1024", "1 KB"] {
+        ok(&[
+            "pack",
+            arg(&input),
+            "--block-size",
+            spelling,
+            "-o",
+            arg(&out),
+            "--force",
+        ]);
+        assert_eq!(std::fs::read(&out).unwrap(), a, "{spelling}");
+    }
+}
+
 #[test]
 fn help_has_examples_and_exit_codes() {
     let o = ok(&["--help"]);

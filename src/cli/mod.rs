@@ -22,6 +22,7 @@ mod progress;
 pub mod remote;
 mod seek;
 mod serve;
+mod size;
 mod stats;
 mod upgrade;
 mod verify;

@@ -17,6 +17,7 @@
 //! * `h4fs SRC DIR [-o OPTS]...` (first argument not a subcommand): what mount(8)'s
 //!   generic `mount.fuse3` runs (`/bin/sh -c 'h4fs SRC DIR -o OPTS'`).
 
+use super::size::parse_size;
 use crate::fs::{self, Fs, FsConfig, VerifyLevel};
 use crate::fuse::FuseFs;
 use anyhow::{Context, anyhow, bail};
@@ -133,36 +134,6 @@ fn default_threads() -> usize {
     std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .max(4)
-}
-
-/// Parse a byte size: a number with an optional K, M, G or T suffix (powers of 1024;
-/// "KiB", "KB", "k" all accepted).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, suffix) = t.split_at(split);
-    if num.is_empty() {
-        return Err(format!(
-            "\"{s}\" is not a size (expected e.g. 512M, 2G, 1048576)"
-        ));
-    }
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("\"{s}\": number too large"))?;
-    let shift = match suffix.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        "t" | "tb" | "tib" => 40,
-        other => {
-            return Err(format!(
-                "\"{s}\": unknown size suffix \"{other}\" (use K, M, G or T)"
-            ));
-        }
-    };
-    n.checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("\"{s}\" is too large"))
 }
 
 /// The mount settings after `-o` options are applied.
@@ -1045,19 +1016,6 @@ fn helper_args(rest: &[String]) -> anyhow::Result<MountArgs> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("1048576"), Ok(1 << 20));
-        assert_eq!(parse_size("64K"), Ok(64 << 10));
-        assert_eq!(parse_size("256M"), Ok(256 << 20));
-        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
-        assert_eq!(parse_size("1tb"), Ok(1 << 40));
-        assert!(parse_size("").is_err());
-        assert!(parse_size("12Q").is_err());
-        assert!(parse_size("99999999999T").is_err());
-        assert!(parse_size("-1").is_err());
-    }
 
     #[test]
     fn helper_argv_and_options() {

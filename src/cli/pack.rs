@@ -1,5 +1,6 @@
 //! `h4fs pack`.
 
+use super::size::parse_size;
 use crate::engine::Engine;
 use crate::output::{Output, OutputOptions};
 use crate::writer::{self, Input, PackOptions};
@@ -49,7 +50,8 @@ pub struct Args {
     /// (by default a symbolic link is refused, naming it).
     #[arg(long)]
     pub follow_symlinks: bool,
-    /// Block size for a file cut into fixed blocks (bytes; K, M, G, KiB, MiB, GiB suffixes).
+    /// Block size for a file cut into fixed blocks (bytes; K, M, G suffixes, powers of
+    /// 1024, also written KiB, MiB, GiB).
     #[arg(long, value_parser = parse_size, conflicts_with = "index")]
     pub block_size: Option<u64>,
     /// Block index CSV: header `offset,size,pts_us,keyframe[,duration_us]`, rows tiling
@@ -128,25 +130,6 @@ pub fn parse_group_size(s: &str) -> Result<u8, String> {
         ));
     }
     Ok(n.trailing_zeros() as u8)
-}
-
-/// Parse "4096", "64K", "1MiB", "2G".
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("\"{s}\" is not a size (examples: 4096, 64K, 1MiB)"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        other => return Err(format!("unknown size unit \"{other}\" in \"{s}\"")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("\"{s}\" is too large"))
 }
 
 fn extra_meta(args: &Args) -> anyhow::Result<Map<String, Value>> {

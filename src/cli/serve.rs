@@ -1,6 +1,7 @@
 //! `h4fs serve`: containers over HTTP, in the foreground.
 
-use super::mount::{VerifyArg, parse_size};
+use super::mount::VerifyArg;
+use super::size::parse_size;
 use crate::fs::{self, Fs, FsConfig};
 use crate::serve::{self, Config, Server};
 use anyhow::{Context, bail};
