@@ -806,6 +806,47 @@ fn mount_options_uid_gid_and_foreground() {
     );
 }
 
+/// The per-mount options of the mount at `mp` in /proc/self/mountinfo (field 6:
+/// `ro,nosuid,nodev,relatime`).
+fn mount_flags(mp: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let want = mp.to_str().unwrap().replace(' ', "\\040");
+    let line = text
+        .lines()
+        .rfind(|l| l.split(' ').nth(4) == Some(want.as_str()))
+        .unwrap_or_else(|| panic!("{} is not in mountinfo", mp.display()));
+    let flags = line.split(' ').nth(5).unwrap();
+    flags.split(',').map(str::to_string).collect()
+}
+
+#[test]
+fn mounts_are_read_only_nosuid_and_nodev_unless_asked() {
+    let p = standard();
+    let m = Mount::new(&p.container, &[]);
+    let flags = mount_flags(&m.dir);
+    for want in ["ro", "nosuid", "nodev"] {
+        assert!(flags.iter().any(|f| f == want), "{want} missing: {flags:?}");
+    }
+    drop(m);
+    // -o suid,dev take the defaults away; the mount stays read-only.
+    let m = Mount::new(&p.container, &["-o", "suid,dev"]);
+    let flags = mount_flags(&m.dir);
+    assert!(flags.iter().any(|f| f == "ro"), "{flags:?}");
+    for unwanted in ["nosuid", "nodev"] {
+        assert!(
+            !flags.iter().any(|f| f == unwanted),
+            "{unwanted}: {flags:?}"
+        );
+    }
+    drop(m);
+    // Other flags add to them.
+    let m = Mount::new(&p.container, &["-o", "noexec"]);
+    let flags = mount_flags(&m.dir);
+    for want in ["ro", "nosuid", "nodev", "noexec"] {
+        assert!(flags.iter().any(|f| f == want), "{want} missing: {flags:?}");
+    }
+}
+
 /// Whether a process is still running (a zombie waiting to be reaped is not).
 fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {

@@ -64,7 +64,7 @@ impl From<VerifyArg> for VerifyLevel {
 
 Options also work as -o key=value (cache_size=, threads=, verify=, strict, uid=,
 gid=, log_file=, nonempty, allow_other, allow_root), as used by `mount -t fuse.h4fs` and
-/etc/fstab.")]
+/etc/fstab. The mount is read-only, nosuid and nodev (-o suid,dev drop the last two).")]
 pub struct MountArgs {
     /// A container file, or a directory whose *.h4mk files become subdirectories.
     pub source: PathBuf,
@@ -210,7 +210,7 @@ fn apply_options(mut args: MountArgs) -> anyhow::Result<Settings> {
             | "nofail" | "_netdev" | "comment" | "loop" => {}
             k if k.starts_with("x-") => {}
             _ => bail!(
-                "unknown mount option \"{o}\" (h4fs takes ro, allow_other, allow_root, cache_size=, threads=, verify=, strict, nonempty, uid=, gid=, log_file=, key_file=, shared_secret_file=, fsname=, max_read=, nosuid, nodev, noexec, noatime)"
+                "unknown mount option \"{o}\" (h4fs takes ro, allow_other, allow_root, cache_size=, threads=, verify=, strict, nonempty, uid=, gid=, log_file=, key_file=, shared_secret_file=, fsname=, max_read=, noexec, noatime, suid, dev)"
             ),
         }
     }
@@ -732,6 +732,16 @@ fn mount_session(s: &Settings) -> anyhow::Result<Mounted> {
         MountOption::RO,
         MountOption::DefaultPermissions,
     ];
+    // Nothing on the mount is set-user-ID or a device, and a media container should not
+    // be able to make it so: nosuid and nodev unless `-o suid` / `-o dev` ask otherwise.
+    for (default, unless) in [
+        (MountOption::NoSuid, MountOption::Suid),
+        (MountOption::NoDev, MountOption::Dev),
+    ] {
+        if !s.extra.contains(&unless) {
+            options.push(default);
+        }
+    }
     for o in &s.extra {
         if !options.contains(o) {
             options.push(o.clone());
