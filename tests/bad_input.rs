@@ -10,6 +10,9 @@
 //! the documented one (1 damaged, 2 usage, 3 other), nothing panics or dies of a signal,
 //! and no output file (or temporary file) is left behind.
 
+mod common;
+
+use common::fix_crc;
 use h4fs::engine::Engine;
 use h4fs::error::Error;
 use h4fs::format::h4fs::{self as hf, Footer};
@@ -19,7 +22,6 @@ use h4fs::writer::{BlockMeta, Writer, default_safe};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_h4fs");
 const DAMAGED: i32 = 1;
 const USAGE: i32 = 2;
 const OTHER: i32 = 3;
@@ -153,12 +155,6 @@ fn payload_a(b: &[u8], at: usize) -> &[u8] {
     &b[at + 12..at + 12 + be32(b, at + 4) as usize]
 }
 
-/// Recompute the CRC of the layout-A chunk at `at`, so a later check is reached.
-fn fix_crc_a(b: &mut [u8], at: usize) {
-    let crc = crc32fast::hash(payload_a(b, at));
-    set_be32(b, at + 8, crc);
-}
-
 /// Replace `from` by `to` (same length) inside the payload of the chunk at `at`.
 fn replace_in_payload(b: &mut [u8], at: usize, from: &[u8], to: &[u8]) {
     assert_eq!(from.len(), to.len());
@@ -179,7 +175,7 @@ fn reseal(b: &mut [u8]) {
     let f = Footer::parse(&b[tail + 12..tail + 12 + hf::FOOTER_PAYLOAD_LEN], 0).expect("footer");
     let offs = [f.seek_offset, f.meta_offset, f.safe_offset, f.index_offset].map(|o| o as usize);
     for o in offs {
-        fix_crc_a(b, o);
+        fix_crc(b, o);
     }
     let [seek, meta, safe, index] = offs.map(|o| payload_a(b, o).to_vec());
     let root = integrity::root_hash(
@@ -192,7 +188,7 @@ fn reseal(b: &mut [u8]) {
     );
     let root_at = tail + 12 + hf::FOOTER_PREFIX_LEN;
     b[root_at..root_at + 32].copy_from_slice(&root);
-    fix_crc_a(b, tail);
+    fix_crc(b, tail);
     reseal_veri(b, b.len() - 44);
 }
 
@@ -200,7 +196,7 @@ fn reseal(b: &mut [u8]) {
 fn reseal_veri(b: &mut [u8], at: usize) {
     let veri = integrity::sha256(&b[8..at]);
     b[at + 12..at + 44].copy_from_slice(&veri);
-    fix_crc_a(b, at);
+    fix_crc(b, at);
 }
 
 /// Recompute every chunk CRC and the file CRC of a layout C file.
@@ -281,7 +277,7 @@ fn run_cmd(mut cmd: Command, what: &str) -> Run {
 }
 
 fn run(args: &[&str]) -> Run {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = common::h4fs();
     cmd.args(args);
     run_cmd(cmd, &format!("h4fs {args:?}"))
 }
@@ -618,7 +614,7 @@ fn unknown_version() {
     let mut g = good();
     let hftr = g.len() - 152;
     set_be32(&mut g, hftr + 12, 9);
-    fix_crc_a(&mut g, hftr);
+    fix_crc(&mut g, hftr);
     rejected(
         &sc,
         "footer9.h4mk",
@@ -715,9 +711,8 @@ fn block_length_disagreeing_with_the_index() {
 /// Runs `args` with the address space limited to 1 GiB: an allocation sized from a
 /// 0xFFFFFFFF length would abort.
 fn run_limited(args: &[&str]) -> Run {
-    let mut cmd = Command::new("bash");
-    cmd.args(["-c", "ulimit -v 1048576 && exec \"$0\" \"$@\"", BIN])
-        .args(args);
+    let mut cmd = common::limited(1 << 20);
+    cmd.args(args);
     run_cmd(cmd, &format!("h4fs {args:?} under ulimit -v 1 GiB"))
 }
 
@@ -751,7 +746,7 @@ fn huge_length_field_does_not_allocate() {
     let mut a = seed_a();
     let seek = Layout::of(&a).at("SEEK");
     set_be32(&mut a, seek + 12, huge);
-    fix_crc_a(&mut a, seek);
+    fix_crc(&mut a, seek);
     cases.push((
         "seed-seek-count",
         a,
@@ -914,7 +909,7 @@ fn veri_mismatch() {
     for (name, mut b) in [("seed", seed_a()), ("h4fs", good())] {
         let veri = Layout::of(&b).at("VERI");
         b[veri + 12] ^= 0x80;
-        fix_crc_a(&mut b, veri);
+        fix_crc(&mut b, veri);
         let f = sc.write(&format!("{name}.h4mk"), &b);
         let want = format!(
             "VERI mismatch: the VERI chunk at offset {veri} records {}",
@@ -1241,7 +1236,7 @@ fn invalid_json_in_meta() {
     let mut a = seed_a();
     let meta = Layout::of(&a).at("META");
     a[meta + 12] = b'[';
-    fix_crc_a(&mut a, meta);
+    fix_crc(&mut a, meta);
     rejected(
         &sc,
         "seed.h4mk",
@@ -1289,7 +1284,7 @@ fn non_utf8_json_in_meta() {
     let meta = Layout::of(&a).at("META");
     // "HarmonyØ4": break the two-byte "Ø".
     replace_in_payload(&mut a, meta, "Ø".as_bytes(), b"\xff\xfe");
-    fix_crc_a(&mut a, meta);
+    fix_crc(&mut a, meta);
     rejected(
         &sc,
         "seed.h4mk",
@@ -1368,7 +1363,7 @@ fn unsorted_seek() {
     let (e0, e1) = (a[p..p + 16].to_vec(), a[p + 16..p + 32].to_vec());
     a[p..p + 16].copy_from_slice(&e1);
     a[p + 16..p + 32].copy_from_slice(&e0);
-    fix_crc_a(&mut a, seek);
+    fix_crc(&mut a, seek);
     rejected(
         &sc,
         "seed.h4mk",
@@ -1469,7 +1464,7 @@ fn index_entry_pointing_outside_the_file() {
     let mut b = g.clone();
     let hftr = g.len() - 152;
     set_be64(&mut b, hftr + 12 + 32, g.len() as u64 * 2);
-    fix_crc_a(&mut b, hftr);
+    fix_crc(&mut b, hftr);
     rejected(
         &sc,
         "footer-index.h4mk",
@@ -1542,7 +1537,7 @@ fn unknown_engine() {
         b"\"geometric-reference\"",
         b"\"holographic-coder-9\"",
     );
-    fix_crc_a(&mut a, meta);
+    fix_crc(&mut a, meta);
     reseal_veri(&mut a, l.at("VERI"));
     let mut g = good();
     let gmeta = Layout::of(&g).at("META");
@@ -1790,7 +1785,7 @@ fn structure_root_mismatch() {
     let mut b = g.clone();
     let meta = l.at("META");
     replace_in_payload(&mut b, meta, b"bad-input", b"bad-inpuT");
-    fix_crc_a(&mut b, meta);
+    fix_crc(&mut b, meta);
     let err = rejected(&sc, "meta.h4mk", &b, DAMAGED, &[&want]);
     assert!(matches!(err, Error::RootMismatch { offset, .. } if offset == hftr as u64));
     // The index edited: a block's recorded pts.
@@ -1978,7 +1973,7 @@ fn with_outboard(b: &[u8], payload: &[u8]) -> Vec<u8> {
         &integrity::index_digest(&p(f.index_offset)),
     );
     v[tail + 12..tail + 12 + hf::FOOTER_PAYLOAD_LEN].copy_from_slice(&f.encode());
-    fix_crc_a(&mut v, tail);
+    fix_crc(&mut v, tail);
     let veri_at = v.len() - 44;
     reseal_veri(&mut v, veri_at);
     v

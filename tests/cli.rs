@@ -3,10 +3,10 @@
 
 mod common;
 
-use common::{BIN, arg, noise};
+use common::{BIN, arg, h4fs, h4fs_ok, h4fs_run, noise};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -14,24 +14,8 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn h4fs(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().expect("run h4fs")
-}
-
-#[track_caller]
-fn ok(args: &[&str]) -> Output {
-    let o = h4fs(args);
-    assert!(
-        o.status.success(),
-        "h4fs {args:?} failed ({:?}): {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
-}
-
 fn inspect_json(file: &Path) -> Value {
-    let o = ok(&["inspect", "--json", arg(file)]);
+    let o = h4fs_ok(&["inspect", "--json", arg(file)]);
     serde_json::from_slice(&o.stdout).expect("inspect --json prints JSON")
 }
 
@@ -39,7 +23,7 @@ fn seek_json(file: &Path, pts: u64, extra: &[&str]) -> Value {
     let pts = pts.to_string();
     let mut args = vec!["seek", "--json", arg(file), &pts];
     args.extend_from_slice(extra);
-    serde_json::from_slice(&ok(&args).stdout).expect("seek --json prints JSON")
+    serde_json::from_slice(&h4fs_ok(&args).stdout).expect("seek --json prints JSON")
 }
 
 #[test]
@@ -49,7 +33,7 @@ fn fixed_blocks_round_trip_with_meta() {
     let src = dir.path().join("clip.raw");
     std::fs::write(&src, &data).unwrap();
     let out = dir.path().join("clip.h4mk");
-    let o = ok(&[
+    let o = h4fs_ok(&[
         "pack",
         arg(&src),
         "--block-size",
@@ -70,7 +54,7 @@ fn fixed_blocks_round_trip_with_meta() {
     assert!(err.contains("packed 16 blocks"), "{err}");
 
     let back = dir.path().join("clip.out");
-    ok(&["extract", arg(&out), "-o", arg(&back)]);
+    h4fs_ok(&["extract", arg(&out), "-o", arg(&back)]);
     assert_eq!(std::fs::read(&back).unwrap(), data);
 
     let doc = inspect_json(&out);
@@ -109,7 +93,7 @@ fn fixed_blocks_round_trip_with_meta() {
     assert_eq!(s["keyframe"]["pts_us"], 160_000);
     assert_eq!(s["decode_chain"], serde_json::json!([4, 5, 6]));
 
-    ok(&["verify", "--full", arg(&out)]);
+    h4fs_ok(&["verify", "--full", arg(&out)]);
 }
 
 #[test]
@@ -120,9 +104,9 @@ fn packing_is_deterministic_and_records_only_given_time() {
     let a = dir.path().join("a.h4mk");
     let b = dir.path().join("sub/b.h4mk");
     std::fs::create_dir(dir.path().join("sub")).unwrap();
-    ok(&["pack", arg(&src), "--block-size", "10000", "-o", arg(&a)]);
+    h4fs_ok(&["pack", arg(&src), "--block-size", "10000", "-o", arg(&a)]);
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    ok(&[
+    h4fs_ok(&[
         "pack",
         arg(&src),
         "--block-size",
@@ -135,7 +119,7 @@ fn packing_is_deterministic_and_records_only_given_time() {
     assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
 
     let c = dir.path().join("c.h4mk");
-    ok(&[
+    h4fs_ok(&[
         "pack",
         arg(&src),
         "--block-size",
@@ -166,42 +150,42 @@ fn index_csv_input_with_zero_length_and_one_byte_blocks() {
     )
     .unwrap();
     let out = dir.path().join("media.h4mk");
-    ok(&["pack", arg(&src), "--index", arg(&csv), "-o", arg(&out)]);
+    h4fs_ok(&["pack", arg(&src), "--index", arg(&csv), "-o", arg(&out)]);
     let doc = inspect_json(&out);
     assert_eq!(doc["blocks"], 5);
     assert_eq!(doc["meta"]["duration_us"], 200_000);
     assert!(doc["meta"].get("block_size").is_none());
 
-    assert_eq!(ok(&["cat", arg(&out), "--block", "1"]).stdout, b"");
+    assert_eq!(h4fs_ok(&["cat", arg(&out), "--block", "1"]).stdout, b"");
     assert_eq!(
-        ok(&["cat", arg(&out), "--block", "2"]).stdout,
+        h4fs_ok(&["cat", arg(&out), "--block", "2"]).stdout,
         &data[4000..4001]
     );
     assert_eq!(
-        ok(&["cat", arg(&out), "--block", "3"]).stdout,
+        h4fs_ok(&["cat", arg(&out), "--block", "3"]).stdout,
         &data[4001..7000]
     );
     // Ranges are inclusive and may straddle blocks, including the empty one.
     assert_eq!(
-        ok(&["cat", arg(&out), "--range", "3990-4010"]).stdout,
+        h4fs_ok(&["cat", arg(&out), "--range", "3990-4010"]).stdout,
         &data[3990..=4010]
     );
     assert_eq!(
-        ok(&["cat", arg(&out), "--range", "9000-"]).stdout,
+        h4fs_ok(&["cat", arg(&out), "--range", "9000-"]).stdout,
         &data[9000..]
     );
-    assert_eq!(ok(&["cat", arg(&out)]).stdout, data);
+    assert_eq!(h4fs_ok(&["cat", arg(&out)]).stdout, data);
     // --pts gives the keyframe block at or before the time, --chain up to the block.
     assert_eq!(
-        ok(&["cat", arg(&out), "--pts", "100000"]).stdout,
+        h4fs_ok(&["cat", arg(&out), "--pts", "100000"]).stdout,
         &data[..4000]
     );
     assert_eq!(
-        ok(&["cat", arg(&out), "--pts", "100000", "--chain"]).stdout,
+        h4fs_ok(&["cat", arg(&out), "--pts", "100000", "--chain"]).stdout,
         &data[..4001]
     );
     assert_eq!(
-        ok(&["cat", arg(&out), "--pts", "170000"]).stdout,
+        h4fs_ok(&["cat", arg(&out), "--pts", "170000"]).stdout,
         &data[4001..7000]
     );
 
@@ -237,7 +221,7 @@ fn index_csv_errors_name_the_line() {
     ] {
         let f = dir.path().join("bad.csv");
         std::fs::write(&f, csv).unwrap();
-        let o = h4fs(&["pack", arg(&src), "--index", arg(&f), "-o", arg(&out)]);
+        let o = h4fs_run(&["pack", arg(&src), "--index", arg(&f), "-o", arg(&out)]);
         assert_eq!(o.status.code(), Some(3), "{csv}");
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains(needle), "expected {needle:?} in {err}");
@@ -261,7 +245,7 @@ fn failed_pack_leaves_nothing_behind() {
     let outdir = dir.path().join("out");
     std::fs::create_dir(&outdir).unwrap();
     let out = outdir.join("m.h4mk");
-    let o = h4fs(&["pack", arg(&src), "--index", arg(&f), "-o", arg(&out)]);
+    let o = h4fs_run(&["pack", arg(&src), "--index", arg(&f), "-o", arg(&out)]);
     assert_eq!(o.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&o.stderr).contains("block 19 has pts 5 us"));
     assert_eq!(
@@ -273,7 +257,7 @@ fn failed_pack_leaves_nothing_behind() {
     // An existing destination is left untouched by a failed pack.
     std::fs::write(&out, b"previous").unwrap();
     assert_eq!(
-        h4fs(&["pack", arg(&src), "--index", arg(&f), "-o", arg(&out)])
+        h4fs_run(&["pack", arg(&src), "--index", arg(&f), "-o", arg(&out)])
             .status
             .code(),
         Some(3)
@@ -294,7 +278,7 @@ fn directory_input_one_block_per_file_in_name_order() {
     }
     std::fs::create_dir(frames.join("subdir-ignored")).unwrap();
     let out = dir.path().join("frames.h4mk");
-    ok(&[
+    h4fs_ok(&[
         "pack",
         arg(&frames),
         "--fps",
@@ -311,7 +295,7 @@ fn directory_input_one_block_per_file_in_name_order() {
     let sorted = [&contents[1], &contents[0], &contents[2], &contents[3]];
     for (i, c) in sorted.iter().enumerate() {
         assert_eq!(
-            &ok(&["cat", arg(&out), "--block", &i.to_string()]).stdout,
+            &h4fs_ok(&["cat", arg(&out), "--block", &i.to_string()]).stdout,
             *c,
             "block {i}"
         );
@@ -329,7 +313,7 @@ fn user_meta_fields_and_reserved_keys() {
     let out = dir.path().join("x.h4mk");
     let mf = dir.path().join("m.json");
     std::fs::write(&mf, r#"{"rig": {"id": 7}}"#).unwrap();
-    ok(&[
+    h4fs_ok(&[
         "pack",
         arg(&src),
         "--block-size",
@@ -353,7 +337,7 @@ fn user_meta_fields_and_reserved_keys() {
     assert_eq!(meta["note"], "plain text");
     assert_eq!(meta["rig"]["id"], 7);
     assert_eq!(meta["project"], "proj");
-    let o = h4fs(&[
+    let o = h4fs_run(&[
         "pack",
         arg(&src),
         "--block-size",
@@ -375,7 +359,7 @@ fn geometric_reference_engine_round_trips() {
     let src = dir.path().join("g.bin");
     std::fs::write(&src, &data).unwrap();
     let out = dir.path().join("g.h4mk");
-    ok(&[
+    h4fs_ok(&[
         "pack",
         arg(&src),
         "--block-size",
@@ -387,23 +371,23 @@ fn geometric_reference_engine_round_trips() {
     ]);
     let doc = inspect_json(&out);
     assert_eq!(doc["engine"], "geometric-reference");
-    assert_eq!(ok(&["cat", arg(&out)]).stdout, data);
+    assert_eq!(h4fs_ok(&["cat", arg(&out)]).stdout, data);
     // The run-length form of 1000 zero bytes: 3 x (00 ff) + (00 f1).
-    let raw = ok(&["cat", "--raw", "--block", "0", arg(&out)]).stdout;
+    let raw = h4fs_ok(&["cat", "--raw", "--block", "0", arg(&out)]).stdout;
     assert_eq!(raw, [0, 255, 0, 255, 0, 255, 0, 235]);
-    ok(&["verify", "--full", arg(&out)]);
+    h4fs_ok(&["verify", "--full", arg(&out)]);
 }
 
 #[test]
 fn reads_reference_layout_a() {
     let f = fixture("a_small10.h4mk");
     let payload = std::fs::read(fixture("a_small10.payload")).unwrap();
-    assert_eq!(ok(&["cat", arg(&f)]).stdout, payload);
+    assert_eq!(h4fs_ok(&["cat", arg(&f)]).stdout, payload);
     assert_eq!(
-        ok(&["cat", arg(&f), "--block", "3"]).stdout,
+        h4fs_ok(&["cat", arg(&f), "--block", "3"]).stdout,
         &payload[768..1024]
     );
-    let o = ok(&["verify", "--full", arg(&f)]);
+    let o = h4fs_ok(&["verify", "--full", arg(&f)]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("VERI ok"));
     let doc = inspect_json(&f);
     assert_eq!(doc["layout"], "reference-a");
@@ -431,15 +415,15 @@ fn reads_reference_layout_c_tracks_and_decode_chain() {
     let s = seek_json(&f, 400_000, &["--track", "1"]);
     assert_eq!(s["decode_chain"], serde_json::json!([4]));
     assert_eq!(
-        ok(&["cat", arg(&f), "--track", "1", "--block", "4"]).stdout,
+        h4fs_ok(&["cat", arg(&f), "--track", "1", "--block", "4"]).stdout,
         b"I10_main_audio_keyframe_ghi"
     );
     assert_eq!(
-        ok(&["cat", arg(&f), "--track", "1", "--pts", "70000", "--chain"]).stdout,
+        h4fs_ok(&["cat", arg(&f), "--track", "1", "--pts", "70000", "--chain"]).stdout,
         b"I0_main_audio_keyframe_12345P1_main_audio_predictive_67890B2_main_audio_bidirectional_abc"
     );
-    ok(&["verify", "--full", arg(&f)]);
-    let o = h4fs(&["cat", arg(&f), "--track", "9", "--block", "0"]);
+    h4fs_ok(&["verify", "--full", arg(&f)]);
+    let o = h4fs_run(&["cat", arg(&f), "--track", "9", "--block", "0"]);
     assert_eq!(o.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no track 9; tracks: 1, 2"));
 }
@@ -449,12 +433,12 @@ fn encrypted_reference_is_recognised_not_decoded() {
     let f = fixture("e_encrypted5.h4mk");
     let doc = inspect_json(&f);
     assert_eq!(doc["encryption"]["cipher"], "living-cipher-v3");
-    let o = h4fs(&["cat", arg(&f), "--block", "0"]);
+    let o = h4fs_run(&["cat", arg(&f), "--block", "0"]);
     assert_eq!(o.status.code(), Some(3));
     assert!(o.stdout.is_empty(), "no garbage on stdout");
     assert!(String::from_utf8_lossy(&o.stderr).contains("encrypted (living-cipher-v3)"));
     // Integrity without the key still works.
-    ok(&["verify", "--full", arg(&f)]);
+    h4fs_ok(&["verify", "--full", arg(&f)]);
 }
 
 /// `inspect --chunks` lists every block; the listing is written as it is produced, so
@@ -468,7 +452,7 @@ fn inspect_chunks_of_many_blocks_in_bounded_memory() {
     let blocks = 200_000;
     std::fs::write(&src, noise(blocks, 5)).unwrap();
     let f = dir.path().join("many.h4mk");
-    ok(&[
+    h4fs_ok(&[
         "pack",
         arg(&src),
         "--block-size",
@@ -535,17 +519,17 @@ fn sizes_are_read_alike_by_every_command() {
         ),
     ];
     for (args, code) in runs {
-        let o = h4fs(&args);
+        let o = h4fs_run(&args);
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
         assert!(err.contains(want), "{args:?}: {err}");
     }
     assert!(!out.exists());
     // The same spellings of one size give one container.
-    ok(&["pack", arg(&input), "--block-size", "1KiB", "-o", arg(&out)]);
+    h4fs_ok(&["pack", arg(&input), "--block-size", "1KiB", "-o", arg(&out)]);
     let a = std::fs::read(&out).unwrap();
     for spelling in ["1k", "1024", "1 KB"] {
-        ok(&[
+        h4fs_ok(&[
             "pack",
             arg(&input),
             "--block-size",
@@ -560,18 +544,18 @@ fn sizes_are_read_alike_by_every_command() {
 
 #[test]
 fn help_has_examples_and_exit_codes() {
-    let o = ok(&["--help"]);
+    let o = h4fs_ok(&["--help"]);
     let s = String::from_utf8_lossy(&o.stdout);
     assert!(s.contains("Exit codes: 0 ok, 1 container damaged, 2 bad usage, 3 other error"));
     for cmd in ["pack", "inspect", "seek", "verify", "cat", "extract"] {
-        let o = ok(&[cmd, "--help"]);
+        let o = h4fs_ok(&[cmd, "--help"]);
         assert!(
             String::from_utf8_lossy(&o.stdout).contains("Examples:"),
             "{cmd}"
         );
     }
-    assert_eq!(h4fs(&["pack"]).status.code(), Some(2));
-    assert_eq!(h4fs(&["frobnicate"]).status.code(), Some(2));
+    assert_eq!(h4fs_run(&["pack"]).status.code(), Some(2));
+    assert_eq!(h4fs_run(&["frobnicate"]).status.code(), Some(2));
 }
 
 #[test]
@@ -580,7 +564,7 @@ fn broken_pipe_is_not_an_error() {
     let src = dir.path().join("big.bin");
     std::fs::write(&src, noise(4 << 20, 8)).unwrap();
     let out = dir.path().join("big.h4mk");
-    ok(&["pack", arg(&src), "--block-size", "64K", "-o", arg(&out)]);
+    h4fs_ok(&["pack", arg(&src), "--block-size", "64K", "-o", arg(&out)]);
     let o = Command::new("bash")
         .args([
             "-c",
@@ -610,12 +594,12 @@ fn explicit_key_for_a_plain_container_is_refused() {
     let src = dir.path().join("p.bin");
     std::fs::write(&src, noise(5000, 2)).unwrap();
     let out = dir.path().join("p.h4mk");
-    ok(&["pack", arg(&src), "--block-size", "1000", "-o", arg(&out)]);
+    h4fs_ok(&["pack", arg(&src), "--block-size", "1000", "-o", arg(&out)]);
     let key = dir.path().join("k.key");
-    ok(&["keygen", "-o", arg(&key)]);
+    h4fs_ok(&["keygen", "-o", arg(&key)]);
     // A container stripped of its encryption must not have its bytes served as plaintext
     // to a user who expects decryption.
-    let o = Command::new(BIN)
+    let o = h4fs()
         .args(["cat", arg(&out), "--key-file", arg(&key)])
         .env_remove("H4FS_KEY_FILE")
         .output()
@@ -626,7 +610,7 @@ fn explicit_key_for_a_plain_container_is_refused() {
         String::from_utf8_lossy(&o.stderr).contains("is not encrypted, although a key was given")
     );
     // The same key from the environment only earns a note.
-    let o = Command::new(BIN)
+    let o = h4fs()
         .args(["cat", arg(&out)])
         .env("H4FS_KEY_FILE", &key)
         .output()
@@ -655,7 +639,7 @@ fn a_closed_stdout_ends_every_command_quietly() {
     let src = dir.path().join("s.bin");
     std::fs::write(&src, noise(300_000, 4)).unwrap();
     let c = dir.path().join("s.h4mk");
-    ok(&["pack", arg(&src), "--block-size", "10000", "-o", arg(&c)]);
+    h4fs_ok(&["pack", arg(&src), "--block-size", "10000", "-o", arg(&c)]);
     let c = arg(&c);
     let commands: [&[&str]; 11] = [
         &["inspect", c],
@@ -671,11 +655,7 @@ fn a_closed_stdout_ends_every_command_quietly() {
         &["--help"],
     ];
     for args in commands {
-        let o = Command::new(BIN)
-            .args(args)
-            .stdout(closed_pipe())
-            .output()
-            .unwrap();
+        let o = h4fs().args(args).stdout(closed_pipe()).output().unwrap();
         assert_eq!(
             o.status.code(),
             Some(0),
@@ -726,7 +706,7 @@ fn error_messages_say_each_cause_once() {
         ),
     ];
     for (args, want) in cases {
-        let o = h4fs(&args);
+        let o = h4fs_run(&args);
         assert_eq!(o.status.code(), Some(3), "h4fs {args:?}");
         assert_eq!(
             String::from_utf8_lossy(&o.stderr),
@@ -740,7 +720,7 @@ fn error_messages_say_each_cause_once() {
 /// described; the top-level examples include mounting.
 #[test]
 fn help_texts_list_forms_describe_file_and_show_mount() {
-    let pack = String::from_utf8(ok(&["pack", "--help"]).stdout).unwrap();
+    let pack = String::from_utf8(h4fs_ok(&["pack", "--help"]).stdout).unwrap();
     for form in [
         "\n  * FILE --media:",
         "\n  * FILE --index CSV:",
@@ -753,7 +733,7 @@ fn help_texts_list_forms_describe_file_and_show_mount() {
         );
     }
     for cmd in ["inspect", "verify", "cat", "extract"] {
-        let help = String::from_utf8(ok(&[cmd, "--help"]).stdout).unwrap();
+        let help = String::from_utf8(h4fs_ok(&[cmd, "--help"]).stdout).unwrap();
         // `--help` puts an argument's description on the line after its name.
         let line: String = help
             .lines()
@@ -766,7 +746,7 @@ fn help_texts_list_forms_describe_file_and_show_mount() {
             "{cmd} --help does not describe FILE: {line:?}"
         );
     }
-    let top = String::from_utf8(ok(&["--help"]).stdout).unwrap();
+    let top = String::from_utf8(h4fs_ok(&["--help"]).stdout).unwrap();
     assert!(
         top.contains("\n  h4fs mount movie.h4mk /mnt/movie"),
         "{top}"
@@ -780,7 +760,7 @@ fn pack_json_says_what_was_written() {
     let src = dir.path().join("in.bin");
     std::fs::write(&src, noise(10_000, 4)).unwrap();
     let out = dir.path().join("in.h4mk");
-    let o = ok(&[
+    let o = h4fs_ok(&[
         "pack",
         arg(&src),
         "--block-size",
@@ -812,7 +792,7 @@ fn pack_json_says_what_was_written() {
         "inspect does not show root {root}"
     );
     // Standard output cannot carry both the container and the JSON.
-    let o = h4fs(&[
+    let o = h4fs_run(&[
         "pack",
         arg(&src),
         "--block-size",
@@ -826,9 +806,9 @@ fn pack_json_says_what_was_written() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("--json prints to standard output"));
     // Encrypted: the key id, as the summary line gives it.
     let key = dir.path().join("k.key");
-    ok(&["keygen", "-o", arg(&key)]);
+    h4fs_ok(&["keygen", "-o", arg(&key)]);
     let enc = dir.path().join("enc.h4mk");
-    let o = ok(&[
+    let o = h4fs_ok(&[
         "pack",
         arg(&src),
         "--block-size",
@@ -856,7 +836,7 @@ fn verify_json_per_check_and_per_failing_block() {
     let src = dir.path().join("in.bin");
     std::fs::write(&src, noise(8_000, 5)).unwrap();
     let out = dir.path().join("in.h4mk");
-    ok(&[
+    h4fs_ok(&[
         "pack",
         arg(&src),
         "--block-size",
@@ -866,7 +846,7 @@ fn verify_json_per_check_and_per_failing_block() {
         "-o",
         arg(&out),
     ]);
-    let o = ok(&["verify", "--json", "--full", "-q", arg(&out)]);
+    let o = h4fs_ok(&["verify", "--json", "--full", "-q", arg(&out)]);
     let v: Value = serde_json::from_slice(&o.stdout).expect("verify --json prints JSON");
     assert_eq!(v["ok"], true);
     let checks: Vec<&str> = v["checks"]
@@ -890,7 +870,7 @@ fn verify_json_per_check_and_per_failing_block() {
         bytes[*o as usize + 10] ^= 0x40;
     }
     std::fs::write(&out, &bytes).unwrap();
-    let o = h4fs(&["verify", "--json", "-q", arg(&out)]);
+    let o = h4fs_run(&["verify", "--json", "-q", arg(&out)]);
     assert_eq!(o.status.code(), Some(1), "exit code as without --json");
     let v: Value = serde_json::from_slice(&o.stdout).expect("verify --json prints JSON");
     assert_eq!(v["ok"], false);
@@ -910,7 +890,7 @@ fn verify_json_per_check_and_per_failing_block() {
         .expect("META in the file");
     bytes[meta_at + 2] ^= 1;
     std::fs::write(&out, &bytes).unwrap();
-    let o = h4fs(&["verify", "--json", "-q", arg(&out)]);
+    let o = h4fs_run(&["verify", "--json", "-q", arg(&out)]);
     assert_eq!(o.status.code(), Some(1));
     let v: Value = serde_json::from_slice(&o.stdout).expect("verify --json prints JSON");
     assert_eq!(v["ok"], false);
@@ -976,7 +956,7 @@ fn pack_media_uses_presentation_times_of_b_frame_mp4() {
         "bframes.mp4",
     );
     let out = dir.path().join("bframes.h4mk");
-    let o = ok(&["pack", arg(&clip), "--media", "-o", arg(&out), "--json"]);
+    let o = h4fs_ok(&["pack", arg(&clip), "--media", "-o", arg(&out), "--json"]);
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["media"]["codec_name"], "h264");
     let a = h4fs::Archive::open(&out).unwrap();
@@ -993,7 +973,7 @@ fn pack_media_uses_presentation_times_of_b_frame_mp4() {
     let s = seek_json(&out, 1_950_000, &[]);
     assert_eq!(s["keyframe"]["pts_us"], 1_000_000);
     let back = dir.path().join("back.mp4");
-    ok(&["extract", arg(&out), "-o", arg(&back)]);
+    h4fs_ok(&["extract", arg(&out), "-o", arg(&back)]);
     assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&clip).unwrap());
 }
 
@@ -1009,7 +989,7 @@ fn pack_media_counts_mpeg_ts_times_from_its_start() {
         "clip.ts",
     );
     let out = dir.path().join("clip.h4mk");
-    ok(&["pack", arg(&clip), "--media", "-q", "-o", arg(&out)]);
+    h4fs_ok(&["pack", arg(&clip), "--media", "-q", "-o", arg(&out)]);
     let doc = inspect_json(&out);
     let start = doc["meta"]["start_time_us"]
         .as_i64()
@@ -1063,7 +1043,7 @@ fn pack_media_equals_the_script_and_pack_index() {
         std::fs::write(&csv, &o.stdout).unwrap();
         let via_csv = dir.path().join(format!("{name}.csv.h4mk"));
         let via_media = dir.path().join(format!("{name}.media.h4mk"));
-        ok(&[
+        h4fs_ok(&[
             "pack",
             arg(clip),
             "--index",
@@ -1072,7 +1052,7 @@ fn pack_media_equals_the_script_and_pack_index() {
             "-o",
             arg(&via_csv),
         ]);
-        ok(&["pack", arg(clip), "--media", "-q", "-o", arg(&via_media)]);
+        h4fs_ok(&["pack", arg(clip), "--media", "-q", "-o", arg(&via_media)]);
         assert!(
             std::fs::read(&via_csv).unwrap() == std::fs::read(&via_media).unwrap(),
             "{name}: pack --media differs from ffprobe-index.sh + pack --index"
@@ -1088,7 +1068,7 @@ fn pack_media_refuses_text_and_needs_ffprobe() {
     let text = dir.path().join("notes.txt");
     std::fs::write(&text, "# Notes\n\nNot a movie.\n".repeat(50)).unwrap();
     let out = dir.path().join("out.h4mk");
-    let o = h4fs(&["pack", arg(&text), "--media", "-o", arg(&out)]);
+    let o = h4fs_run(&["pack", arg(&text), "--media", "-o", arg(&out)]);
     assert_eq!(o.status.code(), Some(3));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("not audio or video"), "{err}");
@@ -1098,7 +1078,7 @@ fn pack_media_refuses_text_and_needs_ffprobe() {
         "-f lavfi -i testsrc=size=64x48 -frames:v 1",
         "still.png",
     );
-    let o = h4fs(&["pack", arg(&png), "--media", "-o", arg(&out)]);
+    let o = h4fs_run(&["pack", arg(&png), "--media", "-o", arg(&out)]);
     assert_eq!(o.status.code(), Some(3));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("not audio or video (a still image"), "{err}");
@@ -1108,7 +1088,7 @@ fn pack_media_refuses_text_and_needs_ffprobe() {
         "-f lavfi -i testsrc=duration=1:size=64x48:rate=5 -c:v mpeg4",
         "c.mp4",
     );
-    let o = Command::new(BIN)
+    let o = h4fs()
         .args(["pack", arg(&clip), "--media", "-o", arg(&out)])
         .env("PATH", dir.path())
         .output()
@@ -1131,14 +1111,14 @@ fn directory_pack_records_names_and_refuses_unsafe_ones() {
         std::fs::write(frames.join(n), noise(100, c)).unwrap();
     }
     let out = dir.path().join("frames.h4mk");
-    ok(&["pack", arg(&frames), "-o", arg(&out)]);
+    h4fs_ok(&["pack", arg(&frames), "-o", arg(&out)]);
     let doc = inspect_json(&out);
     assert_eq!(
         doc["meta"]["names"],
         serde_json::json!(["a,b.jpg", "f0001.jpg", "f0002.jpg"])
     );
     assert_eq!(
-        ok(&["cat", arg(&out), "--block", "1"]).stdout,
+        h4fs_ok(&["cat", arg(&out), "--block", "1"]).stdout,
         noise(100, 1),
         "block 1 is f0001.jpg"
     );
@@ -1147,7 +1127,7 @@ fn directory_pack_records_names_and_refuses_unsafe_ones() {
         let p = frames.join(std::ffi::OsStr::from_bytes(bad));
         std::fs::write(&p, b"x").unwrap();
         let out2 = dir.path().join("bad.h4mk");
-        let o = h4fs(&["pack", arg(&frames), "-o", arg(&out2)]);
+        let o = h4fs_run(&["pack", arg(&frames), "-o", arg(&out2)]);
         assert_eq!(o.status.code(), Some(3));
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains("cannot be recorded"), "{err}");

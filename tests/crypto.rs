@@ -626,28 +626,23 @@ proptest::proptest! {
 // ---------------------------------------------------------------- the command, end to end
 
 mod cli {
-    use super::common::noise;
+    use super::common::{fix_crc, h4fs, h4fs_ok, h4fs_run, noise, pack};
     use super::fixture;
     use h4fs::format::h4fs::{self as hf, Footer, IndexEntry};
     use h4fs::format::layout_a::ChunkHeader;
     use h4fs::integrity;
     use std::path::{Path, PathBuf};
-    use std::process::{Command, Output};
+    use std::process::Output;
 
-    use super::common::BIN;
     const BLOCK: usize = 4096;
 
     fn run(args: &[&str], env_key: Option<&Path>) -> Output {
-        let mut c = Command::new(BIN);
-        c.args(args).env_remove("H4FS_KEY_FILE");
+        let mut c = h4fs();
+        c.args(args);
         if let Some(k) = env_key {
             c.env("H4FS_KEY_FILE", k);
         }
-        c.output().expect("run h4fs")
-    }
-
-    fn h4fs(args: &[&str]) -> Output {
-        run(args, None)
+        super::common::run(&mut c)
     }
 
     fn s(p: &Path) -> &str {
@@ -656,13 +651,6 @@ mod cli {
 
     fn stderr(o: &Output) -> String {
         String::from_utf8_lossy(&o.stderr).into_owned()
-    }
-
-    #[track_caller]
-    fn ok(args: &[&str]) -> Output {
-        let o = h4fs(args);
-        assert!(o.status.success(), "h4fs {args:?}: {}", stderr(&o));
-        o
     }
 
     struct Setup {
@@ -676,9 +664,9 @@ mod cli {
     fn setup() -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("media.key");
-        ok(&["keygen", "-o", s(&key)]);
+        h4fs_ok(&["keygen", "-o", s(&key)]);
         let input = noise(5 * BLOCK + 1000, 42);
-        let enc = pack(&dir, "a", &input, &key);
+        let enc = pack_encrypted(&dir, "a", &input, &key);
         Setup {
             dir,
             key,
@@ -687,7 +675,7 @@ mod cli {
         }
     }
 
-    fn pack(dir: &tempfile::TempDir, name: &str, data: &[u8], key: &Path) -> PathBuf {
+    fn pack_encrypted(dir: &tempfile::TempDir, name: &str, data: &[u8], key: &Path) -> PathBuf {
         let input = dir.path().join(format!("{name}.bin"));
         std::fs::write(&input, data).unwrap();
         let out = dir.path().join(format!("{name}.h4mk"));
@@ -698,9 +686,7 @@ mod cli {
     /// Packs v1: these tests edit blocks, the index and the footer and reseal the v1
     /// structure root (tests/v2.rs covers encrypted v2 containers).
     fn pack_file(input: &Path, out: &Path, key: &Path) {
-        ok(&[
-            "pack",
-            s(input),
+        let args = [
             "--format",
             "v1",
             "--block-size",
@@ -709,11 +695,8 @@ mod cli {
             "2",
             "--encrypt",
             "--key-file",
-            s(key),
-            "-q",
-            "-o",
-            s(out),
-        ]);
+        ];
+        pack(input, out, &[&args[..], &[s(key)]].concat());
     }
 
     /// Where things are in an h4fs container.
@@ -746,12 +729,6 @@ mod cli {
     fn payload_range(b: &[u8], chunk_at: usize) -> std::ops::Range<usize> {
         let h = ChunkHeader::parse(b[chunk_at..chunk_at + 12].try_into().unwrap());
         chunk_at + 12..chunk_at + 12 + h.len as usize
-    }
-
-    fn fix_crc(b: &mut [u8], chunk_at: usize) {
-        let r = payload_range(b, chunk_at);
-        let crc = crc32fast::hash(&b[r]);
-        b[chunk_at + 8..chunk_at + 12].copy_from_slice(&crc.to_be_bytes());
     }
 
     /// What an attacker without the key can do after editing: recompute every unkeyed
@@ -818,7 +795,7 @@ mod cli {
     #[track_caller]
     fn assert_block_rejected(st: &Setup, file: &Path, block: usize) {
         let k = s(&st.key);
-        let o = h4fs(&["verify", "--key-file", k, s(file)]);
+        let o = h4fs_run(&["verify", "--key-file", k, s(file)]);
         let out = String::from_utf8_lossy(&o.stdout);
         assert_eq!(o.status.code(), Some(1), "{out}{}", stderr(&o));
         assert!(
@@ -826,11 +803,11 @@ mod cli {
             "verify must name block {block}: {out}"
         );
         let b = block.to_string();
-        let o = h4fs(&["cat", "--key-file", k, s(file), "--block", &b]);
+        let o = h4fs_run(&["cat", "--key-file", k, s(file), "--block", &b]);
         assert_ne!(o.status.code(), Some(0));
         assert!(o.stdout.is_empty(), "no bytes of a rejected block");
         let other = if block == 0 { 4 } else { 0 };
-        let o = ok(&[
+        let o = h4fs_ok(&[
             "cat",
             "--key-file",
             k,
@@ -855,7 +832,7 @@ mod cli {
         // ... whatever the number of threads.
         let one = st.dir.path().join("one-thread.h4mk");
         let a_bin = st.dir.path().join("a.bin");
-        ok(&[
+        h4fs_ok(&[
             "pack",
             s(&a_bin),
             "--format",
@@ -881,26 +858,26 @@ mod cli {
         let c = std::fs::read(&st.enc).unwrap();
         assert!(!c.windows(32).any(|w| w == &st.input[100..132]));
         // Integrity without the key; authentication with it.
-        let o = ok(&["verify", "--full", s(&st.enc)]);
+        let o = h4fs_ok(&["verify", "--full", s(&st.enc)]);
         assert!(String::from_utf8_lossy(&o.stdout).contains("encrypted: integrity only"));
-        let o = ok(&["verify", "--full", "--key-file", k, s(&st.enc)]);
+        let o = h4fs_ok(&["verify", "--full", "--key-file", k, s(&st.enc)]);
         assert!(String::from_utf8_lossy(&o.stdout).contains("authenticated with the key"));
         // Extract with --key-file and with H4FS_KEY_FILE.
         let out = st.dir.path().join("out.bin");
-        ok(&["extract", "--key-file", k, s(&st.enc), "-o", s(&out), "-q"]);
+        h4fs_ok(&["extract", "--key-file", k, s(&st.enc), "-o", s(&out), "-q"]);
         assert_eq!(std::fs::read(&out).unwrap(), st.input);
         let o = run(&["cat", s(&st.enc), "--range", "4000-4199"], Some(&st.key));
         assert!(o.status.success(), "{}", stderr(&o));
         assert_eq!(o.stdout, st.input[4000..4200]);
         // Without the key: metadata yes, data no.
-        let o = h4fs(&["inspect", "--json", s(&st.enc)]);
+        let o = h4fs_run(&["inspect", "--json", s(&st.enc)]);
         let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(doc["encryption"]["cipher"], "h4fs-aes-256-gcm-v1");
         assert!(
             doc["meta"]["source"].get("sha256").is_none(),
             "no plaintext hash in META"
         );
-        let o = h4fs(&["cat", s(&st.enc), "--block", "0"]);
+        let o = h4fs_run(&["cat", s(&st.enc), "--block", "0"]);
         assert_eq!(o.status.code(), Some(3));
         assert!(o.stdout.is_empty() && stderr(&o).contains("needs the key"));
         // The key never shows up in output.
@@ -909,7 +886,7 @@ mod cli {
             vec!["inspect", "--key-file", k, s(&st.enc)],
             vec!["verify", "--key-file", k, s(&st.enc)],
         ] {
-            let o = ok(&args);
+            let o = h4fs_ok(&args);
             for text in [
                 String::from_utf8_lossy(&o.stdout),
                 String::from_utf8_lossy(&o.stderr),
@@ -923,24 +900,24 @@ mod cli {
     #[test]
     fn keygen_and_key_file_errors() {
         let st = setup();
-        let o = h4fs(&["keygen", "-o", s(&st.key)]);
+        let o = h4fs_run(&["keygen", "-o", s(&st.key)]);
         assert_eq!(o.status.code(), Some(3));
         assert!(stderr(&o).contains("refusing to overwrite"));
         let bad = st.dir.path().join("bad.key");
         std::fs::write(&bad, "not a key\n").unwrap();
-        let o = h4fs(&["cat", "--key-file", s(&bad), s(&st.enc), "--block", "0"]);
+        let o = h4fs_run(&["cat", "--key-file", s(&bad), s(&st.enc), "--block", "0"]);
         assert_eq!(o.status.code(), Some(3));
         assert!(stderr(&o).contains("bad.key") && stderr(&o).contains("10 bytes is not a key"));
         // Loose permissions: a warning, and it still works.
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&st.key, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let o = ok(&["cat", "--key-file", s(&st.key), s(&st.enc), "--block", "0"]);
+        let o = h4fs_ok(&["cat", "--key-file", s(&st.key), s(&st.enc), "--block", "0"]);
         assert!(stderr(&o).contains("accessible by group or others"));
         // --encrypt without a key.
         let input = st.dir.path().join("x.bin");
         std::fs::write(&input, b"abc").unwrap();
         let out = st.dir.path().join("x.h4mk");
-        let o = h4fs(&[
+        let o = h4fs_run(&[
             "pack",
             s(&input),
             "--block-size",
@@ -958,7 +935,7 @@ mod cli {
     fn wrong_key_is_refused_up_front() {
         let st = setup();
         let other = st.dir.path().join("other.key");
-        ok(&["keygen", "-o", s(&other)]);
+        h4fs_ok(&["keygen", "-o", s(&other)]);
         for cmd in [
             vec!["cat", "--block", "0"],
             vec!["extract", "-o", "/dev/null"],
@@ -967,7 +944,7 @@ mod cli {
         ] {
             let mut args = cmd.clone();
             args.extend(["--key-file", s(&other), s(&st.enc)]);
-            let o = h4fs(&args);
+            let o = h4fs_run(&args);
             assert_eq!(o.status.code(), Some(3), "{cmd:?}");
             assert!(o.stdout.is_empty(), "{cmd:?}");
             assert!(
@@ -982,7 +959,7 @@ mod cli {
     fn transplanted_block_from_another_container_is_rejected() {
         let st = setup();
         let b_input = noise(st.input.len(), 7);
-        let other = pack(&st.dir, "b", &b_input, &st.key);
+        let other = pack_encrypted(&st.dir, "b", &b_input, &st.key);
         let mut a = std::fs::read(&st.enc).unwrap();
         let b = std::fs::read(&other).unwrap();
         let (la, lb) = (layout(&a), layout(&b));
@@ -990,7 +967,7 @@ mod cli {
         a[ra].copy_from_slice(&b[rb]);
         reseal(&mut a);
         let f = variant(&st, "transplant", &a);
-        ok(&["verify", "--full", s(&f)]); // passes without the key: hashes were redone
+        h4fs_ok(&["verify", "--full", s(&f)]); // passes without the key: hashes were redone
         assert_block_rejected(&st, &f, 2);
     }
 
@@ -1010,7 +987,7 @@ mod cli {
         reseal(&mut swapped);
         let f = variant(&st, "swapped", &swapped);
         assert_block_rejected(&st, &f, 1);
-        let o = h4fs(&["verify", "--key-file", s(&st.key), s(&f)]);
+        let o = h4fs_run(&["verify", "--key-file", s(&st.key), s(&f)]);
         assert!(String::from_utf8_lossy(&o.stdout).contains("block 2 "));
 
         let mut copied = orig.clone();
@@ -1030,7 +1007,7 @@ mod cli {
             b[at] ^= 0x04;
             // As is: the block hash catches it, even without the key.
             let f = variant(&st, what, &b);
-            let o = h4fs(&["verify", s(&f)]);
+            let o = h4fs_run(&["verify", s(&f)]);
             assert_eq!(o.status.code(), Some(1), "{what}");
             assert!(
                 String::from_utf8_lossy(&o.stdout).contains("block 2 "),
@@ -1039,7 +1016,7 @@ mod cli {
             // Hashes recomputed: only the key catches it.
             reseal(&mut b);
             let f = variant(&st, &format!("{what}-resealed"), &b);
-            ok(&["verify", s(&f)]);
+            h4fs_ok(&["verify", s(&f)]);
             assert_block_rejected(&st, &f, 2);
         }
     }
@@ -1055,13 +1032,13 @@ mod cli {
         b[entry_at(3) + 39] ^= 1;
         let f = variant(&st, "flag-raw", &b);
         assert_eq!(
-            h4fs(&["verify", s(&f)]).status.code(),
+            h4fs_run(&["verify", s(&f)]).status.code(),
             Some(1),
             "root catches it"
         );
         reseal(&mut b);
         let f = variant(&st, "flag", &b);
-        let o = h4fs(&["verify", "--key-file", s(&st.key), s(&f)]);
+        let o = h4fs_run(&["verify", "--key-file", s(&st.key), s(&f)]);
         assert_eq!(o.status.code(), Some(1));
         // pts of block 2 (entry bytes 24..32) moved by one microsecond.
         let mut b = orig.clone();
@@ -1070,8 +1047,8 @@ mod cli {
         b[pts_at..pts_at + 8].copy_from_slice(&pts.to_be_bytes());
         reseal(&mut b);
         let f = variant(&st, "pts", &b);
-        ok(&["verify", s(&f)]);
-        let o = h4fs(&["verify", "--key-file", s(&st.key), s(&f)]);
+        h4fs_ok(&["verify", s(&f)]);
+        let o = h4fs_run(&["verify", "--key-file", s(&st.key), s(&f)]);
         assert_eq!(o.status.code(), Some(1));
     }
 
@@ -1087,15 +1064,15 @@ mod cli {
         let mut b = orig.clone();
         b[at + 1] = b'x';
         let f = variant(&st, "meta-raw", &b);
-        let o = h4fs(&["verify", s(&f)]);
+        let o = h4fs_run(&["verify", s(&f)]);
         assert_eq!(o.status.code(), Some(1), "the CRC and root cover META");
         assert!(String::from_utf8_lossy(&o.stdout).contains("META"));
         reseal(&mut b);
         let f = variant(&st, "meta", &b);
         // Still encrypted (HENC is authoritative), and the key holder sees the edit.
-        let o = h4fs(&["cat", s(&f), "--block", "0"]);
+        let o = h4fs_run(&["cat", s(&f), "--block", "0"]);
         assert!(o.stdout.is_empty() && stderr(&o).contains("needs the key"));
-        let o = h4fs(&["verify", "--key-file", s(&st.key), s(&f)]);
+        let o = h4fs_run(&["verify", "--key-file", s(&st.key), s(&f)]);
         assert_eq!(o.status.code(), Some(1));
         assert!(String::from_utf8_lossy(&o.stdout).contains("structure authentication failed"));
 
@@ -1103,12 +1080,12 @@ mod cli {
         let mut b = orig.clone();
         b[l.footer_at + 12 + 7] &= !1;
         let f = variant(&st, "flag-raw2", &b);
-        assert_eq!(h4fs(&["verify", s(&f)]).status.code(), Some(1));
+        assert_eq!(h4fs_run(&["verify", s(&f)]).status.code(), Some(1));
         reseal(&mut b);
         let f = variant(&st, "footer", &b);
-        let o = h4fs(&["cat", s(&f), "--block", "0"]);
+        let o = h4fs_run(&["cat", s(&f), "--block", "0"]);
         assert!(o.stdout.is_empty(), "ciphertext is never served as data");
-        let o = h4fs(&["verify", "--key-file", s(&st.key), s(&f)]);
+        let o = h4fs_run(&["verify", "--key-file", s(&st.key), s(&f)]);
         assert_eq!(o.status.code(), Some(1));
 
         // Footer: flag cleared and HENC unlinked (henc_offset, bytes 40..48), root redone.
@@ -1119,9 +1096,9 @@ mod cli {
         b[l.footer_at + 12 + 40..l.footer_at + 12 + 48].fill(0);
         reseal(&mut b);
         let f = variant(&st, "unlinked", &b);
-        let o = h4fs(&["cat", s(&f), "--block", "0"]);
+        let o = h4fs_run(&["cat", s(&f), "--block", "0"]);
         assert!(o.stdout.is_empty() && stderr(&o).contains("needs the key"));
-        let o = h4fs(&["verify", "--key-file", s(&st.key), s(&f)]);
+        let o = h4fs_run(&["verify", "--key-file", s(&st.key), s(&f)]);
         assert_eq!(o.status.code(), Some(1));
         assert!(String::from_utf8_lossy(&o.stdout).contains("the container was altered"));
     }
@@ -1132,9 +1109,9 @@ mod cli {
         let orig = std::fs::read(&st.enc).unwrap();
         for cut in [1usize, 44, 200, orig.len() / 2] {
             let f = variant(&st, &format!("cut{cut}"), &orig[..orig.len() - cut]);
-            let o = h4fs(&["verify", "--key-file", s(&st.key), s(&f)]);
+            let o = h4fs_run(&["verify", "--key-file", s(&st.key), s(&f)]);
             assert_eq!(o.status.code(), Some(1), "cut {cut}: {}", stderr(&o));
-            let o = h4fs(&["extract", "--key-file", s(&st.key), s(&f), "-o", "-"]);
+            let o = h4fs_run(&["extract", "--key-file", s(&st.key), s(&f), "-o", "-"]);
             assert_ne!(o.status.code(), Some(0));
             assert!(o.stdout.len() < st.input.len());
         }
@@ -1154,27 +1131,27 @@ mod cli {
         .unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&ss, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let o = ok(&["extract", "--shared-secret-file", s(&ss), s(&f), "-o", "-"]);
+        let o = h4fs_ok(&["extract", "--shared-secret-file", s(&ss), s(&f), "-o", "-"]);
         assert_eq!(o.stdout, payload);
         assert!(
             stderr(&o).contains("public default secret"),
             "{}",
             stderr(&o)
         );
-        let o = ok(&["verify", "--full", "--shared-secret-file", s(&ss), s(&f)]);
+        let o = h4fs_ok(&["verify", "--full", "--shared-secret-file", s(&ss), s(&f)]);
         assert!(String::from_utf8_lossy(&o.stdout).contains("authenticated"));
-        let o = ok(&["cat", "--shared-secret-file", s(&ss), s(&f), "--block", "4"]);
+        let o = h4fs_ok(&["cat", "--shared-secret-file", s(&ss), s(&f), "--block", "4"]);
         assert!(o.stdout.starts_with(b"enc-block-4"));
         assert_eq!(o.stdout, payload[payload.len() - o.stdout.len()..]);
         // Without the secret: refused, with a note that the secret is public.
-        let o = h4fs(&["cat", s(&f), "--block", "0"]);
+        let o = h4fs_run(&["cat", s(&f), "--block", "0"]);
         assert_eq!(o.status.code(), Some(3));
         assert!(stderr(&o).contains("public default secret"));
         // A wrong secret (raw 32 bytes).
         let bad = dir.path().join("bad");
         std::fs::write(&bad, [9u8; 32]).unwrap();
         std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let o = h4fs(&[
+        let o = h4fs_run(&[
             "cat",
             "--shared-secret-file",
             s(&bad),
@@ -1196,7 +1173,7 @@ mod cli {
         b[c + 8..c + 12].copy_from_slice(&crc.to_be_bytes());
         let g = dir.path().join("damaged.h4mk");
         std::fs::write(&g, &b).unwrap();
-        let o = h4fs(&["verify", "--shared-secret-file", s(&ss), s(&g)]);
+        let o = h4fs_run(&["verify", "--shared-secret-file", s(&ss), s(&g)]);
         assert_eq!(o.status.code(), Some(1));
         assert!(String::from_utf8_lossy(&o.stdout).contains("block 3 "));
     }
@@ -1206,9 +1183,9 @@ mod cli {
         let st = setup();
         let orig = std::fs::read(&st.enc).unwrap();
         let new = st.dir.path().join("new.key");
-        ok(&["keygen", "-o", s(&new)]);
+        h4fs_ok(&["keygen", "-o", s(&new)]);
         let (k, f) = (s(&st.key), s(&st.enc));
-        ok(&["rekey", f, "--key-file", k, "--new-key-file", s(&new)]);
+        h4fs_ok(&["rekey", f, "--key-file", k, "--new-key-file", s(&new)]);
         let rekeyed = std::fs::read(&st.enc).unwrap();
         assert_eq!(rekeyed.len(), orig.len());
         // Only HENC, the footer and VERI differ.
@@ -1222,18 +1199,18 @@ mod cli {
                 );
             }
         }
-        let o = h4fs(&["cat", "--key-file", k, f, "--block", "0"]);
+        let o = h4fs_run(&["cat", "--key-file", k, f, "--block", "0"]);
         assert!(stderr(&o).contains("the key does not match this container"));
-        ok(&["verify", "--full", "--key-file", s(&new), f]);
-        let o = ok(&["extract", "--key-file", s(&new), f, "-o", "-", "-q"]);
+        h4fs_ok(&["verify", "--full", "--key-file", s(&new), f]);
+        let o = h4fs_ok(&["extract", "--key-file", s(&new), f, "-o", "-", "-q"]);
         assert_eq!(o.stdout, st.input);
         // The wrong old key is refused and nothing changes; rotating back restores the
         // original bytes exactly (wrapping is deterministic).
-        let o = h4fs(&["rekey", f, "--key-file", k, "--new-key-file", s(&new)]);
+        let o = h4fs_run(&["rekey", f, "--key-file", k, "--new-key-file", s(&new)]);
         assert_eq!(o.status.code(), Some(3));
         assert_eq!(std::fs::read(&st.enc).unwrap(), rekeyed);
         let back = st.dir.path().join("back.h4mk");
-        ok(&[
+        h4fs_ok(&[
             "rekey",
             f,
             "--key-file",
@@ -1257,7 +1234,7 @@ mod cli {
 
         impl Drop for Mounted {
             fn drop(&mut self) {
-                let _ = h4fs(&["umount", "--lazy", s(&self.0)]);
+                let _ = h4fs_run(&["umount", "--lazy", s(&self.0)]);
             }
         }
 
@@ -1265,7 +1242,7 @@ mod cli {
             let mut all = vec!["mount"];
             all.extend_from_slice(args);
             all.push(s(mp));
-            let o = h4fs(&all);
+            let o = h4fs_run(&all);
             if o.status.success() {
                 Ok(Mounted(mp.to_path_buf()))
             } else {
@@ -1306,14 +1283,20 @@ mod cli {
             }
             // A wrong key: the mount is refused up front.
             let other = st.dir.path().join("other.key");
-            ok(&["keygen", "-o", s(&other)]);
+            h4fs_ok(&["keygen", "-o", s(&other)]);
             let e = mount(&["--key-file", s(&other), s(&st.enc)], &mp)
                 .err()
                 .unwrap();
             assert!(e.contains("the key does not match this container"), "{e}");
             // A block transplanted from another container: EIO for it, the rest served.
             let mut a = std::fs::read(&st.enc).unwrap();
-            let b = std::fs::read(pack(&st.dir, "b", &noise(st.input.len(), 9), &st.key)).unwrap();
+            let b = std::fs::read(pack_encrypted(
+                &st.dir,
+                "b",
+                &noise(st.input.len(), 9),
+                &st.key,
+            ))
+            .unwrap();
             let (la, lb) = (layout(&a), layout(&b));
             let (ra, rb) = (block_payload(&a, &la, 2), block_payload(&b, &lb, 2));
             a[ra].copy_from_slice(&b[rb]);

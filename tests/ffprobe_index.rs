@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{ok, run};
+use common::{arg, h4fs, ok, pack, run};
 use h4fs::Archive;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -26,10 +26,6 @@ fn ffmpeg(dir: &Path, args: &str, name: &str) -> PathBuf {
         .args(args.split_whitespace())
         .arg(&path));
     path
-}
-
-fn h4fs() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_h4fs"))
 }
 
 /// One packet of the indexed stream, as ffprobe lists it.
@@ -126,13 +122,7 @@ fn pack_and_roundtrip(media: &Path) -> Archive {
     assert_eq!(last.offset + last.size, len, "the last block ends at EOF");
 
     let container = media.with_extension("h4mk");
-    ok(h4fs()
-        .arg("pack")
-        .arg(media)
-        .arg("--index")
-        .arg(&csv)
-        .arg("-o")
-        .arg(&container));
+    pack(media, &container, &["--index", arg(&csv)]);
     ok(h4fs().arg("verify").arg(&container));
     let extracted = media.with_extension("extracted");
     ok(h4fs()
@@ -688,7 +678,7 @@ fn readme_examples_of_decoding_from_a_time_work() {
         );
         let a = pack_and_roundtrip(&media);
         drop(a);
-        let m = common::TestMount::new(&media.with_extension("h4mk"));
+        let m = common::TestMount::new(&media.with_extension("h4mk"), &[]);
         let line = readme_line("ffmpeg -ss 2 -i /mnt/clip/stream");
         let line = line.replace(
             "/mnt/clip",

@@ -12,9 +12,11 @@
 //! * The reference's sample files decode to their `.payload` files.
 //! * Packing with one or two threads gives the same bytes.
 
+mod common;
+
+use common::{fix_crc, h4fs, pack, sha256};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -26,10 +28,6 @@ fn golden_dir() -> PathBuf {
 
 fn seed(name: &str) -> PathBuf {
     root().join("tests/fixtures/seed").join(name)
-}
-
-fn sha256(b: &[u8]) -> [u8; 32] {
-    Sha256::digest(b).into()
 }
 
 fn be32(b: &[u8], at: usize) -> u32 {
@@ -261,10 +259,6 @@ const CASES: &[Case] = &[
     },
 ];
 
-fn h4fs() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_h4fs"))
-}
-
 /// Pack `case` in a fresh directory with extra CLI arguments; returns (bytes, input).
 fn pack_case(case: &Case, extra: &[&str]) -> (Vec<u8>, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
@@ -276,22 +270,12 @@ fn pack_case(case: &Case, extra: &[&str]) -> (Vec<u8>, Vec<u8>) {
         .iter()
         .map(|a| a.replace("{dir}", dir_s))
         .collect();
-    let o = h4fs()
-        .arg("pack")
-        .arg(dir.path().join(input))
-        .arg("-o")
-        .arg(&out)
-        .args(&args)
-        .args(extra)
-        .arg("--quiet")
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "pack {} failed: {}",
-        case.file,
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let args: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .chain(extra.iter().copied())
+        .collect();
+    pack(&dir.path().join(input), &out, &args);
     let input = std::fs::read(dir.path().join(input)).unwrap();
     (std::fs::read(&out).unwrap(), input)
 }
@@ -894,13 +878,6 @@ fn a_cut_or_extended_h4fs_container_is_refused() {
 
 // ---------------------------------------------------------------------------------------
 // The detection table of docs/SECURITY.md, case by case.
-
-/// Recompute the CRC of the layout-A chunk whose header is at `at`.
-fn fix_crc(b: &mut [u8], at: usize) {
-    let len = be32(b, at + 4) as usize;
-    let crc = crc32(&b[at + 12..at + 12 + len]);
-    b[at + 8..at + 12].copy_from_slice(&crc.to_be_bytes());
-}
 
 /// Recompute VERI (and its CRC) over the chunks before it, as anyone can.
 fn fix_veri(b: &mut [u8]) {

@@ -2,188 +2,38 @@
 //! kernel with the ordinary tools (ls, cat, cp, find, stat, getfattr, sha256sum, rsync,
 //! Python mmap, ffprobe, ffmpeg), concurrently, and under faults.
 //!
-//! Every mount is held by a [`Mount`] guard that unmounts on drop, also when the test
+//! Every mount is held by a [`TestMount`] guard that unmounts on drop, also when the test
 //! fails. When FUSE is not usable these tests fail with a message saying so: they never
 //! skip silently. Needs fuse3, attr, rsync, python3 and ffmpeg (`.ci/run` installs them).
 
 mod common;
 
-use common::{mount_stats, noise, ok, run};
+use common::{
+    Guard, HANG_LIMIT, Packed, TestMount, alive, daemon_pid, h4fs, mount_flags, mount_stats,
+    mountinfo_has, noise, ok, packed, require_fuse, run, run_bounded, sha256_hex, wait_for,
+};
 use std::io::Read;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-fn h4fs() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_h4fs"))
-}
 
 fn stdout(cmd: &mut Command) -> String {
     String::from_utf8(ok(cmd).stdout).expect("UTF-8 output")
 }
 
-fn require_fuse() {
-    let dev = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/fuse");
-    if let Err(e) = dev {
-        panic!(
-            "FUSE is not available ({e} opening /dev/fuse): these tests mount for real and need \
-             the fuse kernel module, /dev/fuse and fuse3 (run .ci/run, or modprobe fuse)"
-        );
-    }
-}
-
-fn mountinfo_has(mp: &Path) -> bool {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let want = mp.to_str().unwrap().replace(' ', "\\040");
-    text.lines()
-        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
-}
-
-/// A mounted container; unmounts on drop.
-struct Mount {
-    dir: PathBuf,
-    _tmp: tempfile::TempDir,
-}
-
-impl Mount {
-    fn new(source: &Path, args: &[&str]) -> Mount {
-        require_fuse();
-        let tmp = tempfile::Builder::new()
-            .prefix("h4fs-mnt-")
-            .tempdir()
-            .unwrap();
-        let dir = tmp.path().join("m");
-        std::fs::create_dir(&dir).unwrap();
-        let out = run(h4fs().arg("mount").arg(source).arg(&dir).args(args));
-        assert!(
-            out.status.success(),
-            "h4fs mount {} failed ({}): {}",
-            source.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // The command returns only once the mount is ready.
-        assert!(
-            mountinfo_has(&dir),
-            "h4fs mount returned but {} is not mounted",
-            dir.display()
-        );
-        Mount { dir, _tmp: tmp }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.join(rel)
-    }
-
-    fn read(&self, rel: &str) -> std::io::Result<Vec<u8>> {
-        std::fs::read(self.path(rel))
-    }
-
-    fn json(&self, rel: &str) -> serde_json::Value {
-        serde_json::from_slice(&self.read(rel).unwrap()).unwrap()
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        unmount_dir(&self.dir);
-    }
-}
-
-/// Unmounts a directory mounted some other way (helper forms, `-f`) on drop, so a
-/// failing test leaves no mount behind.
-struct Guard(PathBuf);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        unmount_dir(&self.0);
-    }
-}
-
-fn unmount_dir(dir: &Path) {
-    if !mountinfo_has(dir) {
-        return;
-    }
-    let r = h4fs().arg("umount").arg(dir).output();
-    if !matches!(&r, Ok(o) if o.status.success()) {
-        let _ = Command::new("umount").arg("-l").arg(dir).status();
-    }
-    // Wait until the daemon has let go, so the temporary directory can go too.
-    let t = Instant::now();
-    while mountinfo_has(dir) && t.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A source file and the container packed from it.
-struct Packed {
-    dir: tempfile::TempDir,
-    source: PathBuf,
-    container: PathBuf,
-    data: Vec<u8>,
-}
-
-fn pack(data: Vec<u8>, args: &[&str]) -> Packed {
-    let dir = tempfile::Builder::new()
-        .prefix("h4fs-src-")
-        .tempdir()
-        .unwrap();
-    let source = dir.path().join("source.bin");
-    std::fs::write(&source, &data).unwrap();
-    let container = dir.path().join("demo.h4mk");
-    ok(h4fs()
-        .arg("pack")
-        .arg(&source)
-        .args(args)
-        .arg("-o")
-        .arg(&container));
-    Packed {
-        dir,
-        source,
-        container,
-        data,
-    }
-}
-
 /// 3 MB in 64 KiB blocks, fps 25, gop 5.
 fn standard() -> Packed {
-    pack(
+    packed(
         noise(3_000_000, 1),
         &["--block-size", "65536", "--fps", "25", "--gop", "5"],
     )
 }
 
-fn sha256_hex(data: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(data))
-}
-
-fn daemon_pid(mp: &Path) -> u32 {
-    let want = mp.to_str().unwrap();
-    for ent in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = ent.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmd) = std::fs::read(ent.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
-        if args.contains(&&b"--ready-fd"[..]) && args.contains(&want.as_bytes()) {
-            return pid;
-        }
-    }
-    panic!("no h4fs daemon serving {want}");
-}
-
 #[test]
 fn ls_cat_find_stat_getfattr() {
     let p = standard();
-    let m = Mount::new(&p.container, &[]);
+    let m = TestMount::new(&p.container, &[]);
     let ls = stdout(Command::new("ls").arg("-lR").arg(&m.dir));
     for want in [
         "meta.json",
@@ -327,7 +177,7 @@ fn ls_cat_find_stat_getfattr() {
 #[test]
 fn sha256sum_cp_and_rsync_twice() {
     let p = standard();
-    let m = Mount::new(&p.container, &[]);
+    let m = TestMount::new(&p.container, &[]);
     let sum = stdout(Command::new("sha256sum").arg(m.path("stream")));
     let src = stdout(Command::new("sha256sum").arg(&p.source));
     assert_eq!(sum.split_whitespace().next(), src.split_whitespace().next());
@@ -385,7 +235,7 @@ fn sha256sum_cp_and_rsync_twice() {
 #[test]
 fn python_mmap_of_a_block_file() {
     let p = standard();
-    let m = Mount::new(&p.container, &[]);
+    let m = TestMount::new(&p.container, &[]);
     let script = "import mmap,sys,hashlib\n\
                   f=open(sys.argv[1],'rb')\n\
                   mm=mmap.mmap(f.fileno(),0,access=mmap.ACCESS_READ)\n\
@@ -474,7 +324,7 @@ fn ffprobe_and_ffmpeg_seek_on_a_packed_mp4() {
         .arg(&csv)
         .arg("-o")
         .arg(&container));
-    let m = Mount::new(&container, &[]);
+    let m = TestMount::new(&container, &[]);
     let stream = m.path("stream");
     assert_eq!(
         std::fs::read(&stream).unwrap(),
@@ -523,12 +373,12 @@ fn ffprobe_and_ffmpeg_seek_on_a_packed_mp4() {
 #[test]
 fn two_containers_at_once_and_a_directory_of_containers() {
     let a = standard();
-    let b = pack(
+    let b = packed(
         noise(100_000, 7),
         &["--block-size", "1000", "--fps", "30", "--gop", "10"],
     );
-    let ma = Mount::new(&a.container, &[]);
-    let mb = Mount::new(&b.container, &[]);
+    let ma = TestMount::new(&a.container, &[]);
+    let mb = TestMount::new(&b.container, &[]);
     assert_eq!(ma.read("stream").unwrap(), a.data);
     assert_eq!(mb.read("stream").unwrap(), b.data);
     assert_eq!(mb.read("blocks/000099").unwrap(), b.data[99_000..]);
@@ -537,7 +387,7 @@ fn two_containers_at_once_and_a_directory_of_containers() {
     std::fs::copy(&a.container, lib.path().join("alpha.h4mk")).unwrap();
     std::fs::copy(&b.container, lib.path().join("beta.h4mk")).unwrap();
     std::fs::write(lib.path().join("notes.txt"), "not a container").unwrap();
-    let md = Mount::new(lib.path(), &[]);
+    let md = TestMount::new(lib.path(), &[]);
     let mut names: Vec<String> = std::fs::read_dir(&md.dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -552,11 +402,11 @@ fn two_containers_at_once_and_a_directory_of_containers() {
 #[test]
 fn eight_concurrent_readers_at_random_offsets() {
     // Odd block size so most reads straddle block boundaries.
-    let p = pack(
+    let p = packed(
         noise(2_000_003, 3),
         &["--block-size", "10007", "--fps", "25", "--gop", "4"],
     );
-    let m = Mount::new(&p.container, &["--threads", "4", "--cache-size", "1M"]);
+    let m = TestMount::new(&p.container, &["--threads", "4", "--cache-size", "1M"]);
     let data = Arc::new(p.data.clone());
     let stream = m.path("stream");
     let handles: Vec<_> = (0..8u64)
@@ -607,7 +457,7 @@ fn eight_concurrent_readers_at_random_offsets() {
 #[test]
 fn sequential_read_prefetches() {
     // v1: blocks are the unit of verification and prefetch (v2 in tests/groups_mount.rs).
-    let p = pack(
+    let p = packed(
         noise(8 << 20, 5),
         &[
             "--block-size",
@@ -620,7 +470,7 @@ fn sequential_read_prefetches() {
             "v1",
         ],
     );
-    let m = Mount::new(&p.container, &[]);
+    let m = TestMount::new(&p.container, &[]);
     let mut f = std::fs::File::open(m.path("stream")).unwrap();
     let mut got = Vec::new();
     let mut buf = vec![0u8; 128 << 10];
@@ -658,7 +508,7 @@ fn zero_length_and_one_byte_blocks() {
         .arg(&files)
         .args(["--fps", "10", "--gop", "2", "-o"])
         .arg(&container));
-    let m = Mount::new(&container, &[]);
+    let m = TestMount::new(&container, &[]);
     assert_eq!(m.read("stream").unwrap(), all);
     let mut off = 0;
     for (i, &n) in sizes.iter().enumerate() {
@@ -685,14 +535,14 @@ fn zero_length_and_one_byte_blocks() {
 #[test]
 fn reference_multitrack_and_encrypted_samples() {
     let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seed");
-    let m = Mount::new(&fx.join("a_small10.h4mk"), &[]);
+    let m = TestMount::new(&fx.join("a_small10.h4mk"), &[]);
     assert_eq!(
         m.read("stream").unwrap(),
         std::fs::read(fx.join("a_small10.payload")).unwrap()
     );
     assert_eq!(m.json("veri.json")["veri"]["status"], "ok");
 
-    let mc = Mount::new(&fx.join("d_mt_build_demo.h4mk"), &[]);
+    let mc = TestMount::new(&fx.join("d_mt_build_demo.h4mk"), &[]);
     let mut names: Vec<String> = std::fs::read_dir(&mc.dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -716,7 +566,7 @@ fn reference_multitrack_and_encrypted_samples() {
     );
     assert_eq!(mc.json("main/track.json")["name"], "main");
 
-    let me = Mount::new(&fx.join("e_encrypted5.h4mk"), &[]);
+    let me = TestMount::new(&fx.join("e_encrypted5.h4mk"), &[]);
     let err = me.read("stream").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EACCES), "{err}");
     assert!(me.json("meta.json")["encryption"].is_object());
@@ -732,14 +582,14 @@ fn inodes_are_stable_across_remounts() {
         "index.csv",
         "veri.json",
     ];
-    let inos = |m: &Mount| -> Vec<u64> {
+    let inos = |m: &TestMount| -> Vec<u64> {
         paths
             .iter()
             .map(|r| std::fs::symlink_metadata(m.path(r)).unwrap().ino())
             .collect()
     };
-    let first = inos(&Mount::new(&p.container, &[]));
-    let second = inos(&Mount::new(&p.container, &["--threads", "1"]));
+    let first = inos(&TestMount::new(&p.container, &[]));
+    let second = inos(&TestMount::new(&p.container, &["--threads", "1"]));
     assert_eq!(first, second);
     let mut uniq = first.clone();
     uniq.sort();
@@ -750,7 +600,7 @@ fn inodes_are_stable_across_remounts() {
 #[test]
 fn mount_options_uid_gid_and_foreground() {
     let p = standard();
-    let m = Mount::new(
+    let m = TestMount::new(
         &p.container,
         &[
             "--uid",
@@ -782,18 +632,16 @@ fn mount_options_uid_gid_and_foreground() {
         .arg(&mp)
         .spawn()
         .unwrap();
-    let t = Instant::now();
-    while !mountinfo_has(&mp) {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "foreground mount never appeared"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "foreground mount exited early"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut exited = None;
+    let up = wait_for(HANG_LIMIT, || {
+        exited = child.try_wait().unwrap();
+        exited.is_some() || mountinfo_has(&mp)
+    });
+    assert!(
+        exited.is_none(),
+        "foreground mount exited early: {exited:?}"
+    );
+    assert!(up, "foreground mount never appeared");
     assert_eq!(std::fs::read(mp.join("stream")).unwrap(), p.data);
     assert!(child.try_wait().unwrap().is_none());
     ok(h4fs().arg("umount").arg(&mp));
@@ -806,30 +654,17 @@ fn mount_options_uid_gid_and_foreground() {
     );
 }
 
-/// The per-mount options of the mount at `mp` in /proc/self/mountinfo (field 6:
-/// `ro,nosuid,nodev,relatime`).
-fn mount_flags(mp: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let want = mp.to_str().unwrap().replace(' ', "\\040");
-    let line = text
-        .lines()
-        .rfind(|l| l.split(' ').nth(4) == Some(want.as_str()))
-        .unwrap_or_else(|| panic!("{} is not in mountinfo", mp.display()));
-    let flags = line.split(' ').nth(5).unwrap();
-    flags.split(',').map(str::to_string).collect()
-}
-
 #[test]
 fn mounts_are_read_only_nosuid_and_nodev_unless_asked() {
     let p = standard();
-    let m = Mount::new(&p.container, &[]);
+    let m = TestMount::new(&p.container, &[]);
     let flags = mount_flags(&m.dir);
     for want in ["ro", "nosuid", "nodev"] {
         assert!(flags.iter().any(|f| f == want), "{want} missing: {flags:?}");
     }
     drop(m);
     // -o suid,dev take the defaults away; the mount stays read-only.
-    let m = Mount::new(&p.container, &["-o", "suid,dev"]);
+    let m = TestMount::new(&p.container, &["-o", "suid,dev"]);
     let flags = mount_flags(&m.dir);
     assert!(flags.iter().any(|f| f == "ro"), "{flags:?}");
     for unwanted in ["nosuid", "nodev"] {
@@ -840,20 +675,10 @@ fn mounts_are_read_only_nosuid_and_nodev_unless_asked() {
     }
     drop(m);
     // Other flags add to them.
-    let m = Mount::new(&p.container, &["-o", "noexec"]);
+    let m = TestMount::new(&p.container, &["-o", "noexec"]);
     let flags = mount_flags(&m.dir);
     for want in ["ro", "nosuid", "nodev", "noexec"] {
         assert!(flags.iter().any(|f| f == want), "{want} missing: {flags:?}");
-    }
-}
-
-/// Whether a process is still running (a zombie waiting to be reaped is not).
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
-        Err(_) => false,
     }
 }
 
@@ -861,18 +686,14 @@ fn alive(pid: u32) -> bool {
 fn sigterm_and_sigint_unmount_cleanly() {
     let p = standard();
     for sig in [libc::SIGTERM, libc::SIGINT] {
-        let m = Mount::new(&p.container, &[]);
-        let pid = daemon_pid(&m.dir);
+        let m = TestMount::new(&p.container, &[]);
+        let pid = daemon_pid(&m.dir).expect("a daemon serves the mount");
         // SAFETY: signalling a process this test started.
         assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0);
-        let t = Instant::now();
-        while mountinfo_has(&m.dir) || alive(pid) {
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "signal {sig} did not unmount"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        assert!(
+            wait_for(HANG_LIMIT, || !mountinfo_has(&m.dir) && !alive(pid)),
+            "signal {sig} did not unmount"
+        );
         assert!(
             std::fs::read_dir(&m.dir).unwrap().next().is_none(),
             "mount point not empty again"
@@ -883,22 +704,15 @@ fn sigterm_and_sigint_unmount_cleanly() {
 #[test]
 fn sigkilled_daemon_is_cleared_by_umount() {
     let p = standard();
-    let m = Mount::new(&p.container, &[]);
-    let pid = daemon_pid(&m.dir);
+    let m = TestMount::new(&p.container, &[]);
+    let pid = daemon_pid(&m.dir).expect("a daemon serves the mount");
     // SAFETY: killing a process this test started.
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
-    let t = Instant::now();
-    loop {
-        match std::fs::metadata(&m.dir) {
-            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => break,
-            _ => {}
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "mount did not go dead"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let dead = || {
+        matches!(std::fs::metadata(&m.dir),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN))
+    };
+    assert!(wait_for(HANG_LIMIT, dead), "mount did not go dead");
     // Mounting over the dead mount is refused (from mountinfo, without touching it)
     // with a hint.
     let out = run(h4fs().arg("mount").arg(&p.container).arg(&m.dir));
@@ -931,10 +745,11 @@ fn bad_mount_points_and_sources_fail_clearly() {
     require_fuse();
     let p = standard();
     let tmp = tempfile::tempdir().unwrap();
+    // Each refusal comes without waiting on anything: a run that does not finish is
+    // stuck (a hang guard, not a measure of speed).
     let check = |mp: &Path, source: &Path, want: &str| {
-        let t = Instant::now();
-        let out = run(h4fs().arg("mount").arg(source).arg(mp));
-        assert!(t.elapsed() < Duration::from_secs(10));
+        let out = run_bounded(h4fs().arg("mount").arg(source).arg(mp), HANG_LIMIT)
+            .unwrap_or_else(|| panic!("h4fs mount {} {} hangs", source.display(), mp.display()));
         assert!(!out.status.success(), "mount at {} succeeded", mp.display());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(want), "expected \"{want}\" in: {err}");
@@ -944,8 +759,17 @@ fn bad_mount_points_and_sources_fail_clearly() {
     let file = tmp.path().join("file");
     std::fs::write(&file, "x").unwrap();
     check(&file, &p.container, "is not a directory");
-    let m = Mount::new(&p.container, &[]);
-    check(&m.dir, &p.container, "already a mount point");
+    let m = TestMount::new(&p.container, &[]);
+    // Decided from mountinfo (type and source are named), not by looking inside.
+    check(
+        &m.dir,
+        &p.container,
+        &format!(
+            "{} is already a mount point (fuse.h4fs from {})",
+            m.dir.display(),
+            p.container.display()
+        ),
+    );
     // The existing mount is untouched and still serves.
     assert_eq!(m.read("stream").unwrap(), p.data);
     let empty = tmp.path().join("empty");
@@ -1091,7 +915,7 @@ fn flip(path: &Path, at: u64) {
 }
 
 /// Every read either fails with EIO or returns the source's bytes.
-fn eio_or_right(m: &Mount, rel: &str, want: &[u8]) -> bool {
+fn eio_or_right(m: &TestMount, rel: &str, want: &[u8]) -> bool {
     match m.read(rel) {
         Ok(got) => {
             assert!(got == want, "{rel}: wrong bytes served");
@@ -1111,7 +935,7 @@ fn container_modified_truncated_or_deleted_while_mounted() {
 
     // Modified in place: a block never read before fails; blocks read before stay right.
     let p = standard();
-    let m = Mount::new(&p.container, &[]);
+    let m = TestMount::new(&p.container, &[]);
     assert!(eio_or_right(&m, "blocks/000000", &block(&p, 0)));
     // Block 10's stored bytes start at 8 + 10 * (12 + 65536) + 12.
     flip(&p.container, 8 + 10 * 65548 + 12 + 1000);
@@ -1133,7 +957,7 @@ fn container_modified_truncated_or_deleted_while_mounted() {
 
     // Truncated: blocks past the cut fail with EIO, earlier ones are served right.
     let p = standard();
-    let m = Mount::new(&p.container, &[]);
+    let m = TestMount::new(&p.container, &[]);
     let f = std::fs::OpenOptions::new()
         .write(true)
         .open(&p.container)
@@ -1149,7 +973,7 @@ fn container_modified_truncated_or_deleted_while_mounted() {
 
     // Deleted: the open container keeps serving its verified bytes.
     let p = standard();
-    let m = Mount::new(&p.container, &[]);
+    let m = TestMount::new(&p.container, &[]);
     std::fs::remove_file(&p.container).unwrap();
     assert_eq!(m.read("stream").unwrap(), p.data);
     drop(m);
@@ -1195,7 +1019,7 @@ fn unknown_engine_container(dir: &Path) -> PathBuf {
 fn unknown_engine_mounts_with_data_files_eio() {
     let dir = tempfile::tempdir().unwrap();
     let c = unknown_engine_container(dir.path());
-    let m = Mount::new(&c, &[]);
+    let m = TestMount::new(&c, &[]);
     assert_eq!(std::fs::read_dir(m.path("blocks")).unwrap().count(), 10);
     for rel in ["stream", "blocks/000000", "by-pts/0"] {
         let e = m.read(rel).unwrap_err();
@@ -1423,7 +1247,7 @@ fn daemon_start_errors_name_their_file() {
 }
 
 /// `rsync` of the mount with itemized changes and statistics.
-fn rsync(m: &Mount, dst: &Path, flags: &str) -> String {
+fn rsync(m: &TestMount, dst: &Path, flags: &str) -> String {
     stdout(
         Command::new("rsync")
             .args([flags, "-i", "--stats"])
@@ -1444,7 +1268,7 @@ fn transferred(out: &str) -> Vec<&str> {
 fn mirrors_of_the_mount_are_stable() {
     let p = standard();
     // A cache of 16 blocks: by the end of the first rsync, block 10 has left it.
-    let m = Mount::new(&p.container, &["--cache-size", "1M"]);
+    let m = TestMount::new(&p.container, &["--cache-size", "1M"]);
     let out = tempfile::tempdir().unwrap();
     let dst = out.path().join("mirror");
     let first = rsync(&m, &dst, "-a");
@@ -1532,7 +1356,7 @@ fn mirrors_of_the_mount_are_stable() {
 #[test]
 fn stats_command_reads_the_daemon() {
     let p = standard();
-    let m = Mount::new(&p.container, &[]);
+    let m = TestMount::new(&p.container, &[]);
     assert!(!m.path("stats.json").exists());
     let s0 = mount_stats(&m.dir);
     assert_eq!(s0["bytes_served"], 0, "{s0}");
@@ -1605,7 +1429,7 @@ fn directory_pack_names_in_by_name_xattr_and_index_csv() {
         .arg("-q")
         .arg("-o")
         .arg(&container));
-    let m = Mount::new(&container, &[]);
+    let m = TestMount::new(&container, &[]);
     let ls = stdout(Command::new("ls").arg(m.path("by-name")));
     assert_eq!(ls, "f0001.jpg\nf0002.jpg\nwith space.jpg\n");
     for (k, (n, seed)) in files.iter().enumerate() {
@@ -1643,7 +1467,7 @@ fn stream_with_the_source_extension_for_ffprobe() {
         .arg(&clip)
         .args(["--media", "-q", "-o"])
         .arg(&container));
-    let m = Mount::new(&container, &[]);
+    let m = TestMount::new(&container, &[]);
     let link = m.path("stream.mp4");
     assert_eq!(std::fs::read_link(&link).unwrap(), PathBuf::from("stream"));
     let (codec, dur) = probe(&link);
@@ -1672,11 +1496,11 @@ fn stream_with_the_source_extension_for_ffprobe() {
 #[test]
 fn blocks_larger_than_the_cache_load_once_per_open_file() {
     // v1: a plain v2 container is read by hash groups, never as whole blocks.
-    let p = pack(
+    let p = packed(
         noise(16 << 20, 9),
         &["--block-size", "4194304", "--format", "v1"],
     );
-    let m = Mount::new(&p.container, &["--cache-size", "1M"]);
+    let m = TestMount::new(&p.container, &["--cache-size", "1M"]);
     assert!(m.read("stream").unwrap() == p.data, "stream differs");
     let s = mount_stats(&m.dir);
     assert_eq!(s["blocks_verified"], 4, "{s}");
@@ -1685,12 +1509,12 @@ fn blocks_larger_than_the_cache_load_once_per_open_file() {
     assert_eq!(mount_stats(&m.dir)["blocks_verified"], 5);
     drop(m);
 
-    let zeros = pack(
+    let zeros = packed(
         vec![0u8; 16 << 20],
         &["--block-size", "4194304", "--engine", "geometric-reference"],
     );
     assert!(std::fs::metadata(&zeros.container).unwrap().len() < 1 << 20);
-    let m = Mount::new(&zeros.container, &["--cache-size", "1M"]);
+    let m = TestMount::new(&zeros.container, &["--cache-size", "1M"]);
     let mut f = std::fs::File::open(m.path("stream")).unwrap();
     let mut buf = vec![0u8; 128 << 10];
     let mut total = 0;
@@ -1713,7 +1537,7 @@ fn blocks_larger_than_the_cache_load_once_per_open_file() {
 fn names_that_are_not_utf8_are_not_found() {
     use std::os::unix::ffi::OsStrExt;
     let p = standard();
-    let m = Mount::new(&p.container, &[]);
+    let m = TestMount::new(&p.container, &[]);
     let bad = std::ffi::OsStr::from_bytes(b"stream\xff");
     let e = std::fs::metadata(m.dir.join(bad)).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::ENOENT));

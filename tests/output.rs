@@ -6,23 +6,15 @@
 
 mod common;
 
-use common::{BIN, arg, noise, ok, run};
+use common::{BIN, arg, h4fs, h4fs_ok, h4fs_run, noise, ok, run};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-
-fn h4fs(args: &[&str]) -> Output {
-    run(Command::new(BIN).args(args))
-}
-
-fn ok_h4fs(args: &[&str]) -> Output {
-    ok(Command::new(BIN).args(args))
-}
+use std::process::{Command, Stdio};
 
 /// Exit code 3 with `want` in the message; nothing on stdout.
 fn refused(args: &[&str], want: &str) -> String {
-    let o = h4fs(args);
+    let o = h4fs_run(args);
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     assert_eq!(o.status.code(), Some(3), "{args:?}: {err}");
     assert!(
@@ -54,7 +46,7 @@ impl Fixture {
         let data = noise(len, 7);
         std::fs::write(dir.path().join("in.bin"), &data).unwrap();
         let f = Fixture { dir, data };
-        ok_h4fs(&[
+        h4fs_ok(&[
             "pack",
             arg(&f.p("in.bin")),
             "--block-size",
@@ -103,9 +95,9 @@ fn devices_fifos_and_sockets_are_streamed_never_replaced() {
     let c = f.p("c.h4mk");
     let fake = f.p("fakenull");
     mknod_char(&fake, 1, 3);
-    ok_h4fs(&["extract", arg(&c), "-o", arg(&fake)]);
-    ok_h4fs(&["extract", arg(&c), "-o", arg(&fake), "--force"]);
-    ok_h4fs(&[
+    h4fs_ok(&["extract", arg(&c), "-o", arg(&fake)]);
+    h4fs_ok(&["extract", arg(&c), "-o", arg(&fake), "--force"]);
+    h4fs_ok(&[
         "pack",
         arg(&f.p("in.bin")),
         "--block-size",
@@ -120,7 +112,7 @@ fn devices_fifos_and_sockets_are_streamed_never_replaced() {
     // A link to a device is followed (the /dev/stdout case).
     let link = f.p("null-link");
     std::os::unix::fs::symlink(&fake, &link).unwrap();
-    ok_h4fs(&["extract", arg(&c), "-o", arg(&link)]);
+    h4fs_ok(&["extract", arg(&c), "-o", arg(&link)]);
     assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
 
     let fifo = f.p("fifo");
@@ -129,7 +121,7 @@ fn devices_fifos_and_sockets_are_streamed_never_replaced() {
         let fifo = fifo.clone();
         std::thread::spawn(move || std::fs::read(fifo).unwrap())
     };
-    ok_h4fs(&["extract", arg(&c), "-o", arg(&fifo)]);
+    h4fs_ok(&["extract", arg(&c), "-o", arg(&fifo)]);
     assert_eq!(reader.join().unwrap(), f.data);
     assert!(
         std::fs::symlink_metadata(&fifo)
@@ -146,7 +138,7 @@ fn devices_fifos_and_sockets_are_streamed_never_replaced() {
         std::io::Read::read_to_end(&mut s, &mut v).unwrap();
         v
     });
-    ok_h4fs(&["extract", arg(&c), "-o", arg(&sock)]);
+    h4fs_ok(&["extract", arg(&c), "-o", arg(&sock)]);
     assert_eq!(reader.join().unwrap(), f.data);
     assert!(
         std::fs::symlink_metadata(&sock)
@@ -155,8 +147,8 @@ fn devices_fifos_and_sockets_are_streamed_never_replaced() {
             .is_socket()
     );
 
-    assert_eq!(ok_h4fs(&["extract", arg(&c), "-o", "-"]).stdout, f.data);
-    let packed = ok_h4fs(&[
+    assert_eq!(h4fs_ok(&["extract", arg(&c), "-o", "-"]).stdout, f.data);
+    let packed = h4fs_ok(&[
         "pack",
         arg(&f.p("in.bin")),
         "--block-size",
@@ -204,10 +196,10 @@ fn existing_files_need_force_and_links_are_refused() {
     refused(&["extract", arg(&c), "-o", arg(&plain)], "already exists");
     assert_eq!(std::fs::read(&plain).unwrap(), b"old");
 
-    ok_h4fs(&["extract", arg(&c), "-o", arg(&plain), "--force"]);
+    h4fs_ok(&["extract", arg(&c), "-o", arg(&plain), "--force"]);
     assert_eq!(std::fs::read(&plain).unwrap(), f.data);
-    ok_h4fs(&[&pack[..], &["--force"]].concat());
-    ok_h4fs(&["verify", arg(&victim)]);
+    h4fs_ok(&[&pack[..], &["--force"]].concat());
+    h4fs_ok(&["verify", arg(&victim)]);
 
     let target = f.p("target.bin");
     std::fs::write(&target, b"keep").unwrap();
@@ -285,10 +277,10 @@ fn an_output_is_never_one_of_the_inputs() {
 
     // Keys: extract and rekey never write over a key file, rekey -o never over FILE.
     let (k1, k2) = (f.p("k1"), f.p("k2"));
-    ok_h4fs(&["keygen", "-o", arg(&k1)]);
-    ok_h4fs(&["keygen", "-o", arg(&k2)]);
+    h4fs_ok(&["keygen", "-o", arg(&k1)]);
+    h4fs_ok(&["keygen", "-o", arg(&k2)]);
     let e = f.p("e.h4mk");
-    ok_h4fs(&[
+    h4fs_ok(&[
         "pack",
         arg(&input),
         "--block-size",
@@ -331,11 +323,11 @@ fn an_output_is_never_one_of_the_inputs() {
         &[&rekey[..], &["-o", arg(&other)]].concat(),
         "already exists",
     );
-    ok_h4fs(&[&rekey[..], &["-o", arg(&other), "--force"]].concat());
-    ok_h4fs(&["verify", "--key-file", arg(&k2), arg(&other)]);
+    h4fs_ok(&[&rekey[..], &["-o", arg(&other), "--force"]].concat());
+    h4fs_ok(&["verify", "--key-file", arg(&k2), arg(&other)]);
     // Without -o, replacing FILE is the point.
-    ok_h4fs(&rekey);
-    ok_h4fs(&["verify", "--key-file", arg(&k2), arg(&e)]);
+    h4fs_ok(&rekey);
+    h4fs_ok(&["verify", "--key-file", arg(&k2), arg(&e)]);
 }
 
 /// `pack d5 -o d5/out.h4mk` is refused before anything is written into d5.
@@ -375,9 +367,9 @@ fn mode(p: &Path) -> u32 {
 fn plaintext_of_an_encrypted_container_is_private() {
     let f = Fixture::new(20_000);
     let (c, input, key) = (f.p("c.h4mk"), f.p("in.bin"), f.p("k"));
-    ok_h4fs(&["keygen", "-o", arg(&key)]);
+    h4fs_ok(&["keygen", "-o", arg(&key)]);
     let e = f.p("e.h4mk");
-    ok_h4fs(&[
+    h4fs_ok(&[
         "pack",
         arg(&input),
         "--block-size",
@@ -452,7 +444,7 @@ fn unnamed_outputs(pid: u32, dir: &Path) -> Vec<u64> {
 /// Start `args`, wait until it has written part of its output, stop it, send `sig`,
 /// let it go, and check it died of the signal with `out_dir` left empty.
 fn interrupt(args: &[&str], out_dir: &Path, out: &Path, sig: i32) {
-    let mut child = Command::new(BIN)
+    let mut child = h4fs()
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -502,7 +494,7 @@ fn an_interrupted_pack_or_extract_leaves_nothing() {
         .set_len(96 << 20)
         .unwrap();
     let c = d.path().join("big.h4mk");
-    ok_h4fs(&[
+    h4fs_ok(&[
         "pack",
         arg(&input),
         "--block-size",
@@ -561,9 +553,9 @@ fn directory_packs_stay_inside_the_directory() {
     );
     assert!(err.contains("--follow-symlinks"), "{err}");
     assert!(!out.exists());
-    ok_h4fs(&[&pack[..], &["--follow-symlinks"]].concat());
+    h4fs_ok(&[&pack[..], &["--follow-symlinks"]].concat());
     assert_eq!(
-        ok_h4fs(&["cat", arg(&out), "--block", "1"]).stdout,
+        h4fs_ok(&["cat", arg(&out), "--block", "1"]).stdout,
         b"outside the tree"
     );
     std::fs::remove_file(lib.join("b.bin")).unwrap();
@@ -593,8 +585,8 @@ fn directory_packs_stay_inside_the_directory() {
     }
     std::fs::remove_file(&dev).unwrap();
     assert!(!out.exists());
-    ok_h4fs(&pack);
-    assert_eq!(ok_h4fs(&["cat", arg(&out), "--block", "0"]).stdout, b"aaaa");
+    h4fs_ok(&pack);
+    assert_eq!(h4fs_ok(&["cat", arg(&out), "--block", "0"]).stdout, b"aaaa");
 }
 
 /// A file the user cannot read is an error naming it (run as `nobody` via setpriv, since

@@ -4,18 +4,13 @@
 
 mod common;
 
-use common::{BIN, TestMount, arg, noise, ok, run};
+use common::{TestMount, arg, h4fs, h4fs_run, noise, ok, pack};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn h4fs(args: &[&str]) -> Output {
-    run(Command::new(BIN).args(args))
-}
 
 /// Pack `rows` (offset and size are filled in: 10 bytes a block, 40 ms each) with an optional
 /// `# start_time_us=` line; return (container, input bytes).
-fn pack(dir: &Path, rows: &[(u64, bool)], start: Option<i64>) -> (PathBuf, Vec<u8>) {
+fn pack_rows(dir: &Path, rows: &[(u64, bool)], start: Option<i64>) -> (PathBuf, Vec<u8>) {
     let data = noise(rows.len() * 10, 7);
     let input = dir.join("media.bin");
     std::fs::write(&input, &data).unwrap();
@@ -30,14 +25,12 @@ fn pack(dir: &Path, rows: &[(u64, bool)], start: Option<i64>) -> (PathBuf, Vec<u
     let index = dir.join("media.csv");
     std::fs::write(&index, csv).unwrap();
     let out = dir.join("media.h4mk");
-    ok(Command::new(BIN)
-        .args(["pack", arg(&input), "--index", arg(&index), "-o", arg(&out)])
-        .arg("--quiet"));
+    pack(&input, &out, &["--index", arg(&index)]);
     (out, data)
 }
 
 fn seek_json(container: &Path, time: &str) -> Value {
-    let out = ok(Command::new(BIN).args(["seek", "--json", arg(container), time]));
+    let out = ok(h4fs().args(["seek", "--json", arg(container), time]));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -52,13 +45,13 @@ fn many_at_zero() -> Vec<(u64, bool)> {
 #[test]
 fn a_thousand_blocks_at_one_time_seek_from_the_first() {
     let dir = tempfile::tempdir().unwrap();
-    let (c, data) = pack(dir.path(), &many_at_zero(), None);
+    let (c, data) = pack_rows(dir.path(), &many_at_zero(), None);
     let doc = seek_json(&c, "0");
     assert_eq!(doc["keyframe"]["block"], 0, "{doc}");
     assert_eq!(doc["containing"]["block"], 999, "{doc}");
     let chain = doc["decode_chain"].as_array().unwrap();
     assert_eq!((chain.len(), &chain[0]), (1000, &Value::from(0)));
-    let out = h4fs(&["seek", arg(&c), "0"]);
+    let out = h4fs_run(&["seek", arg(&c), "0"]);
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("keyframe   block 0 "), "{text}");
@@ -66,13 +59,13 @@ fn a_thousand_blocks_at_one_time_seek_from_the_first() {
     let doc = seek_json(&c, "1.1s");
     assert_eq!(doc["keyframe"]["block"], 1000, "{doc}");
     // cat --pts 0 gives block 0; with --chain everything up to the last block at 0.
-    let out = ok(Command::new(BIN).args(["cat", arg(&c), "--pts", "0"]));
+    let out = ok(h4fs().args(["cat", arg(&c), "--pts", "0"]));
     assert_eq!(out.stdout, data[..10]);
-    let out = ok(Command::new(BIN).args(["cat", arg(&c), "--pts", "0", "--chain"]));
+    let out = ok(h4fs().args(["cat", arg(&c), "--pts", "0", "--chain"]));
     assert_eq!(out.stdout, data[..10_000]);
 
     // A fresh mount: look the time up without listing by-pts/ first.
-    let m = TestMount::new(&c);
+    let m = TestMount::new(&c, &[]);
     let target = std::fs::read_link(m.path("by-pts/0")).unwrap();
     assert_eq!(target, Path::new("../blocks/000000"));
     assert_eq!(std::fs::read(m.path("by-pts/0")).unwrap(), data[..10]);
@@ -102,7 +95,7 @@ fn times_in_every_form_and_past_the_end() {
     let dir = tempfile::tempdir().unwrap();
     // 100 blocks 40 ms apart, a keyframe every 25th: 4 s of media.
     let rows: Vec<(u64, bool)> = (0..100u64).map(|i| (i * 40_000, i % 25 == 0)).collect();
-    let (c, data) = pack(dir.path(), &rows, None);
+    let (c, data) = pack_rows(dir.path(), &rows, None);
     for (time, block) in [
         ("2000000", 50),
         ("2s", 50),
@@ -114,7 +107,7 @@ fn times_in_every_form_and_past_the_end() {
     ] {
         let doc = seek_json(&c, time);
         assert_eq!(doc["keyframe"]["block"], block, "{time}: {doc}");
-        let out = ok(Command::new(BIN).args(["cat", arg(&c), "--pts", time]));
+        let out = ok(h4fs().args(["cat", arg(&c), "--pts", time]));
         assert_eq!(
             out.stdout,
             data[block * 10..block * 10 + 10],
@@ -127,7 +120,7 @@ fn times_in_every_form_and_past_the_end() {
             vec!["seek", arg(&c), bad],
             vec!["cat", arg(&c), "--pts", bad],
         ] {
-            let out = h4fs(&args);
+            let out = h4fs_run(&args);
             assert_eq!(out.status.code(), Some(2), "{args:?}");
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(err.contains(&format!("\"{bad}\" is not a time")), "{err}");
@@ -135,13 +128,13 @@ fn times_in_every_form_and_past_the_end() {
         }
     }
     // Within the last frame (3.96 s + 40 ms) is not past the end; 4 s and later are.
-    let out = h4fs(&["seek", arg(&c), "3.999s"]);
+    let out = h4fs_run(&["seek", arg(&c), "3.999s"]);
     assert!(
         out.stderr.is_empty(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = h4fs(&["seek", "--json", arg(&c), "5s"]);
+    let out = h4fs_run(&["seek", "--json", arg(&c), "5s"]);
     assert_eq!(out.status.code(), Some(0));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -157,18 +150,18 @@ fn times_in_every_form_and_past_the_end() {
         vec!["seek", "--strict", arg(&c), "5s"],
         vec!["cat", arg(&c), "--pts", "5s", "--strict"],
     ] {
-        let out = h4fs(&args);
+        let out = h4fs_run(&args);
         assert_eq!(out.status.code(), Some(3), "{args:?}");
         assert!(out.stdout.is_empty(), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("past the end of the media"), "{err}");
     }
-    let out = h4fs(&["cat", arg(&c), "--pts", "5s"]);
+    let out = h4fs_run(&["cat", arg(&c), "--pts", "5s"]);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(out.stdout, data[750..760]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("past the end"));
 
-    let m = TestMount::new(&c);
+    let m = TestMount::new(&c, &[]);
     for (name, block) in [
         ("2s", "000050"),
         ("1500ms", "000025"),
@@ -196,18 +189,18 @@ fn media_starting_off_zero_count_from_their_start() {
     let rows: Vec<(u64, bool)> = (0..50u64)
         .map(|i| (23_222 + i * 40_000, i % 25 == 0))
         .collect();
-    let (c, data) = pack(dir.path(), &rows, Some(1_456_778));
+    let (c, data) = pack_rows(dir.path(), &rows, Some(1_456_778));
     let doc = seek_json(&c, "0");
     assert_eq!(doc["keyframe"]["block"], 0, "{doc}");
     assert_eq!(doc["before_first_keyframe"], true);
     assert_eq!(doc["start_time_us"], 1_456_778);
-    let out = ok(Command::new(BIN).args(["cat", arg(&c), "--pts", "10ms"]));
+    let out = ok(h4fs().args(["cat", arg(&c), "--pts", "10ms"]));
     assert_eq!(out.stdout, data[..10]);
-    let out = ok(Command::new(BIN).args(["inspect", arg(&c)]));
+    let out = ok(h4fs().args(["inspect", arg(&c)]));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("start     1456778 us"), "{text}");
 
-    let m = TestMount::new(&c);
+    let m = TestMount::new(&c, &[]);
     assert_eq!(
         std::fs::read_link(m.path("by-pts/0")).unwrap(),
         Path::new("../blocks/000000")
@@ -224,7 +217,7 @@ fn media_starting_off_zero_count_from_their_start() {
     // keyframe still gives the first keyframe.
     let older = dir.path().join("older");
     std::fs::create_dir(&older).unwrap();
-    let (c, _) = pack(&older, &rows, None);
+    let (c, _) = pack_rows(&older, &rows, None);
     let doc = seek_json(&c, "0");
     assert_eq!(
         (
@@ -233,7 +226,7 @@ fn media_starting_off_zero_count_from_their_start() {
         ),
         (Value::from(0), Value::from(0))
     );
-    let inspect = ok(Command::new(BIN).args(["inspect", "--json", arg(&c)]));
+    let inspect = ok(h4fs().args(["inspect", "--json", arg(&c)]));
     let doc: Value = serde_json::from_slice(&inspect.stdout).unwrap();
     assert!(doc["meta"].get("start_time_us").is_none());
 }
@@ -256,7 +249,7 @@ fn a_bad_start_time_line_is_refused_with_its_line() {
     ] {
         std::fs::write(&index, csv).unwrap();
         let out = dir.path().join("x.h4mk");
-        let r = h4fs(&["pack", arg(&input), "--index", arg(&index), "-o", arg(&out)]);
+        let r = h4fs_run(&["pack", arg(&input), "--index", arg(&index), "-o", arg(&out)]);
         assert_eq!(r.status.code(), Some(3));
         let err = String::from_utf8_lossy(&r.stderr);
         assert!(err.contains(want), "{err}");

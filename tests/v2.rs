@@ -4,25 +4,15 @@
 
 mod common;
 
-use common::{BIN, arg, noise};
+use common::{BIN, arg, h4fs_ok, noise};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 
-fn ok(args: &[&str]) -> std::process::Output {
-    let o = Command::new(BIN).args(args).output().unwrap();
-    assert!(
-        o.status.success(),
-        "h4fs {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
-}
-
 fn inspect(file: &Path, extra: &[&str]) -> Value {
     let mut args = vec!["inspect", "--json", arg(file)];
     args.extend_from_slice(extra);
-    serde_json::from_slice(&ok(&args).stdout).unwrap()
+    serde_json::from_slice(&h4fs_ok(&args).stdout).unwrap()
 }
 
 fn b3sum(file: &Path) -> String {
@@ -40,7 +30,7 @@ fn the_root_of_a_plain_v2_container_is_b3sum_of_the_input() {
     let input = d.path().join("in.bin");
     std::fs::write(&input, noise(300_000, 7)).unwrap();
     let out = d.path().join("v2.h4mk");
-    let o = ok(&[
+    let o = h4fs_ok(&[
         "pack",
         arg(&input),
         "--block-size",
@@ -64,11 +54,11 @@ fn the_root_of_a_plain_v2_container_is_b3sum_of_the_input() {
     assert_eq!(tree["blake3"], want.as_str());
     assert_eq!(tree["group_size"], 16384);
     assert_eq!(j["integrity"]["format"], 2);
-    let text = String::from_utf8(ok(&["inspect", arg(&out)]).stdout).unwrap();
+    let text = String::from_utf8(h4fs_ok(&["inspect", arg(&out)]).stdout).unwrap();
     assert!(text.contains(&format!("blake3          {want}")), "{text}");
     // v2 is the default; `--format v1` writes no tree.
     let dflt = d.path().join("default.h4mk");
-    ok(&[
+    h4fs_ok(&[
         "pack",
         arg(&input),
         "--block-size",
@@ -79,7 +69,7 @@ fn the_root_of_a_plain_v2_container_is_b3sum_of_the_input() {
     ]);
     assert!(std::fs::read(&dflt).unwrap() == std::fs::read(&out).unwrap());
     let v1 = d.path().join("v1.h4mk");
-    ok(&[
+    h4fs_ok(&[
         "pack",
         arg(&input),
         "--block-size",
@@ -92,15 +82,15 @@ fn the_root_of_a_plain_v2_container_is_b3sum_of_the_input() {
     ]);
     assert!(inspect(&v1, &[])["integrity"]["hash_tree"].is_null());
     // Reads and extract give the input back; verify passes.
-    ok(&["verify", arg(&out)]);
-    ok(&["verify", "--full", arg(&out)]);
+    h4fs_ok(&["verify", arg(&out)]);
+    h4fs_ok(&["verify", "--full", arg(&out)]);
     let back = d.path().join("back.bin");
-    ok(&["extract", arg(&out), "-o", arg(&back)]);
+    h4fs_ok(&["extract", arg(&out), "-o", arg(&back)]);
     assert_eq!(
         std::fs::read(&back).unwrap(),
         std::fs::read(&input).unwrap()
     );
-    let r = ok(&["cat", arg(&out), "--range", "69990-70010"]).stdout;
+    let r = h4fs_ok(&["cat", arg(&out), "--range", "69990-70010"]).stdout;
     assert_eq!(r, std::fs::read(&input).unwrap()[69990..70011]);
 }
 
@@ -110,9 +100,9 @@ fn an_encrypted_v2_tree_covers_the_stored_bytes_not_the_plaintext() {
     let input = d.path().join("in.bin");
     std::fs::write(&input, noise(100_000, 3)).unwrap();
     let key = d.path().join("k.key");
-    ok(&["keygen", "-o", arg(&key)]);
+    h4fs_ok(&["keygen", "-o", arg(&key)]);
     let out = d.path().join("e.h4mk");
-    ok(&[
+    h4fs_ok(&[
         "pack",
         arg(&input),
         "--block-size",
@@ -145,9 +135,9 @@ fn an_encrypted_v2_tree_covers_the_stored_bytes_not_the_plaintext() {
     std::fs::write(&s, &stored).unwrap();
     assert_eq!(root, b3sum(&s));
     // verify needs no key; extract with it gives the input back.
-    ok(&["verify", arg(&out)]);
+    h4fs_ok(&["verify", arg(&out)]);
     let back = d.path().join("back.bin");
-    ok(&[
+    h4fs_ok(&[
         "extract",
         arg(&out),
         "--key-file",
@@ -169,7 +159,7 @@ fn v2_output_does_not_depend_on_the_thread_count_and_group_size_is_checked() {
     let mut files = Vec::new();
     for t in ["1", "2", "4"] {
         let out = d.path().join(format!("t{t}.h4mk"));
-        ok(&[
+        h4fs_ok(&[
             "pack",
             arg(&input),
             "--block-size",
@@ -216,11 +206,11 @@ fn upgrade_matches_pack(d: &Path, name: &str, input: &Path, args: &[&str]) {
     let pack = |out: &Path, format: &str| {
         let mut a = vec!["pack", arg(input), "-q", "--format", format, "-o", arg(out)];
         a.extend_from_slice(args);
-        ok(&a);
+        h4fs_ok(&a);
     };
     pack(&v1, "v1");
     pack(&v2, "v2");
-    ok(&["upgrade", arg(&v1), "-o", arg(&up), "-q"]);
+    h4fs_ok(&["upgrade", arg(&v1), "-o", arg(&up), "-q"]);
     let (u, p) = (std::fs::read(&up).unwrap(), std::fs::read(&v2).unwrap());
     assert!(u == p, "{name}: upgrade differs from pack --format v2");
     assert_ne!(u, std::fs::read(&v1).unwrap());
@@ -269,7 +259,7 @@ fn upgrade_gives_the_bytes_of_packing_as_v2() {
     let v1 = p.join("fixed.v1.h4mk");
     let up = p.join("g.h4mk");
     let v2 = p.join("g2.h4mk");
-    ok(&[
+    h4fs_ok(&[
         "upgrade",
         arg(&v1),
         "-o",
@@ -278,7 +268,7 @@ fn upgrade_gives_the_bytes_of_packing_as_v2() {
         "1KiB",
         "-q",
     ]);
-    ok(&[
+    h4fs_ok(&[
         "pack",
         arg(&input),
         "-q",
@@ -303,7 +293,7 @@ fn upgrade_refuses_damaged_encrypted_and_v2_input_and_leaves_nothing() {
     let input = p.join("in.bin");
     std::fs::write(&input, noise(50_000, 9)).unwrap();
     let v1 = p.join("v1.h4mk");
-    ok(&[
+    h4fs_ok(&[
         "pack",
         arg(&input),
         "--block-size",
@@ -319,7 +309,7 @@ fn upgrade_refuses_damaged_encrypted_and_v2_input_and_leaves_nothing() {
     let badf = p.join("bad.h4mk");
     std::fs::write(&badf, &bad).unwrap();
     let v2 = p.join("v2.h4mk");
-    ok(&[
+    h4fs_ok(&[
         "pack",
         arg(&input),
         "--block-size",
@@ -331,9 +321,9 @@ fn upgrade_refuses_damaged_encrypted_and_v2_input_and_leaves_nothing() {
         arg(&v2),
     ]);
     let key = p.join("k.key");
-    ok(&["keygen", "-o", arg(&key)]);
+    h4fs_ok(&["keygen", "-o", arg(&key)]);
     let enc = p.join("e.h4mk");
-    ok(&[
+    h4fs_ok(&[
         "pack",
         arg(&input),
         "--block-size",
@@ -371,10 +361,10 @@ fn rekey_of_a_v2_container_keeps_its_tree_and_blocks() {
     let input = p.join("in.bin");
     std::fs::write(&input, noise(60_000, 4)).unwrap();
     let (k1, k2) = (p.join("1.key"), p.join("2.key"));
-    ok(&["keygen", "-o", arg(&k1)]);
-    ok(&["keygen", "-o", arg(&k2)]);
+    h4fs_ok(&["keygen", "-o", arg(&k1)]);
+    h4fs_ok(&["keygen", "-o", arg(&k2)]);
     let f = p.join("e.h4mk");
-    ok(&[
+    h4fs_ok(&[
         "pack",
         arg(&input),
         "--block-size",
@@ -392,7 +382,7 @@ fn rekey_of_a_v2_container_keeps_its_tree_and_blocks() {
     let j = inspect(&f, &[]);
     let tree = j["integrity"]["hash_tree"].clone();
     assert!(!tree.is_null());
-    ok(&[
+    h4fs_ok(&[
         "rekey",
         arg(&f),
         "--key-file",
@@ -417,9 +407,9 @@ fn rekey_of_a_v2_container_keeps_its_tree_and_blocks() {
     assert!(first_diff >= chunk("HENC"));
     let (ob, idx) = (chunk("HB3T"), chunk("HIDX"));
     assert_eq!(before[ob..idx], after[ob..idx]);
-    ok(&["verify", arg(&f)]);
+    h4fs_ok(&["verify", arg(&f)]);
     let back = p.join("back.bin");
-    ok(&["extract", arg(&f), "--key-file", arg(&k2), "-o", arg(&back)]);
+    h4fs_ok(&["extract", arg(&f), "--key-file", arg(&k2), "-o", arg(&back)]);
     assert_eq!(
         std::fs::read(&back).unwrap(),
         std::fs::read(&input).unwrap()
