@@ -120,3 +120,47 @@ fn test_command_sets_up_and_ci_runs_only_it() {
         common::ok(Command::new("bash").arg("-n").arg(repo(script)));
     }
 }
+
+/// The integration tests share one helper module (`tests/common`): the binary, running
+/// it, hashing, CRC repair, packing and mounting are defined there once, not copied
+/// into each test file; and no test measures time (a hang guard lives in
+/// `tests/common` only), since timing belongs in `scripts/bench-*.sh`.
+#[test]
+fn test_helpers_are_defined_once_and_no_test_measures_time() {
+    let shared = [
+        "fn h4fs(",
+        "fn sha256(",
+        "fn sha256_hex(",
+        "fn fix_crc(",
+        "fn pack(",
+        "fn require_fuse(",
+        "fn mountinfo_has(",
+        "fn daemon_pid(",
+        "struct TestMount",
+    ];
+    let common = read("tests/common/mod.rs");
+    for def in shared {
+        assert_eq!(common.matches(def).count(), 1, "tests/common defines {def}");
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo("tests"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+        .filter(|p| !p.ends_with("scripts.rs"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 8, "{files:?}");
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let name = f.display();
+        for def in shared {
+            assert!(
+                !text.contains(def),
+                "{name} defines its own {def}: use tests/common"
+            );
+        }
+        for clock in ["Instant::now", ".elapsed()", "SystemTime::now"] {
+            assert!(!text.contains(clock), "{name} reads the clock ({clock})");
+        }
+    }
+}
