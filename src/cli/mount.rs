@@ -136,89 +136,196 @@ fn default_threads() -> usize {
         .max(4)
 }
 
-/// The mount settings after `-o` options are applied.
+/// The mount settings after `-o` options are applied, and the arguments that give
+/// them to the daemon.
 #[derive(Debug)]
 struct Settings {
     args: MountArgs,
+    /// The arguments of `h4fs mount` (after the subcommand) as given: the daemon is
+    /// started with the same ones, so it reads them exactly as this process did.
+    argv: Vec<OsString>,
     fsname: Option<String>,
     extra: Vec<MountOption>,
     warnings: Vec<String>,
 }
 
-fn apply_options(mut args: MountArgs) -> anyhow::Result<Settings> {
+/// What one `-o` option means.
+#[derive(Debug, PartialEq)]
+enum MountOpt {
+    /// An `h4fs mount` setting: the long flag it stands for, with its value.
+    Flag(String),
+    /// A flag for the kernel's mount.
+    Kernel(MountOption),
+    /// The name shown as the mount's source (`fsname=`).
+    FsName(String),
+    /// Accepted and without effect (h4fs is always read-only; options for mount(8)).
+    Ignored,
+    /// `rw`: ignored with a warning.
+    ReadWrite,
+}
+
+/// The `-o` options that are settings of `h4fs mount`, and the long flag each stands
+/// for. Their values are parsed by clap with that flag's own value parser.
+const OPTION_FLAGS: &[(&str, &str)] = &[
+    ("cache_size", "--cache-size"),
+    ("threads", "--threads"),
+    ("verify", "--verify"),
+    ("uid", "--uid"),
+    ("gid", "--gid"),
+    ("strict", "--strict"),
+    ("nonempty", "--allow-non-empty"),
+    ("allow_other", "--allow-other"),
+    ("log_file", "--log-file"),
+    ("key_file", "--key-file"),
+    ("shared_secret_file", "--shared-secret-file"),
+];
+
+/// What one `-o` option (`key` or `key=value`) means; an option h4fs does not know is
+/// refused, naming it.
+fn classify(o: &str) -> anyhow::Result<MountOpt> {
+    let (k, v) = match o.split_once('=') {
+        Some((k, v)) => (k, Some(v)),
+        None => (o, None),
+    };
+    if let Some((_, flag)) = OPTION_FLAGS.iter().find(|(name, _)| *name == k) {
+        return Ok(MountOpt::Flag(match v {
+            Some(v) => format!("{flag}={v}"),
+            None => flag.to_string(),
+        }));
+    }
+    Ok(match k {
+        "fsname" => MountOpt::FsName(
+            v.ok_or_else(|| anyhow!("mount option fsname needs a value (fsname=NAME)"))?
+                .to_string(),
+        ),
+        "max_read" | "allow_root" => MountOpt::Kernel(MountOption::CUSTOM(o.to_string())),
+        "nosuid" => MountOpt::Kernel(MountOption::NoSuid),
+        "nodev" => MountOpt::Kernel(MountOption::NoDev),
+        "noexec" => MountOpt::Kernel(MountOption::NoExec),
+        "exec" => MountOpt::Kernel(MountOption::Exec),
+        "suid" => MountOpt::Kernel(MountOption::Suid),
+        "dev" => MountOpt::Kernel(MountOption::Dev),
+        "noatime" => MountOpt::Kernel(MountOption::NoAtime),
+        "rw" => MountOpt::ReadWrite,
+        "ro"
+        | "default_permissions"
+        | "subtype"
+        | "atime"
+        | "relatime"
+        | "strictatime"
+        | "nodiratime"
+        | "sync"
+        | "async"
+        | "dirsync" => MountOpt::Ignored,
+        // Options for mount(8) itself (fstab), not for the filesystem.
+        "defaults" | "auto" | "noauto" | "user" | "users" | "nouser" | "owner" | "group"
+        | "nofail" | "_netdev" | "comment" | "loop" => MountOpt::Ignored,
+        k if k.starts_with("x-") => MountOpt::Ignored,
+        _ => bail!(
+            "unknown mount option \"{o}\" (h4fs takes ro, allow_other, allow_root, cache_size=, threads=, verify=, strict, nonempty, uid=, gid=, log_file=, key_file=, shared_secret_file=, fsname=, max_read=, noexec, noatime, suid, dev)"
+        ),
+    })
+}
+
+/// Apply the `-o` options of `args`. Settings become their long flags and go through
+/// clap, so `-o cache_size=1G` is read exactly as `--cache-size 1G` is (the same value
+/// parser, the same message for a bad value); an `-o` setting wins over its flag.
+fn apply_options(mut args: MountArgs, argv: Vec<OsString>) -> anyhow::Result<Settings> {
     let mut s = Settings {
+        args: args.clone(),
+        argv,
         fsname: None,
         extra: Vec::new(),
         warnings: Vec::new(),
-        args: args.clone(),
     };
-    let opts: Vec<String> = args
+    let mut flags = Vec::new();
+    for o in args
         .options
         .iter()
         .flat_map(|o| o.split(','))
-        .map(|o| o.trim().to_string())
-        .filter(|o| !o.is_empty())
-        .collect();
-    for o in opts {
-        let (k, v) = match o.split_once('=') {
-            Some((k, v)) => (k, Some(v)),
-            None => (o.as_str(), None),
-        };
-        let need = |what: &str| -> anyhow::Result<&str> {
-            v.ok_or_else(|| anyhow!("mount option {k} needs a value ({k}={what})"))
-        };
-        match k {
-            "ro" => {}
-            "rw" => s
+        .map(str::trim)
+    {
+        if o.is_empty() {
+            continue;
+        }
+        match classify(o)? {
+            MountOpt::Flag(f) => flags.push((o.to_string(), f)),
+            MountOpt::Kernel(k) => s.extra.push(k),
+            MountOpt::FsName(n) => s.fsname = Some(n),
+            MountOpt::Ignored => {}
+            MountOpt::ReadWrite => s
                 .warnings
                 .push("h4fs mounts are always read-only; ignoring the \"rw\" option".into()),
-            "allow_other" => args.allow_other = true,
-            "allow_root" => s.extra.push(MountOption::CUSTOM("allow_root".into())),
-            "default_permissions" => {}
-            "cache_size" => {
-                args.cache_size =
-                    parse_size(need("SIZE")?).map_err(|e| anyhow!("cache_size: {e}"))?
-            }
-            "threads" => args.threads = need("N")?.parse().context("threads= needs a number")?,
-            "uid" => args.uid = Some(need("N")?.parse().context("uid= needs a number")?),
-            "gid" => args.gid = Some(need("N")?.parse().context("gid= needs a number")?),
-            "verify" => {
-                args.verify =
-                    <VerifyArg as clap::ValueEnum>::from_str(need("structure|full|none")?, true)
-                        .map_err(|_| anyhow!("verify= must be structure, full or none"))?
-            }
-            "strict" => args.strict = true,
-            "nonempty" => args.allow_non_empty = true,
-            "log_file" => args.log_file = Some(PathBuf::from(need("FILE")?)),
-            "key_file" => args.keys.key_file = Some(PathBuf::from(need("FILE")?)),
-            "shared_secret_file" => {
-                args.keys.shared_secret_file = Some(PathBuf::from(need("FILE")?))
-            }
-            "fsname" => s.fsname = Some(need("NAME")?.to_string()),
-            "subtype" => {}
-            "max_read" => s.extra.push(MountOption::CUSTOM(o.clone())),
-            "nosuid" => s.extra.push(MountOption::NoSuid),
-            "nodev" => s.extra.push(MountOption::NoDev),
-            "noexec" => s.extra.push(MountOption::NoExec),
-            "exec" => s.extra.push(MountOption::Exec),
-            "suid" => s.extra.push(MountOption::Suid),
-            "dev" => s.extra.push(MountOption::Dev),
-            "noatime" => s.extra.push(MountOption::NoAtime),
-            "atime" | "relatime" | "strictatime" | "nodiratime" | "sync" | "async" | "dirsync" => {}
-            // Options for mount(8) itself (fstab), not for the filesystem.
-            "defaults" | "auto" | "noauto" | "user" | "users" | "nouser" | "owner" | "group"
-            | "nofail" | "_netdev" | "comment" | "loop" => {}
-            k if k.starts_with("x-") => {}
-            _ => bail!(
-                "unknown mount option \"{o}\" (h4fs takes ro, allow_other, allow_root, cache_size=, threads=, verify=, strict, nonempty, uid=, gid=, log_file=, key_file=, shared_secret_file=, fsname=, max_read=, noexec, noatime, suid, dev)"
-            ),
         }
+    }
+    for (o, flag) in flags {
+        apply_flag(&mut args, &flag).with_context(|| format!("mount option \"{o}\""))?;
     }
     if args.threads == 0 {
         bail!("--threads must be at least 1");
     }
     s.args = args;
     Ok(s)
+}
+
+/// Parse one long flag (`--cache-size=1G`) with the `h4fs mount` command's clap
+/// definition and set it in `args`.
+fn apply_flag(args: &mut MountArgs, flag: &str) -> anyhow::Result<()> {
+    use clap::{Args, FromArgMatches, parser::ValueSource};
+    let cmd = MountArgs::augment_args(clap::Command::new("h4fs mount"))
+        .no_binary_name(true)
+        .disable_help_flag(true);
+    let argv = [
+        args.source.as_os_str(),
+        args.mountpoint.as_os_str(),
+        flag.as_ref(),
+    ];
+    let m = cmd
+        .try_get_matches_from(argv)
+        .map_err(|e| anyhow!("{}", clap_message(&e)))?;
+    let o = MountArgs::from_arg_matches(&m).map_err(|e| anyhow!("{}", clap_message(&e)))?;
+    let given = |id: &str| m.value_source(id) == Some(ValueSource::CommandLine);
+    if given("cache_size") {
+        args.cache_size = o.cache_size;
+    }
+    if given("threads") {
+        args.threads = o.threads;
+    }
+    if given("verify") {
+        args.verify = o.verify;
+    }
+    if given("uid") {
+        args.uid = o.uid;
+    }
+    if given("gid") {
+        args.gid = o.gid;
+    }
+    if given("strict") {
+        args.strict = o.strict;
+    }
+    if given("allow_non_empty") {
+        args.allow_non_empty = o.allow_non_empty;
+    }
+    if given("allow_other") {
+        args.allow_other = o.allow_other;
+    }
+    if given("log_file") {
+        args.log_file = o.log_file;
+    }
+    if given("key_file") {
+        args.keys.key_file = o.keys.key_file;
+    }
+    if given("shared_secret_file") {
+        args.keys.shared_secret_file = o.keys.shared_secret_file;
+    }
+    Ok(())
+}
+
+/// A clap error as one line, without clap's "error: " prefix and usage hint.
+fn clap_message(e: &clap::Error) -> String {
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or_default();
+    first.strip_prefix("error: ").unwrap_or(first).to_string()
 }
 
 /// An absolute path without resolving its last component (which may be a dead mount
@@ -424,9 +531,15 @@ fn fs_time(unix: u64) -> String {
     )
 }
 
-/// `h4fs mount`.
+/// `h4fs mount`, with the arguments clap read from this process's command line
+/// (`h4fs mount ARGS...`: the subcommand is always the first argument).
 pub fn run_mount(args: MountArgs) -> anyhow::Result<u8> {
-    let s = apply_options(args)?;
+    mount(args, std::env::args_os().skip(2).collect())
+}
+
+/// Mount with `args`, read from `argv` (the arguments after `mount`).
+fn mount(args: MountArgs, argv: Vec<OsString>) -> anyhow::Result<u8> {
+    let s = apply_options(args, argv)?;
     if s.args.ready_fd.is_none() {
         for w in &s.warnings {
             eprintln!("h4fs: warning: {w}");
@@ -441,7 +554,7 @@ pub fn run_mount(args: MountArgs) -> anyhow::Result<u8> {
 /// Start the daemon (this program, in the foreground, in a new session) and wait until
 /// it reports the mount ready or failed.
 fn spawn_daemon(s: &Settings) -> anyhow::Result<u8> {
-    let mp = check_mountpoint(&s.args.mountpoint, &s.args.source, s.args.allow_non_empty)?;
+    check_mountpoint(&s.args.mountpoint, &s.args.source, s.args.allow_non_empty)?;
     let source = absolute(&s.args.source)?;
     match std::fs::metadata(&source) {
         Ok(_) => {}
@@ -462,70 +575,13 @@ fn spawn_daemon(s: &Settings) -> anyhow::Result<u8> {
             std::os::fd::OwnedFd::from_raw_fd(fds[1]),
         )
     };
-    let a = &s.args;
     let exe = std::env::current_exe()
         .context("cannot find the h4fs executable (reading /proc/self/exe)")?;
+    // The daemon reads the same arguments (and environment, and working directory)
+    // as this process did, so it arrives at the same settings; only where to report
+    // readiness is added.
     let mut cmd = Command::new(&exe);
-    cmd.arg("mount")
-        .arg(&source)
-        .arg(&mp)
-        .arg("--ready-fd")
-        .arg("3")
-        .arg("--cache-size")
-        .arg(a.cache_size.to_string())
-        .arg("--threads")
-        .arg(a.threads.to_string())
-        .arg("--verify")
-        .arg(match a.verify {
-            VerifyArg::Structure => "structure",
-            VerifyArg::Full => "full",
-            VerifyArg::None => "none",
-        });
-    if a.allow_other {
-        cmd.arg("--allow-other");
-    }
-    if a.strict {
-        cmd.arg("--strict");
-    }
-    if a.allow_non_empty {
-        cmd.arg("--allow-non-empty");
-    }
-    if let Some(u) = a.uid {
-        cmd.arg("--uid").arg(u.to_string());
-    }
-    if let Some(g) = a.gid {
-        cmd.arg("--gid").arg(g.to_string());
-    }
-    if let Some(l) = &a.log_file {
-        cmd.arg("--log-file").arg(absolute(l)?);
-    }
-    if let Some(k) = &a.keys.key_file {
-        cmd.arg("--key-file").arg(absolute(k)?);
-    }
-    if let Some(k) = &a.keys.shared_secret_file {
-        cmd.arg("--shared-secret-file").arg(absolute(k)?);
-    }
-    // Options already applied above are passed as flags; pass the rest through.
-    let mut passthrough: Vec<String> = Vec::new();
-    if let Some(n) = &s.fsname {
-        passthrough.push(format!("fsname={n}"));
-    }
-    for o in &s.extra {
-        passthrough.push(match o {
-            MountOption::CUSTOM(c) => c.clone(),
-            MountOption::NoSuid => "nosuid".into(),
-            MountOption::NoDev => "nodev".into(),
-            MountOption::NoExec => "noexec".into(),
-            MountOption::Exec => "exec".into(),
-            MountOption::Suid => "suid".into(),
-            MountOption::Dev => "dev".into(),
-            MountOption::NoAtime => "noatime".into(),
-            other => format!("{other:?}"),
-        });
-    }
-    if !passthrough.is_empty() {
-        cmd.arg("-o").arg(passthrough.join(","));
-    }
+    cmd.arg("mount").arg("--ready-fd").arg("3").args(&s.argv);
     let wr_raw = std::os::fd::AsRawFd::as_raw_fd(&wr);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -947,80 +1003,85 @@ pub fn helper_main(subcommands: &[String]) -> Option<ExitCode> {
         .and_then(|a| Path::new(a).file_name())
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let rest: Vec<String> = argv
-        .iter()
-        .skip(1)
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
+    let rest: Vec<OsString> = argv.iter().skip(1).cloned().collect();
     let as_helper = prog.starts_with("mount.");
+    let is_flag = |a: &OsString| a.as_bytes().starts_with(b"-");
     let as_fuse_program = !as_helper
         && rest.len() >= 2
-        && !rest[0].starts_with('-')
-        && !rest[1].starts_with('-')
-        && !subcommands.contains(&rest[0])
+        && !is_flag(&rest[0])
+        && !is_flag(&rest[1])
+        && !subcommands.iter().any(|c| rest[0] == c.as_str())
         && Path::new(&rest[0]).exists();
     if !as_helper && !as_fuse_program {
         return None;
     }
-    Some(match helper_args(&rest).and_then(run_mount) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            eprintln!("h4fs: error: {}", super::chain_text(&e));
-            ExitCode::from(super::EXIT_ERROR)
-        }
-    })
+    Some(
+        match helper_args(&rest).and_then(|(args, argv)| mount(args, argv)) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                eprintln!("h4fs: error: {}", super::chain_text(&e));
+                ExitCode::from(super::EXIT_ERROR)
+            }
+        },
+    )
 }
 
-/// Parse `SOURCE MOUNTPOINT [-o OPTS] [-t TYPE] [-f] [-s] [-n] [-v] [-N NS]`.
-fn helper_args(rest: &[String]) -> anyhow::Result<MountArgs> {
-    let mut pos = Vec::new();
-    let mut options = Vec::new();
-    let mut foreground = false;
-    let mut i = 0;
-    while i < rest.len() {
-        let a = rest[i].as_str();
-        match a {
-            "-o" | "-t" | "-N" => {
-                let v = rest
-                    .get(i + 1)
-                    .ok_or_else(|| anyhow!("{a} needs a value"))?;
-                if a == "-o" {
-                    options.push(v.clone());
-                }
-                i += 2;
-                continue;
-            }
-            "-f" => foreground = true,
-            "-s" | "-n" | "-v" | "-r" | "-w" => {}
-            a if a.starts_with("-o") => options.push(a[2..].to_string()),
-            a if a.starts_with('-') => bail!("unknown mount helper flag {a}"),
-            a => pos.push(PathBuf::from(a)),
-        }
-        i += 1;
+/// The command line mount(8) and `mount.fuse3` give a mount helper:
+/// `SOURCE MOUNTPOINT [-o OPTS]... [-t TYPE] [-f] [-s] [-n] [-v] [-r] [-w] [-N NS]`.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "mount.fuse.h4fs",
+    no_binary_name = true,
+    disable_help_flag = true
+)]
+struct HelperArgs {
+    source: OsString,
+    mountpoint: OsString,
+    /// Mount options, comma-separated, as `h4fs mount -o` takes them.
+    #[arg(short = 'o', value_name = "OPTS")]
+    options: Vec<OsString>,
+    /// Stay in the foreground.
+    #[arg(short = 'f')]
+    foreground: bool,
+    /// The filesystem type (`fuse.h4fs`); ignored.
+    #[arg(short = 't', value_name = "TYPE")]
+    _fstype: Option<String>,
+    /// A mount namespace; ignored.
+    #[arg(short = 'N', value_name = "NS")]
+    _namespace: Option<String>,
+    /// Sloppy, no mtab, verbose, read-only, read-write: mount(8)'s flags; ignored.
+    #[arg(short = 's')]
+    _sloppy: bool,
+    #[arg(short = 'n')]
+    _no_mtab: bool,
+    #[arg(short = 'v')]
+    _verbose: bool,
+    #[arg(short = 'r')]
+    _read_only: bool,
+    #[arg(short = 'w')]
+    _read_write: bool,
+}
+
+/// A mount helper's command line as the `h4fs mount` arguments it stands for, read by
+/// clap into [`MountArgs`] like any `h4fs mount` command line.
+fn helper_args(rest: &[OsString]) -> anyhow::Result<(MountArgs, Vec<OsString>)> {
+    use clap::{FromArgMatches, Parser};
+    let h = HelperArgs::try_parse_from(rest).map_err(|e| anyhow!("{}", clap_message(&e)))?;
+    let mut argv = vec![h.source, h.mountpoint];
+    if h.foreground {
+        argv.push("-f".into());
     }
-    let [source, mountpoint] = <[PathBuf; 2]>::try_from(pos)
-        .map_err(|p| anyhow!("expected SOURCE and MOUNTPOINT, got {} paths", p.len()))?;
-    Ok(MountArgs {
-        source,
-        mountpoint,
-        foreground,
-        cache_size: 256 << 20,
-        allow_other: false,
-        uid: None,
-        gid: None,
-        threads: default_threads(),
-        verify: VerifyArg::Structure,
-        strict: false,
-        allow_non_empty: false,
-        options,
-        log_file: None,
-        // Keys come from -o key_file=/shared_secret_file= or the environment.
-        keys: super::keys::KeyArgs {
-            key_file: std::env::var_os("H4FS_KEY_FILE").map(PathBuf::from),
-            shared_secret_file: None,
-        },
-        ready_fd: None,
-    })
+    for o in h.options {
+        argv.push("-o".into());
+        argv.push(o);
+    }
+    let cmd = <MountArgs as clap::Args>::augment_args(clap::Command::new("h4fs mount"))
+        .no_binary_name(true);
+    let m = cmd
+        .try_get_matches_from(&argv)
+        .map_err(|e| anyhow!("{}", clap_message(&e)))?;
+    let args = MountArgs::from_arg_matches(&m).map_err(|e| anyhow!("{}", clap_message(&e)))?;
+    Ok((args, argv))
 }
 
 #[cfg(test)]
@@ -1029,29 +1090,102 @@ mod tests {
 
     #[test]
     fn helper_argv_and_options() {
-        let a = helper_args(&[
-            "/data/x.h4mk".into(),
-            "/mnt/x".into(),
-            "-o".into(),
-            "ro,allow_other,cache_size=1G,noauto,x-systemd.automount,verify=full".into(),
+        let helper = |args: &[&str]| {
+            let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+            helper_args(&args).and_then(|(a, argv)| apply_options(a, argv))
+        };
+        let s = helper(&[
+            "/data/x.h4mk",
+            "/mnt/x",
+            "-t",
+            "fuse.h4fs",
+            "-o",
+            "ro,allow_other,cache_size=1G,noauto,x-systemd.automount,verify=full",
+            "-n",
         ])
         .unwrap();
-        assert_eq!(a.source, PathBuf::from("/data/x.h4mk"));
-        let s = apply_options(a).unwrap();
+        assert_eq!(s.args.source, PathBuf::from("/data/x.h4mk"));
+        assert_eq!(s.args.mountpoint, PathBuf::from("/mnt/x"));
         assert!(s.args.allow_other);
         assert_eq!(s.args.cache_size, 1 << 30);
         assert_eq!(s.args.verify, VerifyArg::Full);
-        let bad = helper_args(&["a".into(), "b".into(), "-o".into(), "frobnicate".into()]).unwrap();
-        assert!(
-            apply_options(bad)
-                .unwrap_err()
-                .to_string()
-                .contains("frobnicate")
+        assert!(!s.args.foreground);
+        // The daemon is started with the `h4fs mount` arguments the helper stands for.
+        assert_eq!(
+            s.argv,
+            [
+                "/data/x.h4mk",
+                "/mnt/x",
+                "-o",
+                "ro,allow_other,cache_size=1G,noauto,x-systemd.automount,verify=full"
+            ]
         );
-        assert!(helper_args(&["only-one".into()]).is_err());
-        let rw =
-            apply_options(helper_args(&["a".into(), "b".into(), "-orw".into()]).unwrap()).unwrap();
+        let bad = helper(&["a", "b", "-o", "frobnicate"]).unwrap_err();
+        assert!(bad.to_string().contains("frobnicate"), "{bad}");
+        assert!(helper(&["only-one"]).is_err());
+        assert!(helper(&["a", "b", "c"]).is_err());
+        assert!(helper(&["a", "b", "-x"]).is_err());
+        let rw = helper(&["a", "b", "-orw", "-f"]).unwrap();
         assert_eq!(rw.warnings.len(), 1);
+        assert!(rw.args.foreground);
+    }
+
+    fn mount_args(args: &[&str]) -> anyhow::Result<Settings> {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: MountArgs,
+        }
+        let cli = Cli::try_parse_from(std::iter::once("mount").chain(args.iter().copied()))?;
+        apply_options(cli.args, args.iter().map(OsString::from).collect())
+    }
+
+    /// `-o` settings are read by clap with the value parser of the flag they stand for:
+    /// the same forms, the same messages; they win over the flag; the flags given
+    /// without -o are kept; kernel flags and ignored ones are sorted out.
+    #[test]
+    fn o_settings_go_through_the_flags_parsers() {
+        let s = mount_args(&[
+            "s",
+            "m",
+            "--threads",
+            "7",
+            "--strict",
+            "--cache-size",
+            "1M",
+            "-o",
+            "cache_size=2G,uid=12,nonempty,noexec,fsname=movie",
+            "-o",
+            "log_file=/tmp/x.log,key_file=k,defaults",
+        ])
+        .unwrap();
+        let a = &s.args;
+        assert_eq!((a.threads, a.strict, a.cache_size), (7, true, 2 << 30));
+        assert_eq!((a.uid, a.gid), (Some(12), None));
+        assert!(a.allow_non_empty && !a.allow_other);
+        assert_eq!(a.log_file.as_deref(), Some(Path::new("/tmp/x.log")));
+        assert_eq!(a.keys.key_file.as_deref(), Some(Path::new("k")));
+        assert_eq!(s.extra, [MountOption::NoExec]);
+        assert_eq!(s.fsname.as_deref(), Some("movie"));
+        assert!(s.warnings.is_empty());
+
+        let err = |args: &[&str]| format!("{:#}", mount_args(args).unwrap_err());
+        let flag = err(&["s", "m", "--cache-size", "12Q"]);
+        let opt = err(&["s", "m", "-o", "cache_size=12Q"]);
+        let want = "\"12Q\": unknown size suffix \"q\" (use K, M, G or T)";
+        assert!(flag.contains(want) && opt.contains(want), "{flag}\n{opt}");
+        assert!(
+            opt.starts_with("mount option \"cache_size=12Q\": "),
+            "{opt}"
+        );
+        assert!(err(&["s", "m", "-o", "verify=most"]).contains("most"));
+        assert!(err(&["s", "m", "-o", "uid=me"]).contains("uid=me"));
+        assert!(err(&["s", "m", "-o", "strict=1"]).contains("strict=1"));
+        assert!(err(&["s", "m", "-o", "cache_size"]).contains("--cache-size"));
+        assert!(err(&["s", "m", "-o", "threads=0"]).contains("at least 1"));
+        assert!(err(&["s", "m", "-o", "fsname"]).contains("needs a value"));
+        assert!(err(&["s", "m", "-o", "foreground"]).contains("unknown mount option"));
     }
 
     #[test]
