@@ -13,6 +13,8 @@
 //! (`crate::fs::STATS_XATTR`), which the kernel never caches. Reads of up to 1 MiB, readdirplus, and several FUSE threads (fuser's
 //! `Config::n_threads`) are negotiated in [`FuseFs::config`] and `init`.
 
+pub mod session;
+
 use crate::fs::{Attr, Fs, FsError, Kind, XattrReply};
 use fuser::{
     AccessFlags, BsdFileFlags, Config, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType,
