@@ -2,7 +2,7 @@
 //!
 //! Every operation the kernel can ask for (`lookup`, `getattr`, `readdir`, `open`,
 //! `read`, `readlink`, `getxattr`, `listxattr`, `statfs`) is a method returning
-//! `Result<_, FsError>`. Nothing here imports `fuser`: the adapter in `fuse.rs` calls
+//! `Result<_, FsError>`. Nothing here imports `fuser`: the adapter in `fuse/mod.rs` calls
 //! these methods and replies, so the whole tree is unit-testable without a mount.
 //!
 //! Tree of one container (a multitrack container has one such directory per track,
