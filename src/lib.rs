@@ -17,7 +17,8 @@
 //! * [`blocks`]: the block layer: verified ranges of the served containers, what can be
 //!   served (decided once per container), the LRU of verified blocks, single-flight
 //!   loads, paired hashing, per-handle prefetch.
-//! * [`fs`]: the mounted tree as plain Rust (no `fuser`); [`fuse`]: the adapter.
+//! * [`fs`]: the mounted tree as plain Rust (no `fuser`); [`fuse`]: the adapter and
+//!   [`fuse::session`] (mounting, serving, unmounting).
 //! * [`output`]: every file h4fs writes: atomic, never replacing a device, an input or
 //!   (without `force`) an existing file.
 //! * [`writer`]: the deterministic packer.
