@@ -11,6 +11,8 @@ pub(super) enum Sink {
     Syslog,
 }
 
+/// The daemon's log: one line per message (block failures, signals, mount and
+/// unmount), time-stamped in a log file.
 pub(super) struct Logger {
     pub(super) sink: Sink,
 }

@@ -7,6 +7,8 @@ use anyhow::{Context, bail};
 use std::path::Path;
 use std::process::Command;
 
+/// Unmount through the setuid `fusermount3 -u [-z]`, for mounts this user may not
+/// unmount with `umount2` (a non-root user's own FUSE mounts).
 fn fusermount_u(mp: &Path, lazy: bool) -> anyhow::Result<()> {
     let mut cmd = Command::new("fusermount3");
     cmd.arg("-u");
