@@ -128,7 +128,7 @@ fn test_command_sets_up_and_ci_runs_only_it() {
 #[test]
 fn test_helpers_are_defined_once_and_no_test_measures_time() {
     let shared = [
-        "fn h4fs(",
+        "fn h4fs() ",
         "fn sha256(",
         "fn sha256_hex(",
         "fn fix_crc(",
