@@ -15,7 +15,7 @@ const MIB: u64 = 1 << 20;
 const GROUP: u64 = 16 << 10;
 
 /// `data` packed as v2 (the default) in 1 MiB blocks: (temp dir, source, container).
-fn pack(data: &[u8]) -> (tempfile::TempDir, PathBuf, PathBuf) {
+fn pack_groups(data: &[u8]) -> (tempfile::TempDir, PathBuf, PathBuf) {
     let d = tempfile::tempdir().unwrap();
     let src = d.path().join("source.bin");
     std::fs::write(&src, data).unwrap();
@@ -57,8 +57,8 @@ fn b3sum(file: &Path) -> String {
 #[test]
 fn a_small_read_verifies_only_its_group_and_stream_carries_the_root() {
     let data = noise(8 << 20, 13);
-    let (_d, src, container) = pack(&data);
-    let m = TestMount::new(&container);
+    let (_d, src, container) = pack_groups(&data);
+    let m = TestMount::new(&container, &[]);
     let root = ok(Command::new("getfattr")
         .args(["--only-values", "-n", "user.h4mk.blake3"])
         .arg(m.path("stream")));
@@ -81,7 +81,7 @@ fn a_small_read_verifies_only_its_group_and_stream_carries_the_root() {
 #[test]
 fn a_damaged_group_fails_exactly_the_reads_that_touch_it() {
     let data = noise(4 << 20, 14);
-    let (_d, _src, container) = pack(&data);
+    let (_d, _src, container) = pack_groups(&data);
     // Flip a byte of group 6 of block 2 (stream offset 2 MiB + 6 groups + 100), found
     // by its unique neighbourhood in the container.
     let bad = 2 * MIB + 6 * GROUP + 100;
@@ -90,7 +90,7 @@ fn a_damaged_group_fails_exactly_the_reads_that_touch_it() {
     let pos = bytes.windows(64).position(|w| w == probe).unwrap();
     bytes[pos] ^= 0x40;
     std::fs::write(&container, &bytes).unwrap();
-    let m = TestMount::new(&container);
+    let m = TestMount::new(&container, &[]);
     let f = open_random(&m);
     let group = bad & !(GROUP - 1);
     let mut buf = vec![0u8; 4096];
@@ -123,8 +123,8 @@ fn a_damaged_group_fails_exactly_the_reads_that_touch_it() {
 #[test]
 fn a_sequential_read_verifies_every_group_once_in_runs() {
     let data = noise(6 << 20, 15);
-    let (_d, _src, container) = pack(&data);
-    let m = TestMount::new(&container);
+    let (_d, _src, container) = pack_groups(&data);
+    let m = TestMount::new(&container, &[]);
     assert!(std::fs::read(m.path("stream")).unwrap() == data);
     let s = mount_stats(&m.path(""));
     assert_eq!(s["groups_verified"], (6 * MIB / GROUP), "{s}");
