@@ -20,7 +20,10 @@ declare -A provides=(
 )
 need=()
 for p in fuse3 ffmpeg attr rsync python3 python3-venv util-linux b3sum curl chromium nodejs npm; do
-  if command -v dpkg >/dev/null 2>&1; then
+  if [ "$p" = npm ] && command -v npm >/dev/null 2>&1; then
+    # NodeSource's nodejs package bundles npm and conflicts with Debian's npm package.
+    continue
+  elif command -v dpkg >/dev/null 2>&1; then
     dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
   else
     command -v "${provides[$p]}" >/dev/null 2>&1 || need+=("$p")
