@@ -41,7 +41,9 @@ fuzz_target!(|data: &[u8]| {
         assert!(t.outboard.clone().check(&t.root).is_ok());
         return;
     }
-    t.outboard.verify(&t.root, 0, stream).expect("own bytes verify");
+    t.outboard
+        .verify(&t.root, 0, stream)
+        .expect("own bytes verify");
     let at = u16::from_le_bytes([*a, *b]) as usize % stream.len();
     let mut bad = stream.to_vec();
     bad[at] ^= 1;
