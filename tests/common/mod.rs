@@ -497,4 +497,84 @@ pub fn curl(args: &[&str]) -> Output {
         .args(args))
 }
 
+/// Whether `mp` is a mount point (the top of its stack is listed in mountinfo), and the
+/// type of the topmost mount there.
+pub fn mount_type(mp: &Path) -> Option<String> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let want = mp.to_str().unwrap().replace(' ', "\\040");
+    let mut found = None;
+    for l in text.lines() {
+        let f: Vec<&str> = l.split(' ').collect();
+        if f.get(4) == Some(&want.as_str())
+            && let Some(dash) = f.iter().position(|x| *x == "-")
+        {
+            found = f.get(dash + 1).map(|t| t.to_string());
+        }
+    }
+    found
+}
+
+/// The pid of the `h4fs mount` daemon serving `mp` (found by its command line).
+pub fn daemon_pid(mp: &Path) -> Option<u32> {
+    let want = mp.to_str().unwrap();
+    for ent in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = ent.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(ent.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+        if args.contains(&&b"--ready-fd"[..]) && args.contains(&want.as_bytes()) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// Whether a process is still running (a zombie waiting to be reaped is not).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => false,
+    }
+}
+
+/// Wait up to `limit` for `done`, polling; false when it never came true.
+pub fn wait_for(limit: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
+    let t = std::time::Instant::now();
+    while !done() {
+        if t.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    true
+}
+
+/// Run a command with stdin closed and a time limit: `None` when it had not finished
+/// by then (it is killed), else its output. For commands that must not hang.
+pub fn run_bounded(cmd: &mut Command, limit: std::time::Duration) -> Option<Output> {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let finished = wait_for(limit, || matches!(child.try_wait(), Ok(Some(_))));
+    if !finished {
+        let _ = child.kill();
+        let _ = child.wait();
+        return None;
+    }
+    Some(
+        child
+            .wait_with_output()
+            .expect("output of a finished child"),
+    )
+}
+
 pub mod servers;
