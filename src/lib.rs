@@ -38,6 +38,7 @@ pub mod extract;
 pub mod format;
 pub mod fs;
 pub mod fuse;
+pub mod input;
 pub mod integrity;
 pub mod naming;
 pub mod output;

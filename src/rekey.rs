@@ -107,7 +107,8 @@ pub fn rekey(path: &Path, old: &MasterKey, new: &MasterKey, out: Output) -> Resu
             out.path().display()
         )));
     };
-    let mut src = std::fs::File::open(path).map_err(|e| Error::io_path("cannot read", path, e))?;
+    let (mut src, _) =
+        crate::input::open_file(path).map_err(|e| Error::io_path("cannot read", path, e))?;
     let copied = std::io::copy(&mut (&mut src).take(a.file_len + 1), &mut &*f)
         .map_err(|e| Error::io_path("cannot copy", path, e))?;
     if copied != a.file_len {

@@ -36,10 +36,8 @@ pub struct FileSource {
 
 impl FileSource {
     pub fn open(path: &Path) -> crate::Result<FileSource> {
-        let file = File::open(path).map_err(|e| crate::Error::io_path("cannot open", path, e))?;
-        let md = file
-            .metadata()
-            .map_err(|e| crate::Error::io_path("cannot stat", path, e))?;
+        let (file, md) = crate::input::open_file(path)
+            .map_err(|e| crate::Error::io_path("cannot open", path, e))?;
         if md.is_dir() {
             return Err(crate::Error::NotContainer(format!(
                 "{} is a directory, not a container file",

@@ -4,16 +4,11 @@
 
 mod common;
 
-use common::{alive, daemon_pid, mount_type, noise, ok, wait_for};
+use common::{alive, daemon_pid, h4fs, mount_type, noise, ok, wait_for};
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
-
-fn h4fs() -> Command {
-    Command::new(common::BIN)
-}
 
 fn cstr(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).unwrap()

@@ -135,8 +135,8 @@ pub fn parse_group_size(s: &str) -> Result<u8, String> {
 fn extra_meta(args: &Args) -> anyhow::Result<Map<String, Value>> {
     let mut m = Map::new();
     if let Some(p) = &args.meta_file {
-        let text =
-            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+        let text = crate::input::read_to_string(p)
+            .with_context(|| format!("cannot read {}", p.display()))?;
         let v: Value = serde_json::from_str(&text)
             .with_context(|| format!("{} is not valid JSON", p.display()))?;
         let Value::Object(obj) = v else {
@@ -204,7 +204,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             rows: plan.rows,
         }
     } else if let Some(csv) = &args.index {
-        let text = std::fs::read_to_string(csv)
+        let text = crate::input::read_to_string(csv)
             .with_context(|| format!("cannot read index {}", csv.display()))?;
         let rows = writer::parse_index_csv(&text, &csv.display().to_string())?;
         start_time_us = writer::index_csv_start_time(&text, &csv.display().to_string())?;

@@ -15,7 +15,6 @@ use crate::error::{Error, Result};
 use aes_gcm::aead::rand_core::RngCore;
 use hkdf::Hkdf;
 use sha2::{Digest, Sha256};
-use std::fs::File;
 use std::io::{Read, Write};
 use std::path::Path;
 use zeroize::{Zeroize, Zeroizing};
@@ -203,8 +202,7 @@ fn parse_secret(bytes: &[u8], path: &Path, what: &str) -> Result<Secret32> {
 
 fn load_secret(path: &Path, what: &str, warn: &mut dyn FnMut(String)) -> Result<Secret32> {
     let io = |action: &str, e: std::io::Error| key_file_error(path, format!("{action}: {e}"));
-    let mut f = File::open(path).map_err(|e| io("cannot open", e))?;
-    let md = f.metadata().map_err(|e| io("cannot stat", e))?;
+    let (mut f, md) = crate::input::open_file(path).map_err(|e| io("cannot open", e))?;
     if !md.is_file() {
         return Err(key_file_error(path, "not a regular file"));
     }

@@ -76,10 +76,8 @@ fn fixed_meta(i: u64, frame: u64, gop: u64) -> BlockMeta {
 pub(super) type BlockIter<'a> = Box<dyn Iterator<Item = Result<(Vec<u8>, BlockMeta)>> + Send + 'a>;
 
 fn open_input(path: &Path) -> Result<(File, u64)> {
-    let f = File::open(path).map_err(|e| Error::io_path("cannot open input", path, e))?;
-    let md = f
-        .metadata()
-        .map_err(|e| Error::io_path("cannot stat input", path, e))?;
+    let (f, md) =
+        crate::input::open_file(path).map_err(|e| Error::io_path("cannot open input", path, e))?;
     if md.is_dir() {
         return Err(Error::BadInput(format!(
             "{} is a directory; pass a file, or a directory with --fps for one block per file",
