@@ -13,7 +13,7 @@ use std::io::{BufRead, Read, Write};
 use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
@@ -160,7 +160,9 @@ pub(super) fn serve(s: Settings) -> anyhow::Result<u8> {
             .ready_fd
             .map(|fd| unsafe { std::fs::File::from_raw_fd(fd) }),
     );
-    match mount_session(&s) {
+    let unmounter = Arc::new(Mutex::new(Phase::Opening));
+    watch_signals(sigset, unmounter.clone(), &s.args.mountpoint)?;
+    match mount_session(&s, &unmounter) {
         Ok((session, logger, core, warnings)) => {
             for w in &warnings {
                 ready.warn(w);
@@ -170,7 +172,7 @@ pub(super) fn serve(s: Settings) -> anyhow::Result<u8> {
             if daemon {
                 detach_stdio(s.args.log_file.as_deref());
             }
-            run_session(session, logger, core, sigset, &s.args.mountpoint)
+            run_session(session, logger, core)
         }
         Err(e) => {
             let code = if e.chain().any(|c| {
@@ -191,10 +193,54 @@ pub(super) fn serve(s: Settings) -> anyhow::Result<u8> {
     }
 }
 
+/// Where the daemon is, as the signal thread sees it.
+enum Phase {
+    /// Opening and verifying the sources: nothing is mounted, so a signal ends the
+    /// process at once (a remote or large source may take a while to open).
+    Opening,
+    /// Mounted at the path: a signal unmounts, and the session then ends on its own.
+    Mounted(Box<fuser::SessionUnmounter>, PathBuf, Arc<Logger>),
+}
+
+/// SIGINT, SIGTERM and SIGHUP (blocked in every thread) are taken by one thread from
+/// the start: before the mount exists they end the daemon with exit status 128 + the
+/// signal; after, they unmount, and the session ends on its own.
+fn watch_signals(
+    sigset: libc::sigset_t,
+    phase: Arc<Mutex<Phase>>,
+    mountpoint: &Path,
+) -> anyhow::Result<()> {
+    let fallback = absolute(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
+    std::thread::Builder::new()
+        .name("h4fs-signals".into())
+        .spawn(move || {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: sigwait on a set blocked in every thread.
+            if unsafe { libc::sigwait(&sigset, &mut sig) } != 0 {
+                return;
+            }
+            let mut phase = phase.lock().unwrap_or_else(|e| e.into_inner());
+            let Phase::Mounted(unmounter, mp, log) = &mut *phase else {
+                eprintln!(
+                    "h4fs: signal {sig} before {} was mounted: stopping",
+                    fallback.display()
+                );
+                std::process::exit(128 + sig);
+            };
+            log.log(&format!("h4fs: signal {sig}: unmounting {}", mp.display()));
+            if let Err(e) = unmounter.unmount() {
+                log.log(&format!("h4fs: unmount failed ({e}); detaching lazily"));
+                let _ = session::unmount(mp, true);
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(())
+}
+
 /// The session, its logger and core, and warnings for the user.
 type Mounted = (fuser::Session<FuseFs>, Arc<Logger>, Arc<Fs>, Vec<String>);
 
-fn mount_session(s: &Settings) -> anyhow::Result<Mounted> {
+fn mount_session(s: &Settings, phase: &Arc<Mutex<Phase>>) -> anyhow::Result<Mounted> {
     let a = &s.args;
     let mp = check_mountpoint(&a.mountpoint, &a.source, a.allow_non_empty)?;
     let source = absolute(&a.source)?;
@@ -253,7 +299,16 @@ fn mount_session(s: &Settings) -> anyhow::Result<Mounted> {
         allow_other: a.allow_other,
         extra: s.extra.clone(),
     };
-    let session = session::mount(core.clone(), &mp, &cfg)?;
+    // A signal from here on waits for the mount to exist and then unmounts it, so none
+    // leaves a mount without its daemon.
+    let mut phase = phase.lock().unwrap_or_else(|e| e.into_inner());
+    let mut session = session::mount(core.clone(), &mp, &cfg)?;
+    *phase = Phase::Mounted(
+        Box::new(session.unmount_callable()),
+        mp.clone(),
+        logger.clone(),
+    );
+    drop(phase);
     if let Err(e) = session::raise_readahead(&mp) {
         logger.log(&format!(
             "h4fs: note: kernel readahead stays at its default ({e}); reads arrive in smaller requests"
@@ -302,30 +357,10 @@ fn detach_stdio(log_file: Option<&Path>) {
 }
 
 fn run_session(
-    mut session: fuser::Session<FuseFs>,
+    session: fuser::Session<FuseFs>,
     logger: Arc<Logger>,
     core: Arc<Fs>,
-    sigset: libc::sigset_t,
-    mountpoint: &Path,
 ) -> anyhow::Result<u8> {
-    let mut unmounter = session.unmount_callable();
-    let mp = absolute(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
-    let l2 = logger.clone();
-    std::thread::Builder::new()
-        .name("h4fs-signals".into())
-        .spawn(move || {
-            let mut sig: libc::c_int = 0;
-            // SAFETY: sigwait on a set blocked in every thread.
-            if unsafe { libc::sigwait(&sigset, &mut sig) } != 0 {
-                return;
-            }
-            l2.log(&format!("h4fs: signal {sig}: unmounting {}", mp.display()));
-            if let Err(e) = unmounter.unmount() {
-                l2.log(&format!("h4fs: unmount failed ({e}); detaching lazily"));
-                let _ = session::unmount(&mp, true);
-            }
-        })
-        .context("cannot start the signal thread")?;
     let r = session::serve(session, &core);
     let s = core.cache_stats();
     logger.log(&format!(

@@ -1,8 +1,8 @@
 //! `h4fs umount`: unmount an h4fs (or any FUSE) mount, also one whose daemon died.
 
 use super::args::UmountArgs;
-use super::mountpoint::absolute;
-use crate::fuse::session::{find_mount, unmount};
+use super::mountpoint::{Target, resolve};
+use crate::fuse::session::unmount;
 use anyhow::{Context, bail};
 use std::path::Path;
 use std::process::Command;
@@ -31,22 +31,17 @@ fn fusermount_u(mp: &Path, lazy: bool) -> anyhow::Result<()> {
 }
 
 /// `h4fs umount`.
+///
+/// The mount is found in /proc/self/mountinfo before its directory is touched (see
+/// [`resolve`]), and unmounting needs no answer from the daemon, so a stopped or dead
+/// daemon never makes this wait.
 pub fn run_umount(args: UmountArgs) -> anyhow::Result<u8> {
-    let mp = absolute(&args.mountpoint)?;
-    let dead = matches!(std::fs::metadata(&mp), Err(e) if e.raw_os_error() == Some(libc::ENOTCONN));
-    let real = if dead {
-        mp.clone()
-    } else {
-        mp.canonicalize().unwrap_or(mp.clone())
+    let m = match resolve(&args.mountpoint)? {
+        Target::Mount(m) => m,
+        Target::Entry(p, _) => bail!("{} is not a mount point", p.display()),
+        Target::Missing(p) => bail!("{} does not exist", p.display()),
     };
-    let Some(m) = find_mount(&real) else {
-        // Not a mount point, so looking at it cannot wait on a FUSE daemon.
-        if std::fs::symlink_metadata(&real).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
-        {
-            bail!("{} does not exist", real.display());
-        }
-        bail!("{} is not a mount point", real.display());
-    };
+    let real = m.point.clone();
     if !m.fstype.starts_with("fuse") {
         bail!(
             "{} is a {} mount, not a FUSE mount; use umount(8)",
@@ -54,7 +49,7 @@ pub fn run_umount(args: UmountArgs) -> anyhow::Result<u8> {
             m.fstype
         );
     }
-    let lazy = args.lazy || dead;
+    let lazy = args.lazy;
     match unmount(&real, lazy) {
         Ok(()) => Ok(0),
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
