@@ -660,7 +660,7 @@ fn readme_examples_of_decoding_from_a_time_work() {
         "clip.ts",
     );
     pack_and_roundtrip(&ts);
-    let line = readme_line("--chain | ffprobe -");
+    let line = readme_line("h4fs cat clip.h4mk --pts 2s --chain | ffprobe -");
     assert!(line.starts_with("h4fs cat clip.h4mk --pts"), "{line}");
     let out = shell(dir.path(), &line);
     let err = String::from_utf8_lossy(&out.stderr);
