@@ -206,33 +206,19 @@ fn verify_span_groups(
     };
     let start = span[0].chunk_offset;
     let s0 = stored_offset(span[0].chunk_offset, span[0].number);
-    // One buffer per worker thread, kept between spans: a fresh 16 MiB buffer per span
-    // would cost more in page faults than hashing it.
-    thread_local! {
-        static STORED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    STORED.with_borrow_mut(|stored| {
-        stored.clear();
-        for e in span {
+    // The stored bytes of each block, where they lie in `buf` (between chunk headers):
+    // hashed in place, never gathered.
+    let stored: Vec<&[u8]> = span
+        .iter()
+        .map(|e| {
             let lo = (e.data_offset - start) as usize;
-            stored.extend_from_slice(&buf[lo..lo + e.stored_len as usize]);
-        }
-        check_span_groups(a, tree, span, s0, stored, failures)
-    })
-}
-
-/// The body of [`verify_span_groups`], with the span's stored bytes gathered.
-fn check_span_groups(
-    a: &Archive,
-    tree: &crate::integrity::tree::CheckedTree,
-    span: &[BlockEntry],
-    s0: u64,
-    stored: &[u8],
-    failures: &mut Vec<Error>,
-) -> Vec<u64> {
+            &buf[lo..lo + e.stored_len as usize]
+        })
+        .collect();
+    let len: u64 = stored.iter().map(|p| p.len() as u64).sum();
     let shape = tree.shape();
     let g = shape.group_len();
-    let s1 = s0 + stored.len() as u64;
+    let s1 = s0 + len;
     let lo = s0.next_multiple_of(g);
     let hi = if s1 == shape.stream_len() {
         s1
@@ -249,7 +235,7 @@ fn check_span_groups(
         }
     }
     if lo < hi
-        && let Err(err) = tree.verify(lo, &stored[(lo - s0) as usize..(hi - s0) as usize])
+        && let Err(err) = tree.verify_parts(lo, &cut(&stored, lo - s0, hi - s0))
     {
         for r in err.bad_groups() {
             let (bs, be) = (r.start * g, (r.end * g).min(shape.stream_len()));
@@ -262,6 +248,21 @@ fn check_span_groups(
         }
     }
     edges
+}
+
+/// Bytes `from..to` of `parts` read back to back, as slices of them.
+fn cut<'a>(parts: &[&'a [u8]], from: u64, to: u64) -> Vec<&'a [u8]> {
+    let mut at = 0u64;
+    let mut out = Vec::with_capacity(parts.len());
+    for p in parts {
+        let (lo, hi) = (at, at + p.len() as u64);
+        at = hi;
+        let (a, b) = (from.max(lo), to.min(hi));
+        if a < b {
+            out.push(&p[(a - lo) as usize..(b - lo) as usize]);
+        }
+    }
+    out
 }
 
 /// v2: check the edge groups the spans held only in part (each once); a failing group

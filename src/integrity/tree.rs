@@ -195,7 +195,11 @@ impl Shape {
 
     /// The groups that `data`, starting at stream offset `offset`, holds exactly.
     fn span(&self, offset: u64, data: &[u8]) -> Result<Range<u64>, TreeError> {
-        let len = data.len() as u64;
+        self.span_of(offset, data.len() as u64)
+    }
+
+    /// The groups that `len` bytes starting at stream offset `offset` hold exactly.
+    fn span_of(&self, offset: u64, len: u64) -> Result<Range<u64>, TreeError> {
         let end = offset.checked_add(len);
         let whole = offset & (self.group_len() - 1) == 0
             && len > 0
@@ -686,6 +690,79 @@ impl<B: AsRef<[u8]>> CheckedTree<B> {
             }
             bad
         };
+        if bad.is_empty() {
+            Ok(())
+        } else {
+            Err(TreeError::Groups {
+                bad,
+                group_log: shape.group_log,
+            })
+        }
+    }
+
+    /// [`CheckedTree::verify`] of bytes held in pieces: `parts`, back to back, are the
+    /// bytes of whole groups starting at stream offset `offset`. Groups that lie within
+    /// one part are hashed where they are; only a group that straddles parts is copied
+    /// (one group at most at a time), so callers need not gather the parts first.
+    pub fn verify_parts(&self, offset: u64, parts: &[&[u8]]) -> Result<(), TreeError> {
+        let shape = self.shape();
+        let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        let want = shape.span_of(offset, len)?;
+        let mut bad = Vec::new();
+        if shape.group_count() == 1 {
+            let mut h = Hasher::new();
+            for p in parts {
+                h.update(p);
+            }
+            if h.finalize() != self.root {
+                bad.push(want);
+            }
+        } else {
+            let log = shape.group_log;
+            let group_len = shape.group_len() as usize;
+            let mut check = |g: u64, cv: ChainingValue| {
+                if cv != self.recorded_cv(g) {
+                    push_range(&mut bad, g..g + 1);
+                }
+            };
+            let mut parts = parts.iter().copied().filter(|p| !p.is_empty());
+            let mut rest: &[u8] = &[];
+            let mut scratch = Vec::new();
+            let mut g = want.start;
+            while g < want.end {
+                if rest.is_empty() {
+                    rest = parts
+                        .next()
+                        .expect("the parts hold every group of the span");
+                }
+                let whole = ((rest.len() / group_len) as u64).min(want.end - g);
+                if whole > 0 {
+                    let (run, tail) = rest.split_at(whole as usize * group_len);
+                    for (k, cv) in group_cvs(log, g, run).into_iter().enumerate() {
+                        check(g + k as u64, cv);
+                    }
+                    g += whole;
+                    rest = tail;
+                    continue;
+                }
+                // Group g starts here and goes on in the next parts (or is the stream's
+                // short last group).
+                let need = (shape.stream_len() - (g << log)).min(group_len as u64) as usize;
+                scratch.clear();
+                while scratch.len() < need {
+                    if rest.is_empty() {
+                        rest = parts
+                            .next()
+                            .expect("the parts hold every group of the span");
+                    }
+                    let take = rest.len().min(need - scratch.len());
+                    scratch.extend_from_slice(&rest[..take]);
+                    rest = &rest[take..];
+                }
+                check(g, group_cv(log, g, &scratch));
+                g += 1;
+            }
+        }
         if bad.is_empty() {
             Ok(())
         } else {

@@ -413,3 +413,69 @@ fn worked_example_of_the_format_doc() {
     // The last group is one byte at offset 4096: its chaining value is node 0's right half.
     assert_eq!(nodes[1], hex::encode(group_cv(10, 4, &data[4096..])));
 }
+
+/// `verify_parts` over any split of the data answers exactly as `verify` of the data in
+/// one piece: the same groups fail, whatever straddles a boundary.
+#[test]
+fn verify_in_parts_answers_as_verify_in_one_piece() {
+    for len in [G, 3 * G, 5 * G + 7, 17 * G + 1000] {
+        let data = bytes(len, 3);
+        let t = Tree::compute(14, &data).unwrap();
+        let checked = t.outboard.clone().check(&t.root).unwrap();
+        let mut flipped = data.clone();
+        let flip_at = [0, G + 5, len - 1];
+        for i in flip_at.into_iter().filter(|&i| i < len) {
+            flipped[i] ^= 0x10;
+        }
+        for d in [&data, &flipped] {
+            let whole = checked.verify(0, d);
+            // Cuts: none, at every 1000 bytes, at group edges +-1, empty parts.
+            let cut_sets: Vec<Vec<usize>> = vec![
+                vec![],
+                (1..len).step_by(1000).collect(),
+                vec![G - 1, G + 1, 2 * G, 2 * G, 3 * G - 1],
+                vec![0, 7, len],
+            ];
+            for cuts in cut_sets {
+                let mut parts = Vec::new();
+                let mut at = 0;
+                for &c in cuts.iter().filter(|&&c| c <= len) {
+                    parts.push(&d[at..c.max(at)]);
+                    at = c.max(at);
+                }
+                parts.push(&d[at..]);
+                let split = checked.verify_parts(0, &parts);
+                assert_eq!(
+                    whole.as_ref().err().map(|e| e.bad_groups().to_vec()),
+                    split.as_ref().err().map(|e| e.bad_groups().to_vec()),
+                    "len {len}, cuts {cuts:?}"
+                );
+            }
+            // A span starting at a later group.
+            if len < 2 * G {
+                continue;
+            }
+            let tail = &d[G..];
+            let (a, b) = tail.split_at(tail.len() / 2 + 3);
+            assert_eq!(
+                checked
+                    .verify(G as u64, tail)
+                    .err()
+                    .map(|e| e.bad_groups().to_vec()),
+                checked
+                    .verify_parts(G as u64, &[a, b])
+                    .err()
+                    .map(|e| e.bad_groups().to_vec()),
+            );
+        }
+    }
+    // Parts that are not whole groups are refused like a piece that is not.
+    let data = bytes(3 * G, 4);
+    let t = Tree::compute(14, &data).unwrap();
+    let checked = t.outboard.clone().check(&t.root).unwrap();
+    assert!(
+        checked
+            .verify_parts(0, &[&data[..G], &data[G..2 * G + 1]])
+            .is_err()
+    );
+}
