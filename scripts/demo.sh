@@ -61,7 +61,7 @@ echo "== mount"
 "$h4fs" mount "$work/sample.h4mk" "$mnt"
 echo "\$ ls $mnt"
 ls "$mnt"
-echo "\$ ls -l $mnt/blocks | head -4"
+echo "\$ ls -l $mnt/blocks | sed -n 1,4p"
 ls -l "$mnt/blocks" | sed -n '1,4p'  # sed reads to the end: ls never meets a closed pipe
 echo "\$ head -3 $mnt/seek.csv"
 head -3 "$mnt/seek.csv"
