@@ -12,6 +12,7 @@
 use super::BlockKey;
 use crate::reader::VerifiedBlock;
 use lru::LruCache;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,20 +38,55 @@ pub struct CacheStats {
 
 struct Inner {
     lru: LruCache<BlockKey, Arc<VerifiedBlock>>,
+    /// Bytes of the buffers the held blocks are part of, each buffer counted once.
     bytes: u64,
     /// `bytes` plus [`ENTRY_OVERHEAD`] per block: what the bound applies to.
     charged: u64,
+    /// Held blocks per shared buffer ([`VerifiedBlock::buffer_id`]), and its length.
+    buffers: HashMap<usize, (u64, u32)>,
+}
+
+impl Inner {
+    fn add(&mut self, b: &VerifiedBlock) {
+        let e = self
+            .buffers
+            .entry(b.buffer_id())
+            .or_insert((b.buffer_len() as u64, 0));
+        if e.1 == 0 {
+            self.bytes += e.0;
+            self.charged += e.0;
+        }
+        e.1 += 1;
+        self.charged += ENTRY_OVERHEAD;
+    }
+
+    fn remove(&mut self, b: &VerifiedBlock) {
+        self.charged -= ENTRY_OVERHEAD;
+        let id = b.buffer_id();
+        if let Some(e) = self.buffers.get_mut(&id) {
+            e.1 -= 1;
+            if e.1 == 0 {
+                let len = e.0;
+                self.buffers.remove(&id);
+                self.bytes -= len;
+                self.charged -= len;
+            }
+        }
+    }
 }
 
 /// Memory one cached block costs beyond its bytes (the LRU node, the `Arc` and the
-/// buffer's header), so that `--cache-size` bounds memory even for tiny blocks.
+/// buffer's header), so that `--cache-size` bounds memory even for tiny blocks. The
+/// bytes are charged per buffer: blocks that are views of one buffer (the hash groups
+/// of one read) cost its length once, for as long as any of them is held, so a few
+/// groups kept hot cannot hold more memory than the bound.
 pub const ENTRY_OVERHEAD: u64 = 192;
 
 fn charge(len: u64) -> u64 {
     len + ENTRY_OVERHEAD
 }
 
-/// An LRU of verified blocks whose bytes plus [`ENTRY_OVERHEAD`] per block stay within
+/// An LRU of verified blocks whose buffers plus [`ENTRY_OVERHEAD`] per block stay within
 /// `capacity`.
 pub struct BlockCache {
     inner: Mutex<Inner>,
@@ -78,6 +114,7 @@ impl BlockCache {
                 lru: LruCache::unbounded(),
                 bytes: 0,
                 charged: 0,
+                buffers: HashMap::new(),
             }),
             capacity,
             hits: AtomicU64::new(0),
@@ -126,24 +163,20 @@ impl BlockCache {
 
     /// Insert a block, evicting least recently used blocks until it fits.
     pub fn insert(&self, key: BlockKey, block: Arc<VerifiedBlock>) {
-        let size = block.len() as u64;
-        if !self.fits(size) {
+        if !self.fits(block.buffer_len() as u64) {
             return;
         }
         let mut evicted = 0;
         {
             let mut g = self.lock();
+            g.add(&block);
             if let Some(old) = g.lru.put(key, block) {
-                g.bytes -= old.len() as u64;
-                g.charged -= charge(old.len() as u64);
+                g.remove(&old);
             }
-            g.bytes += size;
-            g.charged += charge(size);
             while g.charged > self.capacity {
                 match g.lru.pop_lru() {
                     Some((_, b)) => {
-                        g.bytes -= b.len() as u64;
-                        g.charged -= charge(b.len() as u64);
+                        g.remove(&b);
                         evicted += 1;
                     }
                     None => break,
@@ -235,6 +268,37 @@ mod tests {
             c.insert(key(i), blk(1, 0));
         }
         assert_eq!(c.stats().blocks, 10);
+    }
+
+    /// Views of one buffer (the hash groups of one read) cost the buffer once, for as
+    /// long as any of them is held: a group kept hot keeps its whole buffer charged.
+    #[test]
+    fn views_of_one_buffer_are_charged_once_while_any_is_held() {
+        let views = VerifiedBlock::views_for_test(vec![7; 100], &[0..40, 40..80, 80..100]);
+        let c = BlockCache::new(100 + 3 * ENTRY_OVERHEAD + 50);
+        for (i, v) in views.into_iter().enumerate() {
+            c.insert(key(i as u64), Arc::new(v));
+        }
+        let s = c.stats();
+        assert_eq!((s.blocks, s.bytes, s.evictions), (3, 100, 0));
+        // A separate 50-byte block does not fit beside the buffer and the three entries'
+        // overhead plus its own: the least recently used view goes, the buffer stays
+        // charged for the two left.
+        c.get(&key(2));
+        c.insert(key(9), blk(50, 1));
+        let s = c.stats();
+        assert!(!c.contains(&key(0)));
+        assert_eq!((s.blocks, s.bytes), (3, 150));
+        // Keep view 2 hot; the buffer is released only with the last of its views.
+        for i in 10..13 {
+            c.get(&key(2));
+            c.insert(key(i), blk(50, 1));
+        }
+        assert!(!c.contains(&key(1)) && c.contains(&key(2)));
+        let s = c.stats();
+        // View 2 (20 bytes) still costs its whole 100-byte buffer.
+        assert_eq!((s.blocks, s.bytes), (2, 150), "{s:?}");
+        assert!(s.bytes + 2 * ENTRY_OVERHEAD <= c.capacity());
     }
 
     #[test]

@@ -914,20 +914,35 @@ fn run_groups(shape: Shape) -> u64 {
 fn join_parts(parts: &[Arc<VerifiedBlock>], lo: u64, hi: u64) -> Data {
     match parts {
         [one] => Data::Block(one.clone(), lo as usize, hi as usize),
-        many => {
-            let mut out = Vec::with_capacity((hi - lo) as usize);
-            let mut at = 0u64;
-            for p in many {
-                let plen = p.len() as u64;
-                let (a, b) = (lo.max(at), hi.min(at + plen));
-                if a < b {
-                    out.extend_from_slice(&p.bytes()[(a - at) as usize..(b - at) as usize]);
-                }
-                at += plen;
+        [first, rest @ ..] if !rest.is_empty() => {
+            // Views of one buffer, back to back (the groups of one read): one view of
+            // them all, no copy.
+            let mut all = Some((**first).clone());
+            for p in rest {
+                all = all.and_then(|a| a.join(p));
             }
-            Data::Owned(out)
+            match all {
+                Some(a) => Data::Block(Arc::new(a), lo as usize, hi as usize),
+                None => copy_parts(parts, lo, hi),
+            }
         }
+        _ => copy_parts(parts, lo, hi),
     }
+}
+
+/// Bytes `lo..hi` of `parts` read back to back, copied into one buffer.
+fn copy_parts(parts: &[Arc<VerifiedBlock>], lo: u64, hi: u64) -> Data {
+    let mut out = Vec::with_capacity((hi - lo) as usize);
+    let mut at = 0u64;
+    for p in parts {
+        let plen = p.len() as u64;
+        let (a, b) = (lo.max(at), hi.min(at + plen));
+        if a < b {
+            out.extend_from_slice(&p.bytes()[(a - at) as usize..(b - at) as usize]);
+        }
+        at += plen;
+    }
+    Data::Owned(out)
 }
 
 fn group_key(c: ContainerId, t: TrackId, g: u64) -> BlockKey {

@@ -18,6 +18,7 @@ use crate::format::h4fs::stored_offset;
 use crate::format::layout_a::ChunkHeader;
 use crate::integrity;
 use std::ops::Range;
+use std::sync::Arc;
 
 /// Stored bytes of whole hash groups of a v2 container, built only by
 /// [`Archive::read_stored_groups`] after they matched the container's BLAKE3 tree.
@@ -50,36 +51,102 @@ impl VerifiedGroups {
 /// A block's decoded bytes, built only after its stored bytes passed their check
 /// (the BLAKE3 hash groups they lie in for h4fs v2 containers, SHA-256 for v1, CRC-32 for reference ones, AES-GCM when encrypted)
 /// and decoding succeeded with the recorded length.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// The bytes are a range of a buffer that several blocks may share: the hash groups of
+/// one read of a v2 container are views of the bytes that read returned, so neither
+/// splitting them into groups nor serving adjacent groups together copies them
+/// ([`VerifiedBlock::join`]). [`VerifiedBlock::buffer_len`] is the memory the shared
+/// buffer holds, which the block cache charges once per buffer.
+#[derive(Clone)]
 pub struct VerifiedBlock {
-    data: Vec<u8>,
+    buf: Arc<Vec<u8>>,
+    range: Range<usize>,
 }
+
+impl std::fmt::Debug for VerifiedBlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedBlock")
+            .field("len", &self.len())
+            .field("buffer_len", &self.buffer_len())
+            .finish()
+    }
+}
+
+impl PartialEq for VerifiedBlock {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes() == other.bytes()
+    }
+}
+
+impl Eq for VerifiedBlock {}
 
 impl VerifiedBlock {
     /// Only the read path below builds these, right after checking.
     fn new_checked(data: Vec<u8>) -> Self {
-        VerifiedBlock { data }
+        let range = 0..data.len();
+        VerifiedBlock {
+            buf: Arc::new(data),
+            range,
+        }
+    }
+    /// Bytes `range` of a checked buffer, shared.
+    fn view_checked(buf: &Arc<Vec<u8>>, range: Range<usize>) -> Self {
+        VerifiedBlock {
+            buf: buf.clone(),
+            range,
+        }
     }
     /// A block of arbitrary bytes, for tests of the layers above the reader.
     #[cfg(test)]
     pub(crate) fn for_test(data: Vec<u8>) -> Self {
-        VerifiedBlock { data }
+        Self::new_checked(data)
+    }
+    /// Blocks of arbitrary bytes that are views of one buffer, for tests.
+    #[cfg(test)]
+    pub(crate) fn views_for_test(data: Vec<u8>, ranges: &[Range<usize>]) -> Vec<Self> {
+        let buf = Arc::new(data);
+        ranges
+            .iter()
+            .map(|r| Self::view_checked(&buf, r.clone()))
+            .collect()
     }
     /// The verified, decoded bytes.
     pub fn bytes(&self) -> &[u8] {
-        &self.data
+        &self.buf[self.range.clone()]
     }
-    /// Take the verified bytes.
+    /// Take the verified bytes (copied only when the buffer is shared or larger).
     pub fn into_bytes(self) -> Vec<u8> {
-        self.data
+        if self.range == (0..self.buf.len()) {
+            Arc::try_unwrap(self.buf).unwrap_or_else(|b| b.to_vec())
+        } else {
+            self.buf[self.range].to_vec()
+        }
+    }
+    /// `self` and `next` as one block when `next`'s bytes directly follow these in the
+    /// same buffer (both verified, so their union is), without copying.
+    pub fn join(&self, next: &VerifiedBlock) -> Option<VerifiedBlock> {
+        (Arc::ptr_eq(&self.buf, &next.buf) && self.range.end == next.range.start).then(|| {
+            VerifiedBlock {
+                buf: self.buf.clone(),
+                range: self.range.start..next.range.end,
+            }
+        })
+    }
+    /// Bytes held by the buffer these bytes are part of.
+    pub fn buffer_len(&self) -> usize {
+        self.buf.len()
+    }
+    /// Identity of that buffer: blocks with the same id share one allocation.
+    pub fn buffer_id(&self) -> usize {
+        Arc::as_ptr(&self.buf) as usize
     }
     /// Decoded length.
     pub fn len(&self) -> usize {
-        self.data.len()
+        self.range.len()
     }
     /// True for an empty block.
     pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
+        self.range.is_empty()
     }
 }
 
@@ -120,6 +187,29 @@ impl Archive {
                 data: Vec::new(),
             });
         }
+        let (raw, pieces) = self.read_span(tree, groups.clone(), span.clone())?;
+        let mut data = Vec::with_capacity((span.end - span.start) as usize);
+        for p in pieces {
+            data.extend_from_slice(&raw[p]);
+        }
+        Ok(VerifiedGroups {
+            offset: span.start,
+            groups,
+            data,
+        })
+    }
+
+    /// The stored-stream bytes `span` (whole hash groups `groups`) in one `pread`: the
+    /// bytes read, and where in them each block's stored bytes lie, in stream order
+    /// (the chunk headers between blocks are checked and skipped). Verified against
+    /// the tree where they lie, without gathering them first.
+    fn read_span(
+        &self,
+        tree: &crate::integrity::tree::CheckedTree,
+        groups: Range<u64>,
+        span: Range<u64>,
+    ) -> Result<(Vec<u8>, Vec<Range<usize>>)> {
+        let shape = tree.shape();
         let blocks = &self.tracks[0].blocks;
         let so = |n: u64| -> (u64, BlockEntry) {
             let e = blocks.get(n).expect("n < count");
@@ -151,7 +241,7 @@ impl Archive {
             file_end - file_start,
             &format!("hash groups {}..{}", groups.start, groups.end),
         )?;
-        let mut data = Vec::with_capacity((span.end - span.start) as usize);
+        let mut pieces = Vec::with_capacity((m - k + 1) as usize);
         for n in k..=m {
             let (o, e) = so(n);
             if n > k {
@@ -162,11 +252,11 @@ impl Archive {
             let to = (o + e.stored_len).min(span.end);
             if from < to {
                 let at = (e.data_offset + (from - o) - file_start) as usize;
-                data.extend_from_slice(&raw[at..at + (to - from) as usize]);
+                pieces.push(at..at + (to - from) as usize);
             }
         }
-        drop(raw);
-        if let Err(err) = tree.verify(span.start, &data) {
+        let slices: Vec<&[u8]> = pieces.iter().map(|p| &raw[p.clone()]).collect();
+        if let Err(err) = tree.verify_parts(span.start, &slices) {
             let bad_at = err
                 .bad_groups()
                 .first()
@@ -179,11 +269,7 @@ impl Archive {
                 msg: format!("stored bytes do not match the container's hash tree: {err}"),
             });
         }
-        Ok(VerifiedGroups {
-            offset: span.start,
-            groups,
-            data,
-        })
+        Ok((raw, pieces))
     }
 
     /// Whether the decoded stream of `track` is the stored stream the v2 tree covers,
@@ -245,11 +331,40 @@ impl Archive {
         }
         let lo = shape.group_bytes(groups.start).start;
         let hi = shape.group_bytes(groups.end - 1).end;
-        let v = self.read_stored_groups(lo..hi)?;
-        Ok(v.bytes()
-            .chunks(shape.group_len() as usize)
-            .map(|g| VerifiedBlock::new_checked(g.to_vec()))
-            .collect())
+        let (raw, pieces) = self.read_span(tree, groups.clone(), lo..hi)?;
+        // Each group is a view of the bytes read where it lies within one block's stored
+        // bytes (no copy); only a group that straddles two blocks is copied together.
+        let raw = Arc::new(raw);
+        let group_len = shape.group_len() as usize;
+        let mut left = (hi - lo) as usize;
+        let mut pieces = pieces.into_iter();
+        let mut cur = pieces.next().unwrap_or(0..0);
+        let mut out = Vec::with_capacity((groups.end - groups.start) as usize);
+        while left > 0 {
+            let need = group_len.min(left);
+            if cur.len() >= need {
+                out.push(VerifiedBlock::view_checked(&raw, cur.start..cur.start + need));
+                cur.start += need;
+            } else {
+                let mut joined = Vec::with_capacity(need);
+                while joined.len() < need {
+                    if cur.is_empty() {
+                        cur = pieces.next().expect("the pieces hold every group");
+                    }
+                    let take = cur.len().min(need - joined.len());
+                    joined.extend_from_slice(&raw[cur.start..cur.start + take]);
+                    cur.start += take;
+                }
+                out.push(VerifiedBlock::new_checked(joined));
+            }
+            if cur.is_empty()
+                && let Some(next) = pieces.next()
+            {
+                cur = next;
+            }
+            left -= need;
+        }
+        Ok(out)
     }
 
     /// v2: the stored bytes of `e`, verified by the hash groups they lie in.
