@@ -343,7 +343,10 @@ impl Archive {
         while left > 0 {
             let need = group_len.min(left);
             if cur.len() >= need {
-                out.push(VerifiedBlock::view_checked(&raw, cur.start..cur.start + need));
+                out.push(VerifiedBlock::view_checked(
+                    &raw,
+                    cur.start..cur.start + need,
+                ));
                 cur.start += need;
             } else {
                 let mut joined = Vec::with_capacity(need);
