@@ -19,6 +19,7 @@ use crate::error::{Error, Result, Tag};
 use crate::format::h4fs::stored_offset;
 use crate::reader::{
     Archive, BlockCheck, BlockEntry, Layout, check_block_bytes, check_core_header, read_vec,
+    read_vec_reusing,
 };
 use rayon::prelude::*;
 
@@ -366,15 +367,26 @@ fn verify_blocks(a: &Archive, sha: bool, progress: &(dyn Fn(u64) + Sync)) -> Rep
                 }
             };
             let mut edges = Vec::new();
-            match read_vec(a.source(), start, end - start, "blocks") {
-                Ok(buf) => {
-                    edges = verify_span_groups(a, span, &buf, &mut failures);
+            // One read buffer per worker thread, kept between spans: a fresh 16 MiB
+            // buffer per span would be zeroed (or faulted in) again every time. It is
+            // taken out while in use, since hashing may run other spans on this thread
+            // (rayon work stealing), which then start with a buffer of their own.
+            thread_local! {
+                static SPAN: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+            }
+            let mut buf = SPAN.take();
+            let read =
+                read_vec_reusing(a.source(), start, end - start, "blocks", &mut buf).map(|buf| {
+                    edges = verify_span_groups(a, span, buf, &mut failures);
                     for e in span {
                         let lo = (e.chunk_offset - start) as usize;
                         let hi = (e.data_offset + e.stored_len - start) as usize;
                         check(e, &buf[lo..hi], &mut failures);
                     }
-                }
+                });
+            SPAN.set(buf);
+            match read {
+                Ok(()) => {}
                 Err(_) => {
                     // Read block by block so each failure names its own block.
                     for e in span {

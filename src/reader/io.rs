@@ -24,6 +24,29 @@ pub(crate) fn read_vec(src: &dyn ReadAt, offset: u64, len: u64, what: &str) -> R
     Ok(v)
 }
 
+/// [`read_vec`] into a buffer the caller keeps between reads (resized to `len`): a
+/// large buffer reused is neither zeroed nor faulted in again for every read.
+pub(crate) fn read_vec_reusing<'b>(
+    src: &dyn ReadAt,
+    offset: u64,
+    len: u64,
+    what: &str,
+    buf: &'b mut Vec<u8>,
+) -> Result<&'b [u8]> {
+    let file_len = src.len();
+    if offset.checked_add(len).is_none_or(|end| end > file_len) {
+        return Err(Error::Truncated {
+            what: what.to_string(),
+            offset,
+            need: len,
+            file_len,
+        });
+    }
+    buf.resize(len as usize, 0);
+    read_into(src, buf, offset, what)?;
+    Ok(buf)
+}
+
 /// Fill `buf` from `offset` (already bounds-checked against the length at open).
 pub(super) fn read_into(src: &dyn ReadAt, buf: &mut [u8], offset: u64, what: &str) -> Result<()> {
     src.read_exact_at(buf, offset).map_err(|e| {

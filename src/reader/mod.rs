@@ -27,7 +27,7 @@ mod table;
 pub(crate) mod tests;
 mod veri;
 
-pub(crate) use io::read_vec;
+pub(crate) use io::{read_vec, read_vec_reusing};
 pub use read::{
     VerifiedBlock, VerifiedGroups, block_context, check_block_bytes, check_core_header,
 };
