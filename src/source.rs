@@ -24,6 +24,11 @@ pub trait ReadAt: Send + Sync {
     /// A hint: the caller is about to read these `(offset, len)` ranges. A remote source
     /// fetches them at once, coalesced into few requests; local sources ignore it.
     fn will_read(&self, _ranges: &[(u64, u64)]) {}
+    /// Whether [`ReadAt::will_read`] does anything (a remote source): callers skip
+    /// working out hints otherwise.
+    fn wants_hints(&self) -> bool {
+        false
+    }
 }
 
 /// A container file read with `pread`.

@@ -33,6 +33,10 @@ struct State {
     queued_to: u64,
     /// The blocks larger than the cache this reader read last, most recent first.
     held: Held,
+    /// The read-ahead hint window for a remote source, in bytes (0: not reading in
+    /// order), and the stream offset hints reached.
+    hint: u64,
+    hinted_to: u64,
 }
 
 /// Blocks kept by a handle, most recent first.
@@ -82,6 +86,10 @@ impl ReadHandle {
             _ => 0,
         };
         s.last = Some((end, streak));
+        if start != 0 && streak < 2 {
+            s.hint = 0;
+            s.hinted_to = 0;
+        }
         Begun {
             sequential: start == 0 || streak >= 2,
             held: s.held.clone(),
@@ -103,6 +111,24 @@ impl ReadHandle {
         }
         s.held[1] = s.held[0].take();
         s.held[0] = Some((key, block));
+    }
+
+    /// For a sequential reader now at stream offset `from`: the stream range to hint to
+    /// a remote source next. The window starts at `min` and doubles with every call
+    /// (every sequential read) up to `max`, as mountpoint-s3's prefetcher grows its
+    /// requests; ranges hinted before are not returned again.
+    pub(super) fn next_hint(&self, from: u64, min: u64, max: u64) -> std::ops::Range<u64> {
+        let mut s = self.lock();
+        s.hint = match s.hint {
+            0 => min,
+            h => h.saturating_mul(2).min(max.max(min)),
+        };
+        let to = from.saturating_add(s.hint);
+        let start = from.max(s.hinted_to);
+        if start < to {
+            s.hinted_to = to;
+        }
+        start..to.max(start)
     }
 
     /// The blocks of this reader's window before `to` are queued for prefetch.

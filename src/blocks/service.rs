@@ -31,10 +31,14 @@ use crate::integrity::tree::Shape;
 use crate::reader::{Archive, BlockEntry, VerifiedBlock};
 use std::ops::Range;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Most blocks ahead of a sequential reader queued for prefetch, whatever their size.
 const WINDOW_BLOCKS: u64 = 64;
+
+/// The first read-ahead hint to a remote source for a sequential reader, in stream
+/// bytes; it doubles with each sequential read up to the prefetch window.
+pub const HINT_MIN: u64 = 2 << 20;
 
 /// Settings of the block layer.
 #[derive(Clone)]
@@ -76,7 +80,8 @@ enum PairPart {
 
 /// The block layer of a mount.
 pub struct Blocks {
-    containers: Vec<Served>,
+    /// Set when the container is opened: at once, or (a prefix mount) on first use.
+    containers: Vec<OnceLock<Served>>,
     cache: BlockCache,
     flights: Flights,
     prefetch_tx: Mutex<Option<SyncSender<BlockKey>>>,
@@ -95,8 +100,19 @@ impl std::fmt::Debug for Blocks {
 impl Blocks {
     /// The layer over `containers`, in the order their [`ContainerId`]s number them.
     pub fn new(containers: Vec<Served>, cfg: BlocksConfig) -> Blocks {
+        Self::with_slots(containers.into_iter().map(Some).collect(), cfg)
+    }
+
+    /// The layer over containers some of which are opened later ([`Blocks::install`]).
+    pub fn with_slots(containers: Vec<Option<Served>>, cfg: BlocksConfig) -> Blocks {
         Blocks {
-            containers,
+            containers: containers
+                .into_iter()
+                .map(|s| match s {
+                    Some(s) => OnceLock::from(s),
+                    None => OnceLock::new(),
+                })
+                .collect(),
             cache: BlockCache::new(cfg.cache_bytes),
             flights: Flights::default(),
             prefetch_tx: Mutex::new(None),
@@ -104,18 +120,26 @@ impl Blocks {
         }
     }
 
-    /// A container.
-    pub fn container(&self, c: ContainerId) -> &Served {
-        &self.containers[c.index()]
+    /// Container `c`, opened now; returns false when it was opened already.
+    pub fn install(&self, c: ContainerId, served: Served) -> bool {
+        self.containers[c.index()].set(served).is_ok()
     }
 
-    /// All containers, in id order.
-    pub fn containers(&self) -> &[Served] {
-        &self.containers
+    /// A container. Every [`ContainerId`] handed to the block layer names an opened
+    /// container: the tree opens a container before it names anything inside it.
+    pub fn container(&self, c: ContainerId) -> &Served {
+        self.containers[c.index()]
+            .get()
+            .expect("a container is opened before the block layer reads it")
+    }
+
+    /// Container `c`, if it was opened.
+    pub fn opened(&self, c: ContainerId) -> Option<&Served> {
+        self.containers.get(c.index())?.get()
     }
 
     fn archive(&self, c: ContainerId) -> &Archive {
-        &self.containers[c.index()].archive
+        &self.container(c).archive
     }
 
     fn log(&self, msg: &str) {
@@ -193,8 +217,38 @@ impl Blocks {
         };
         if sequential {
             self.queue_prefetch(key(last), queued_to, handle);
+            self.hint_ahead(c, t, end, handle);
         }
         Ok(data)
+    }
+
+    /// For a sequential reader of a remote container now at stream offset `from`: tell
+    /// the source which stored bytes come next (the handle's growing window), so it
+    /// fetches them in coalesced parts, several in flight, while the blocks before are
+    /// verified and served. Local sources take no hints.
+    fn hint_ahead(&self, c: ContainerId, t: TrackId, from: u64, handle: Option<&ReadHandle>) {
+        let Some(h) = handle else { return };
+        let a = self.archive(c);
+        if !a.source().wants_hints() {
+            return;
+        }
+        let max = self.cfg.prefetch_bytes.min(self.cache.capacity() / 2);
+        let r = h.next_hint(from, HINT_MIN, max);
+        if r.is_empty() {
+            return;
+        }
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        let mut last_block = u64::MAX;
+        for s in a.tracks[t.index()].segments(r.start, r.end - r.start) {
+            if s.block == last_block {
+                continue;
+            }
+            last_block = s.block;
+            let e = &s.entry;
+            let end = e.data_offset.saturating_add(e.stored_len);
+            ranges.push((e.chunk_offset, end.saturating_sub(e.chunk_offset)));
+        }
+        a.source().will_read(&ranges);
     }
 
     /// Like [`Blocks::read`] without a handle, but only when it needs no I/O and no
@@ -502,6 +556,19 @@ impl Blocks {
                 self.cache.insert(key, b.clone());
                 Ok(b)
             }
+            Err(err) if unanswered(&cont.archive, &err) => {
+                // The store did not answer (or the object changed): not a result about
+                // the block, which is read again by the next reader that asks.
+                if !prefetch {
+                    self.log(&format!(
+                        "h4fs: {}: track {} block {n} at file offset {}: {err}; returning EIO",
+                        cont.path.display(),
+                        cont.archive.tracks[t].id,
+                        e.chunk_offset,
+                    ));
+                }
+                Err(err.into())
+            }
             Err(err) => {
                 let msg = err.to_string();
                 let first = cont.failed(t, n, e.chunk_offset, msg.clone());
@@ -696,6 +763,7 @@ impl Blocks {
         }
         if sequential {
             self.queue_prefetch_groups(c, t, groups.end..file_end, queued_to, handle);
+            self.hint_ahead(c, t, end, handle);
         }
         Ok(join_parts(&parts, offset - span.start, end - span.start))
     }
@@ -802,6 +870,16 @@ impl Blocks {
                 Ok(v)
             }
             Err(err) if report == Report::No => Err(err.into()),
+            Err(err) if unanswered(&cont.archive, &err) => {
+                self.log(&format!(
+                    "h4fs: {}: track {} hash groups {}..{}: {err}; returning EIO",
+                    cont.path.display(),
+                    cont.archive.tracks[t.index()].id,
+                    groups.start,
+                    groups.end,
+                ));
+                Err(err.into())
+            }
             Err(err) => {
                 let (n, at) = match &err {
                     Error::Block { block, offset, .. } => (*block, *offset),
@@ -890,6 +968,14 @@ impl Blocks {
             h.queued(g);
         }
     }
+}
+
+/// Whether a read of a remote container failed for want of bytes (the store did not
+/// answer, or the object changed on it) rather than in a check of the bytes: such a
+/// failure is logged and answered with EIO, but is no verification result (not listed
+/// in `veri.json`), and the next read tries the store again.
+fn unanswered(a: &Archive, err: &Error) -> bool {
+    matches!(err, Error::Io { .. }) && a.source().wants_hints()
 }
 
 /// Whether a failed group load is a verification result (recorded for `veri.json` and

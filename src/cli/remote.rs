@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 /// are never options: they come from the AWS environment (AWS_ACCESS_KEY_ID,
 /// AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) or the profile files (AWS_PROFILE).
 #[derive(Debug, Clone, Default, clap::Args)]
-#[command(next_help_heading = "Containers on S3 or HTTP (inspect, seek, verify, cat, extract)")]
+#[command(
+    next_help_heading = "Containers on S3 or HTTP (inspect, seek, verify, cat, extract, mount)"
+)]
 pub struct RemoteArgs {
     /// S3-compatible endpoint for s3:// sources, e.g. http://127.0.0.1:8333 (else
     /// AWS_ENDPOINT_URL, the profile's endpoint_url, or AWS). Implies --path-style.
@@ -43,6 +45,33 @@ pub fn set(args: RemoteArgs) {
     let _ = ARGS.set(args);
 }
 
+/// The remote options given on the command line (none when it was not parsed, as in
+/// the mount helper forms).
+pub fn options() -> RemoteOptions {
+    let args = ARGS.get().cloned().unwrap_or_default();
+    RemoteOptions {
+        endpoint: args.endpoint,
+        region: args.region,
+        no_sign_request: args.no_sign_request,
+        path_style: args.path_style,
+    }
+}
+
+/// The global options before the subcommand in `argv` (without the program name):
+/// how many leading arguments they take. `h4fs --endpoint URL mount ...` gives 2.
+pub fn leading_global_args(argv: &[std::ffi::OsString]) -> usize {
+    let mut i = 0;
+    while let Some(a) = argv.get(i).and_then(|a| a.to_str()) {
+        match a {
+            "--endpoint" | "--region" => i += 2,
+            "--no-sign-request" | "--path-style" | "--verbose" => i += 1,
+            a if a.starts_with("--endpoint=") || a.starts_with("--region=") => i += 1,
+            _ => break,
+        }
+    }
+    i.min(argv.len())
+}
+
 /// Open the container `file` names: a local path, or an `s3://` / `http(s)://` URL
 /// (read with range GETs, every byte verified as from a file).
 pub fn open(file: &Path, check: OpenCheck) -> anyhow::Result<Archive> {
@@ -54,14 +83,8 @@ pub fn open_lib(file: &Path, check: OpenCheck) -> crate::Result<Archive> {
     let Some(url) = file.to_str().filter(|s| crate::remote::is_remote(s)) else {
         return Archive::open_with(file, check);
     };
-    let args = ARGS.get().cloned().unwrap_or_default();
     let loc = Location::parse(url)?;
-    let opts = RemoteOptions {
-        endpoint: args.endpoint,
-        region: args.region,
-        no_sign_request: args.no_sign_request,
-        path_style: args.path_style,
-    };
+    let opts = options();
     let src = RemoteSource::open(&loc, &opts)?;
     OPENED
         .lock()

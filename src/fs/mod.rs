@@ -51,19 +51,21 @@ mod tree;
 pub use error::FsError;
 pub use reply::{Attr, BLKSIZE, DirEntry, Kind, Opened, ReadData, StatFs, XattrReply};
 pub use sources::{
-    Attach, OpenedSources, Source, SourceError, VerifyLevel, open_container, open_sources,
+    Attach, OpenedSources, Pending, RemoteOpened, SharedAttach, Source, SourceError, VerifyLevel,
+    open_container, open_remote, open_remote_container, open_sources,
 };
 pub use status::STATS_XATTR;
 
 use crate::blocks::{Blocks, BlocksConfig, CacheStats, ContainerId, ReadHandle, Served, TrackId};
 use crate::reader::{Archive, Layout, Track};
+use crate::remote::RemoteStats;
 use content::{RowFile, Table};
 use inode::Local;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 use tree::{CONTAINER_FILES, digits, valid_dir_name};
 
 /// Settings of a mount that the core needs.
@@ -136,7 +138,27 @@ struct Container {
     tracks: Vec<TrackView>,
     multitrack: bool,
     generated: Mutex<HashMap<Local, Arc<Vec<u8>>>>,
+    /// For a container on S3 or HTTP: requests, bytes, retries.
+    remote: Option<Arc<RemoteStats>>,
 }
+
+/// A container's place in the mount: opened at once, or (a prefix mount) on the
+/// first lookup of its directory.
+struct Slot {
+    /// Directory name in a directory mount.
+    name: String,
+    open: OnceLock<Container>,
+    /// How to open it, when it was not opened at mount.
+    pending: Option<Pending>,
+    /// The last failed open: when, and why. Not tried again for [`RETRY_OPEN`].
+    failed: Mutex<Option<(Instant, String)>>,
+    /// Held while opening, so concurrent lookups open once.
+    opening: Mutex<()>,
+}
+
+/// How long a container that failed to open is answered with that failure before it
+/// is tried again (the store may be back).
+pub const RETRY_OPEN: Duration = Duration::from_secs(5);
 
 /// An open file's state.
 enum Handle {
@@ -181,7 +203,7 @@ pub struct TrackSummary {
 
 /// The mounted tree.
 pub struct Fs {
-    containers: Vec<Container>,
+    containers: Vec<Slot>,
     /// A directory mount: containers are subdirectories of the root.
     multi: bool,
     root_mtime: SystemTime,
@@ -195,91 +217,65 @@ pub struct Fs {
     started: SystemTime,
     /// Containers of a directory source left out of the mount: file name and why.
     skipped: Vec<(String, String)>,
+    /// What listing a prefix cost.
+    listing: Option<Arc<RemoteStats>>,
 }
 
 impl Fs {
     /// Build the tree over opened containers. `multi`: SOURCE was a directory.
     pub fn new(sources: Vec<Source>, multi: bool, root_mtime: SystemTime, cfg: FsConfig) -> Fs {
-        let (containers, served): (Vec<Container>, Vec<Served>) = sources
+        let slots = sources.into_iter().map(|s| (None, Some(s))).collect();
+        Self::with_slots(slots, multi, root_mtime, cfg)
+    }
+
+    /// Build the tree over the containers of a prefix: each opened on the first lookup
+    /// of its directory (or of anything under it), unless given opened. The root lists
+    /// them without opening any.
+    pub fn new_lazy(
+        containers: Vec<(Pending, Option<Source>)>,
+        root_mtime: SystemTime,
+        cfg: FsConfig,
+        listing: Option<Arc<RemoteStats>>,
+    ) -> Fs {
+        let slots = containers.into_iter().map(|(p, s)| (Some(p), s)).collect();
+        let mut fs = Self::with_slots(slots, true, root_mtime, cfg);
+        fs.listing = listing;
+        fs
+    }
+
+    fn with_slots(
+        slots: Vec<(Option<Pending>, Option<Source>)>,
+        multi: bool,
+        root_mtime: SystemTime,
+        cfg: FsConfig,
+    ) -> Fs {
+        let mut served = Vec::with_capacity(slots.len());
+        let containers = slots
             .into_iter()
-            .map(|src| {
-                let a = &src.archive;
-                let multitrack = a.layout == Layout::MultitrackC;
-                let mut names: Vec<String> = Vec::new();
-                let tracks = a
-                    .tracks
-                    .iter()
-                    .map(|t| {
-                        let mut name = t.name.clone();
-                        let clash = !valid_dir_name(&name)
-                            || names.contains(&name)
-                            || CONTAINER_FILES.iter().any(|(f, _)| *f == name);
-                        if clash {
-                            name = format!("track-{}", t.id);
-                        }
-                        names.push(name.clone());
-                        let width = digits(t.blocks.len().saturating_sub(1)).max(6);
-                        let names = (!multitrack)
-                            .then(|| crate::naming::block_names(a))
-                            .flatten()
-                            .map(Arc::new);
-                        let mut by_name: Vec<(String, u64)> = names
-                            .iter()
-                            .flat_map(|v| v.iter().enumerate())
-                            .filter_map(|(n, name)| Some((name.clone()?, n as u64)))
-                            .collect();
-                        by_name.sort();
-                        let stream_ext = (!multitrack)
-                            .then(|| crate::naming::stream_extension(a))
-                            .flatten();
-                        TrackView {
-                            index_csv: RowFile::new(Table::Index(names.clone())),
-                            names,
-                            by_name,
-                            stream_ext,
-                            seek_csv: RowFile::new(Table::Seek),
-                            by_pts: OnceLock::new(),
-                            generated: Mutex::new(HashMap::new()),
-                            width,
-                            dir_name: name,
-                        }
-                    })
-                    .collect();
-                // An encrypted container is readable once its key is attached to the
-                // archive (before `Fs::new`); without one its data files give EACCES.
-                // `--verify=full` already checked the whole-file VERI at open;
-                // veri.json shows the state of the checks made at mount: it dates from
-                // then.
-                let Source {
-                    name,
-                    path,
-                    archive,
-                    mtime,
-                    level,
-                    checked_at,
-                    full_blocks,
-                } = src;
-                let served = Served::new(
-                    archive,
-                    path.clone(),
-                    (level == VerifyLevel::Full).then_some(checked_at),
-                    checked_at.max(mtime),
-                );
-                let container = Container {
-                    name,
-                    path,
-                    mtime,
-                    level,
-                    checked_at,
-                    full_blocks,
-                    tracks,
-                    multitrack,
-                    generated: Mutex::new(HashMap::new()),
+            .map(|(pending, src)| {
+                let name = match (&src, &pending) {
+                    (Some(s), _) => s.name.clone(),
+                    (None, Some(p)) => p.name.clone(),
+                    (None, None) => String::new(),
                 };
-                (container, served)
+                let open = OnceLock::new();
+                match src.map(build) {
+                    Some((c, s)) => {
+                        let _ = open.set(c);
+                        served.push(Some(s));
+                    }
+                    None => served.push(None),
+                }
+                Slot {
+                    name,
+                    open,
+                    pending,
+                    failed: Mutex::new(None),
+                    opening: Mutex::new(()),
+                }
             })
-            .unzip();
-        let blocks = Blocks::new(
+            .collect();
+        let blocks = Blocks::with_slots(
             served,
             BlocksConfig {
                 cache_bytes: cfg.cache_bytes,
@@ -300,6 +296,51 @@ impl Fs {
             largest_read: AtomicU64::new(0),
             started: SystemTime::now(),
             skipped: Vec::new(),
+            listing: None,
+        }
+    }
+
+    /// Open container `c` if it is not open yet (a prefix mount's first lookup of it).
+    /// A failure is logged, answered with EIO, and answered so again without a request
+    /// for [`RETRY_OPEN`]; then the next lookup tries again.
+    pub(super) fn ensure_open(&self, c: ContainerId) -> std::result::Result<(), FsError> {
+        let slot = self.containers.get(c.index()).ok_or(FsError::NotFound)?;
+        if slot.open.get().is_some() {
+            return Ok(());
+        }
+        let Some(p) = &slot.pending else {
+            return Err(FsError::NotFound);
+        };
+        let _one = slot.opening.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.open.get().is_some() {
+            return Ok(());
+        }
+        let mut failed = slot.failed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, why)) = failed.as_ref()
+            && at.elapsed() < RETRY_OPEN
+        {
+            return Err(FsError::Archive(crate::Error::io(
+                format!("cannot open {}", p.shown),
+                std::io::Error::other(why.clone()),
+            )));
+        }
+        match (p.open)() {
+            Ok(src) => {
+                *failed = None;
+                let (cont, served) = build(src);
+                self.blocks.install(c, served);
+                let _ = slot.open.set(cont);
+                Ok(())
+            }
+            Err(e) => {
+                (self.cfg.log)(&format!(
+                    "h4fs: warning: {}: {e}; its directory gives EIO (tried again after {} s)",
+                    p.shown,
+                    RETRY_OPEN.as_secs()
+                ));
+                *failed = Some((Instant::now(), e.to_string()));
+                Err(FsError::Archive(e))
+            }
         }
     }
 
@@ -345,6 +386,7 @@ impl Fs {
         self.containers
             .iter()
             .enumerate()
+            .filter_map(|(i, slot)| Some((i, slot.open.get()?)))
             .map(|(i, cont)| {
                 let served = self.served(ContainerId(i as u32));
                 let a = &served.archive;
@@ -392,8 +434,21 @@ impl Fs {
     }
 
     /// Container `c` as the tree shows it.
+    /// Every [`ContainerId`] the tree hands out names an opened container: a node
+    /// inside a container is only made after [`Fs::ensure_open`].
     fn container(&self, c: ContainerId) -> &Container {
-        &self.containers[c.index()]
+        self.containers[c.index()]
+            .open
+            .get()
+            .expect("a container is opened before a node inside it is made")
+    }
+
+    /// The opened containers, with their ids.
+    fn opened(&self) -> impl Iterator<Item = (ContainerId, &Container)> {
+        self.containers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((ContainerId(i as u32), s.open.get()?)))
     }
 
     /// Container `c` as the block layer serves it (its archive, its verification state).
@@ -408,6 +463,85 @@ impl Fs {
     fn track(&self, c: ContainerId, t: TrackId) -> &Track {
         &self.archive(c).tracks[t.index()]
     }
+}
+
+/// The tree's view of an opened container, and the block layer's.
+fn build(src: Source) -> (Container, Served) {
+    let a = &src.archive;
+    let multitrack = a.layout == Layout::MultitrackC;
+    let mut names: Vec<String> = Vec::new();
+    let tracks = a
+        .tracks
+        .iter()
+        .map(|t| {
+            let mut name = t.name.clone();
+            let clash = !valid_dir_name(&name)
+                || names.contains(&name)
+                || CONTAINER_FILES.iter().any(|(f, _)| *f == name);
+            if clash {
+                name = format!("track-{}", t.id);
+            }
+            names.push(name.clone());
+            let width = digits(t.blocks.len().saturating_sub(1)).max(6);
+            let names = (!multitrack)
+                .then(|| crate::naming::block_names(a))
+                .flatten()
+                .map(Arc::new);
+            let mut by_name: Vec<(String, u64)> = names
+                .iter()
+                .flat_map(|v| v.iter().enumerate())
+                .filter_map(|(n, name)| Some((name.clone()?, n as u64)))
+                .collect();
+            by_name.sort();
+            let stream_ext = (!multitrack)
+                .then(|| crate::naming::stream_extension(a))
+                .flatten();
+            TrackView {
+                index_csv: RowFile::new(Table::Index(names.clone())),
+                names,
+                by_name,
+                stream_ext,
+                seek_csv: RowFile::new(Table::Seek),
+                by_pts: OnceLock::new(),
+                generated: Mutex::new(HashMap::new()),
+                width,
+                dir_name: name,
+            }
+        })
+        .collect();
+    // An encrypted container is readable once its key is attached to the archive
+    // (before `Fs::new`); without one its data files give EACCES. `--verify=full`
+    // already checked the whole-file VERI at open; veri.json shows the state of the
+    // checks made at mount: it dates from then.
+    let Source {
+        name,
+        path,
+        archive,
+        mtime,
+        level,
+        checked_at,
+        full_blocks,
+        remote,
+    } = src;
+    let served = Served::new(
+        archive,
+        path.clone(),
+        (level == VerifyLevel::Full).then_some(checked_at),
+        checked_at.max(mtime),
+    );
+    let container = Container {
+        name,
+        path,
+        mtime,
+        level,
+        checked_at,
+        full_blocks,
+        tracks,
+        multitrack,
+        generated: Mutex::new(HashMap::new()),
+        remote,
+    };
+    (container, served)
 }
 
 #[cfg(test)]

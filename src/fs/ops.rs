@@ -1,12 +1,12 @@
 //! The operations the kernel can ask for, as methods of [`Fs`] returning
 //! `Result<_, FsError>`.
 
-use super::inode::Local;
+use super::inode::{Local, Place, What};
 use super::reply::{Attr, BLKSIZE, DirEntry, Kind, Opened, ReadData, StatFs, XattrReply};
 use super::status::STATS_XATTR;
 use super::tree::{CONTAINER_FILES, Node, TRACK_FILES, parse_decimal};
 use super::{Fs, FsError, Handle};
-use crate::blocks::{BlockIndex, ContainerId, ReadHandle};
+use crate::blocks::{BlockIndex, ReadHandle};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
@@ -45,15 +45,56 @@ impl Fs {
                     .map_err(|_| FsError::NotFound)?;
                 Node::NameLink(c, t, list[k].1)
             }
-            Node::Top | Node::Dir(..) => self
-                .small_children(node)
-                .into_iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, n)| n)
-                .ok_or(FsError::NotFound)?,
+            Node::Top | Node::Dir(..) => {
+                let child = self
+                    .small_children(node)
+                    .into_iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, n)| n)
+                    .ok_or(FsError::NotFound)?;
+                if let Node::Dir(c, None) = child {
+                    // The first lookup of a prefix mount's container opens it.
+                    self.ensure_open(c)?;
+                }
+                child
+            }
             _ => return Err(FsError::NotDir),
         };
         self.attr(child)
+    }
+
+    /// Attributes of a directory entry for `readdirplus`: [`Fs::getattr`], except that
+    /// a prefix mount's container not opened yet is shown as a directory with the
+    /// listing's mtime and no attribute caching, without opening it, so listing the
+    /// root costs no request and a container that fails to open does not end the
+    /// listing (it fails on its lookup).
+    pub fn entry_attr(&self, ino: u64) -> std::result::Result<Attr, FsError> {
+        let unopened = Place::from_ino(ino)
+            .filter(|p| {
+                self.multi
+                    && p.container_slot > 0
+                    && p.track_slot == 0
+                    && p.what == What::Fixed(Local::Dir)
+            })
+            .and_then(|p| self.containers.get(p.container_slot as usize - 1))
+            .filter(|slot| slot.open.get().is_none())
+            .and_then(|slot| slot.pending.as_ref());
+        let Some(pending) = unopened else {
+            return self.getattr(ino);
+        };
+        Ok(Attr {
+            ino,
+            kind: Kind::Dir,
+            size: 0,
+            blocks: 0,
+            perm: 0o555,
+            nlink: 2,
+            uid: self.cfg.uid,
+            gid: self.cfg.gid,
+            mtime: pending.listed_mtime,
+            blksize: BLKSIZE,
+            dynamic: true,
+        })
     }
 
     /// `stat` of an inode.
@@ -492,13 +533,8 @@ impl Fs {
         let bsize = 4096u32;
         let mut bytes = 0u64;
         let mut files = 2u64;
-        for (i, c) in self.containers.iter().enumerate() {
-            for (t, tv) in self
-                .archive(ContainerId(i as u32))
-                .tracks
-                .iter()
-                .zip(&c.tracks)
-            {
+        for (id, c) in self.opened() {
+            for (t, tv) in self.archive(id).tracks.iter().zip(&c.tracks) {
                 bytes += t.stream_len();
                 files += 2 * t.blocks.len() + TRACK_FILES.len() as u64 + 1;
                 files += tv.by_name.len() as u64 + 2;

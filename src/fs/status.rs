@@ -9,6 +9,7 @@ use super::{Fs, content};
 use crate::blocks::state::unix;
 use crate::blocks::{ContainerId, TrackId};
 use crate::reader::Layout;
+use crate::remote::RemoteStats;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -22,6 +23,22 @@ pub const STATS_XATTR: &str = "user.h4fs.stats";
 /// Largest value of [`STATS_XATTR`]: the kernel's limit on one extended attribute
 /// (`XATTR_SIZE_MAX`).
 pub(super) const STATS_XATTR_MAX: usize = 65536;
+
+/// A remote source's counters as the stats show them. Only counts and the address
+/// (which never holds a secret: URLs with user names or queries are refused).
+fn remote_json(shown: &str, r: &RemoteStats) -> Value {
+    let s = r.snapshot();
+    let mut v = json!({
+        "requests": s.requests,
+        "bytes_fetched": s.bytes,
+        "retries": s.retries,
+        "failed_requests": s.errors,
+    });
+    if !shown.is_empty() {
+        v["source"] = json!(shown);
+    }
+    v
+}
 
 impl Fs {
     // ---- generated content ----------------------------------------------------------
@@ -205,27 +222,56 @@ impl Fs {
     pub fn stats(&self) -> Value {
         let s = self.blocks.stats();
         let per_container: Vec<Value> = self
-            .containers
-            .iter()
-            .zip(self.blocks.containers())
-            .map(|(c, served)| {
+            .opened()
+            .map(|(id, c)| {
+                let served = self.served(id);
                 let failures = served.failures();
-                json!({
+                let mut v = json!({
                     "name": c.name,
                     "blocks_verified": served.blocks_verified(),
                     "groups_verified": served.groups_verified(),
                     "verification_failures": failures.len(),
                     "failed_reads": failures.iter().map(|(_, f)| f.count).sum::<u64>(),
-                })
+                });
+                if let Some(r) = &c.remote {
+                    v["remote"] = remote_json(&c.path.display().to_string(), r);
+                }
+                v
             })
             .collect();
+        // Containers of a prefix that failed to open (their directories give EIO).
+        let failed_to_open: Vec<Value> = self
+            .containers
+            .iter()
+            .filter_map(|slot| {
+                let f = slot.failed.lock().unwrap_or_else(|e| e.into_inner());
+                let (_, why) = f.as_ref()?;
+                Some(json!({"name": slot.name, "error": why}))
+            })
+            .collect();
+        let remote_sum = |key: &str| {
+            per_container
+                .iter()
+                .map(|c| c["remote"][key].as_u64().unwrap_or(0))
+                .sum::<u64>()
+                + self.listing.as_ref().map_or(0, |l| {
+                    let s = l.snapshot();
+                    match key {
+                        "requests" => s.requests,
+                        "bytes_fetched" => s.bytes,
+                        "retries" => s.retries,
+                        _ => s.errors,
+                    }
+                })
+        };
+        let is_remote = self.listing.is_some() || self.opened().any(|(_, c)| c.remote.is_some());
         let sum = |key: &str| {
             per_container
                 .iter()
                 .map(|c| c[key].as_u64().unwrap_or(0))
                 .sum::<u64>()
         };
-        json!({
+        let mut v = json!({
             "cache": {
                 "hits": s.hits,
                 "misses": s.misses,
@@ -246,7 +292,21 @@ impl Fs {
             "per_container": per_container,
             "skipped": self.skipped.iter().map(|(file, error)| json!({"file": file, "error": error})).collect::<Vec<_>>(),
             "uptime_s": SystemTime::now().duration_since(self.started).unwrap_or(Duration::ZERO).as_secs(),
-        })
+        });
+        if is_remote {
+            v["containers_opened"] = json!(self.opened().count());
+            v["failed_to_open"] = json!(failed_to_open);
+            v["remote"] = json!({
+                "requests": remote_sum("requests"),
+                "bytes_fetched": remote_sum("bytes_fetched"),
+                "retries": remote_sum("retries"),
+                "failed_requests": remote_sum("failed_requests"),
+            });
+            if let Some(l) = &self.listing {
+                v["remote"]["listing"] = remote_json("", l);
+            }
+        }
+        v
     }
 
     /// [`Fs::stats`] as compact JSON within the kernel's limit for one extended

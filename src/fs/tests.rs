@@ -59,6 +59,7 @@ fn source(bytes: Vec<u8>, name: &str) -> Source {
         level: VerifyLevel::Structure,
         checked_at: UNIX_EPOCH,
         full_blocks: None,
+        remote: None,
     }
 }
 

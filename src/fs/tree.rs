@@ -122,8 +122,11 @@ impl Fs {
             };
         }
         let index = p.container_slot as usize - usize::from(self.multi);
-        let cont = self.containers.get(index).ok_or(FsError::NotFound)?;
         let c = ContainerId(index as u32);
+        // A prefix mount's container opens here at the latest (an inode of it reached
+        // without a lookup of its directory, e.g. after the kernel forgot it).
+        self.ensure_open(c)?;
+        let cont = self.container(c);
         // Which track the place's directory shows, if any.
         let track = if cont.multitrack {
             match p.track_slot {
@@ -222,8 +225,9 @@ impl Fs {
         let mut out = Vec::new();
         match node {
             Node::Top => {
-                for (c, cont) in self.containers.iter().enumerate() {
-                    out.push((cont.name.clone(), Node::Dir(ContainerId(c as u32), None)));
+                // Names only: listing the root opens no container.
+                for (c, slot) in self.containers.iter().enumerate() {
+                    out.push((slot.name.clone(), Node::Dir(ContainerId(c as u32), None)));
                 }
             }
             Node::Dir(c, t) => {

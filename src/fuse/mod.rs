@@ -239,7 +239,7 @@ impl Filesystem for FuseFs {
         // An entry whose attributes cannot be had ends the listing with that error (it
         // cannot happen in an immutable tree, but is not dropped if it does).
         let mut failed = None;
-        let r = core.readdir(ino.0, offset, &mut |e| match core.getattr(e.ino) {
+        let r = core.readdir(ino.0, offset, &mut |e| match core.entry_attr(e.ino) {
             Ok(a) => reply.add(
                 INodeNo(e.ino),
                 e.next,

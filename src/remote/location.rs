@@ -75,12 +75,56 @@ impl Location {
         }
     }
 
+    /// Parse `s3://BUCKET/PREFIX/` (or `s3://BUCKET`): every `*.h4mk` directly under
+    /// the prefix. `None` when `s` names one object (then [`Location::parse`] it).
+    /// Refuses what `parse` refuses (secrets in the URL), and HTTP directories, which
+    /// cannot be listed.
+    pub fn parse_prefix(s: &str) -> Result<Option<Prefix>> {
+        let bad = |why: &str| Error::BadInput(format!("{}: {why}", redacted(s)));
+        let Some((scheme, rest)) = s.split_once("://") else {
+            return Ok(None);
+        };
+        let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let is_dir = path.is_empty() || path.ends_with('/');
+        if !is_dir || rest.contains(['?', '#', '@']) || host.is_empty() {
+            // One object, or something `parse` refuses with its own message.
+            return Ok(None);
+        }
+        match scheme.to_ascii_lowercase().as_str() {
+            "s3" => Ok(Some(Prefix {
+                bucket: host.to_string(),
+                prefix: path.to_string(),
+            })),
+            "http" | "https" => Err(bad(
+                "names a directory; an HTTP server cannot be listed, so give the URL of \
+                 one container (or put the containers in an S3 bucket and mount \
+                 s3://BUCKET/PREFIX/)",
+            )),
+            _ => Ok(None),
+        }
+    }
+
     /// The address as shown in messages.
     pub fn shown(&self) -> String {
         match self {
             Location::S3 { bucket, key } => format!("s3://{bucket}/{key}"),
             Location::Http { base, path, .. } => format!("{base}/{path}"),
         }
+    }
+}
+
+/// `s3://BUCKET/PREFIX/`: the containers directly under a prefix of a bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prefix {
+    pub bucket: String,
+    /// Empty (the whole bucket) or ending in `/`.
+    pub prefix: String,
+}
+
+impl Prefix {
+    /// The address as shown in messages.
+    pub fn shown(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix)
     }
 }
 
@@ -121,6 +165,25 @@ mod tests {
         );
         assert!(is_remote("S3://b/k") && is_remote("http://h/x") && !is_remote("./s3:/x"));
         assert_eq!(redacted("https://u:p@h/x?sig=1"), "https://…@h/x");
+    }
+
+    #[test]
+    fn parses_prefixes() {
+        let p = Location::parse_prefix("s3://media/films/")
+            .unwrap()
+            .unwrap();
+        assert_eq!((p.bucket.as_str(), p.prefix.as_str()), ("media", "films/"));
+        assert_eq!(p.shown(), "s3://media/films/");
+        let p = Location::parse_prefix("s3://media").unwrap().unwrap();
+        assert_eq!((p.bucket.as_str(), p.prefix.as_str()), ("media", ""));
+        assert_eq!(Location::parse_prefix("s3://media/a.h4mk").unwrap(), None);
+        assert_eq!(Location::parse_prefix("/local/dir/").unwrap(), None);
+        // Secrets are left to `parse`, which refuses them by name.
+        assert_eq!(Location::parse_prefix("s3://media/x/?sig=1").unwrap(), None);
+        let e = Location::parse_prefix("http://h/dir/")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot be listed"), "{e}");
     }
 
     #[test]

@@ -43,7 +43,7 @@
 mod location;
 pub mod profile;
 
-pub use location::{Location, is_remote, redacted};
+pub use location::{Location, Prefix, is_remote, redacted};
 
 use crate::source::ReadAt;
 use crate::{Error, Result};
@@ -248,41 +248,56 @@ struct Identity {
     e_tag: Option<String>,
     /// Last-Modified (RFC 3339), compared when the store gives no ETag.
     last_modified: String,
+    modified: std::time::SystemTime,
     len: u64,
 }
 
-/// Ranges already fetched, bounded by [`CACHE_BYTES`], least recently used dropped
-/// first; plus the state of the growing read-ahead window.
+/// Ranges already fetched, of every remote source of the process together, bounded by
+/// [`CACHE_BYTES`] (least recently used dropped first), so a mount of thousands of
+/// containers holds no more than one source does. Entries are tagged with their
+/// source's id.
 #[derive(Default)]
 struct Cache {
     entries: Vec<Entry>,
     bytes: u64,
     tick: u64,
-    window: u64,
-    last_end: u64,
 }
 
 struct Entry {
+    src: u64,
     start: u64,
     data: Bytes,
     used: u64,
 }
 
+/// The process's one [`Cache`].
+fn shared_cache() -> std::sync::MutexGuard<'static, Cache> {
+    static CACHE: Mutex<Cache> = Mutex::new(Cache {
+        entries: Vec::new(),
+        bytes: 0,
+        tick: 0,
+    });
+    CACHE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Cache {
-    /// Copy into `buf` what the cache holds from `offset` on, contiguously; returns how
-    /// many bytes it copied.
-    fn copy_from(&mut self, buf: &mut [u8], offset: u64) -> usize {
+    fn find(&self, src: u64, pos: u64) -> Option<usize> {
+        self.entries
+            .iter()
+            .position(|e| e.src == src && e.start <= pos && pos < e.start + e.data.len() as u64)
+    }
+
+    /// Copy into `buf` what the cache holds of source `src` from `offset` on,
+    /// contiguously; returns how many bytes it copied.
+    fn copy_from(&mut self, src: u64, buf: &mut [u8], offset: u64) -> usize {
         let mut done = 0usize;
         self.tick += 1;
         while done < buf.len() {
             let pos = offset + done as u64;
-            let Some(e) = self
-                .entries
-                .iter_mut()
-                .find(|e| e.start <= pos && pos < e.start + e.data.len() as u64)
-            else {
+            let Some(i) = self.find(src, pos) else {
                 break;
             };
+            let e = &mut self.entries[i];
             e.used = self.tick;
             let from = (pos - e.start) as usize;
             let n = (e.data.len() - from).min(buf.len() - done);
@@ -292,28 +307,25 @@ impl Cache {
         done
     }
 
-    fn covers(&self, r: &Range<u64>) -> bool {
+    fn covers(&self, src: u64, r: &Range<u64>) -> bool {
         let mut pos = r.start;
         while pos < r.end {
-            match self
-                .entries
-                .iter()
-                .find(|e| e.start <= pos && pos < e.start + e.data.len() as u64)
-            {
-                Some(e) => pos = e.start + e.data.len() as u64,
+            match self.find(src, pos) {
+                Some(i) => pos = self.entries[i].start + self.entries[i].data.len() as u64,
                 None => return false,
             }
         }
         true
     }
 
-    fn insert(&mut self, start: u64, data: Bytes) {
+    fn insert(&mut self, src: u64, start: u64, data: Bytes) {
         if data.is_empty() || data.len() as u64 > CACHE_BYTES {
             return;
         }
         self.tick += 1;
         self.bytes += data.len() as u64;
         self.entries.push(Entry {
+            src,
             start,
             data,
             used: self.tick,
@@ -330,6 +342,21 @@ impl Cache {
         }
     }
 
+    /// Drop every entry of source `src`.
+    fn forget(&mut self, src: u64) {
+        self.entries.retain(|e| e.src != src);
+        self.bytes = self.entries.iter().map(|e| e.data.len() as u64).sum();
+    }
+}
+
+/// The growing read-ahead window of one source.
+#[derive(Default)]
+struct Window {
+    window: u64,
+    last_end: u64,
+}
+
+impl Window {
     /// The read-ahead window for a miss at `offset`: doubles while misses go forward,
     /// back to [`MIN_WINDOW`] after a jump back or far ahead.
     fn window_for(&mut self, offset: u64) -> u64 {
@@ -343,25 +370,71 @@ impl Cache {
     }
 }
 
+/// A part being fetched for a hint: readers of its bytes wait for it rather than ask
+/// the store a second time.
+#[derive(Default)]
+struct Landing {
+    done: Mutex<bool>,
+    cv: std::sync::Condvar,
+}
+
+impl Landing {
+    fn land(&self) {
+        *self.done.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.cv.notify_all();
+    }
+
+    /// Wait until the part landed (in the cache, or failed), at most `limit`.
+    fn wait(&self, limit: Duration) {
+        let until = Instant::now() + limit;
+        let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        while !*done {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            done = self
+                .cv
+                .wait_timeout(done, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
 /// A container read with range GETs from S3 or an HTTP server.
 pub struct RemoteSource {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Tags this source's entries in the shared cache.
+    id: u64,
     store: Arc<dyn ObjectStore>,
     path: ObjectPath,
     name: String,
     identity: Identity,
     stats: Arc<RemoteStats>,
-    cache: Mutex<Cache>,
+    window: Mutex<Window>,
+    /// Parts fetched for hints, not landed yet.
+    inflight: Mutex<Vec<(Range<u64>, Arc<Landing>)>>,
     /// Set once the object was seen to change: every read fails with this.
     changed: OnceLock<String>,
     /// When and why a read last failed for want of an answer.
     down: Mutex<Option<(Instant, String)>>,
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        shared_cache().forget(self.id);
+    }
+}
+
 impl std::fmt::Debug for RemoteSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RemoteSource")
-            .field("name", &self.name)
-            .field("len", &self.identity.len)
+            .field("name", &self.inner.name)
+            .field("len", &self.inner.identity.len)
             .finish_non_exhaustive()
     }
 }
@@ -476,17 +549,132 @@ fn no_retries() -> RetryConfig {
     }
 }
 
+/// A bucket of an S3 store: lists a prefix, and opens the objects found there with one
+/// client (one connection pool) for all of them.
+#[derive(Clone)]
+pub struct Bucket {
+    store: Arc<dyn ObjectStore>,
+    bucket: String,
+    /// What listing cost.
+    stats: Arc<RemoteStats>,
+}
+
+impl std::fmt::Debug for Bucket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bucket")
+            .field("bucket", &self.bucket)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An object found by [`Bucket::list`].
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// The whole key.
+    pub key: String,
+    /// The last part of the key (the "file name").
+    pub file_name: String,
+    pub size: u64,
+    pub last_modified: std::time::SystemTime,
+}
+
+/// Most objects one listing returns (more is an error, not a long wait).
+pub const MAX_LISTED: usize = 1_000_000;
+
+impl Bucket {
+    /// A client for `bucket` (no request yet).
+    pub fn connect(bucket: &str, opts: &RemoteOptions) -> Result<Bucket> {
+        Ok(Bucket {
+            store: s3_store(bucket, opts)?,
+            bucket: bucket.to_string(),
+            stats: Arc::new(RemoteStats::default()),
+        })
+    }
+
+    /// The counters of the listing requests.
+    pub fn stats(&self) -> Arc<RemoteStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// The objects directly under `prefix` (empty, or ending in `/`), sorted by key; not
+    /// those under deeper prefixes. Retried as reads are, within [`DEADLINE`].
+    pub fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
+        let shown = format!("s3://{}/{prefix}", self.bucket);
+        let at = (!prefix.is_empty()).then(|| ObjectPath::from(prefix.trim_end_matches('/')));
+        let rt = runtime().map_err(|e| Error::io("starting the network runtime", e))?;
+        let start = Instant::now();
+        let mut backoff = Duration::from_millis(100);
+        let mut attempt = 0u32;
+        let result = loop {
+            attempt += 1;
+            if attempt > 1 {
+                self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            }
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let left = DEADLINE.saturating_sub(start.elapsed());
+            let listed = rt.block_on(async {
+                tokio::time::timeout(left, self.store.list_with_delimiter(at.as_ref())).await
+            });
+            let failure = match listed {
+                Ok(Ok(r)) => break r,
+                Ok(Err(e)) => classify(&shown, "LIST", &e),
+                Err(_) => Failure::Transient(format!(
+                    "LIST of {shown}: no answer within {} s",
+                    DEADLINE.as_secs()
+                )),
+            };
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            let Failure::Transient(msg) = failure else {
+                return Err(Error::io(
+                    format!("cannot list {shown}"),
+                    io_err(failure.message()),
+                ));
+            };
+            if attempt >= MAX_ATTEMPTS || start.elapsed() + backoff >= DEADLINE {
+                return Err(Error::io(
+                    format!("cannot list {shown}"),
+                    io_err(format!("{msg} (gave up after {attempt} tries)")),
+                ));
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        };
+        if result.objects.len() > MAX_LISTED {
+            return Err(Error::Limit(format!(
+                "{shown} holds {} objects; h4fs lists at most {MAX_LISTED}",
+                result.objects.len()
+            )));
+        }
+        let mut out: Vec<Listed> = result
+            .objects
+            .into_iter()
+            .map(|m| Listed {
+                key: m.location.to_string(),
+                file_name: m.location.filename().unwrap_or_default().to_string(),
+                size: m.size,
+                last_modified: m.last_modified.into(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    /// Open the object `key` (as [`RemoteSource::open`] does: one GET of its end).
+    pub fn open(&self, key: &str) -> Result<RemoteSource> {
+        let name = format!("s3://{}/{key}", self.bucket);
+        let path = ObjectPath::parse(key)
+            .map_err(|e| Error::BadInput(format!("{name}: not a valid object key: {e}")))?;
+        RemoteSource::open_in(Arc::clone(&self.store), path, name)
+    }
+}
+
 impl RemoteSource {
     /// Open `loc`: one GET of its last [`MIN_WINDOW`] bytes, which gives its length and
     /// identity (ETag) too.
     pub fn open(loc: &Location, opts: &RemoteOptions) -> Result<RemoteSource> {
         let name = loc.shown();
-        let (store, path): (Arc<dyn ObjectStore>, ObjectPath) = match loc {
-            Location::S3 { bucket, key } => (
-                s3_store(bucket, opts)?,
-                ObjectPath::parse(key)
-                    .map_err(|e| Error::BadInput(format!("{name}: not a valid object key: {e}")))?,
-            ),
+        match loc {
+            Location::S3 { bucket, key } => Bucket::connect(bucket, opts)?.open(key),
             Location::Http { base, path, https } => {
                 let store = object_store::http::HttpBuilder::new()
                     .with_url(base.clone())
@@ -498,40 +686,58 @@ impl RemoteSource {
                     })?;
                 let p = ObjectPath::from_url_path(path)
                     .map_err(|e| Error::BadInput(format!("{name}: not a valid URL path: {e}")))?;
-                (Arc::new(store), p)
+                RemoteSource::open_in(Arc::new(store), p, name)
             }
-        };
-        let stats = Arc::new(RemoteStats::default());
-        let mut src = RemoteSource {
+        }
+    }
+
+    fn open_in(
+        store: Arc<dyn ObjectStore>,
+        path: ObjectPath,
+        name: String,
+    ) -> Result<RemoteSource> {
+        static IDS: AtomicU64 = AtomicU64::new(1);
+        let mut inner = Inner {
+            id: IDS.fetch_add(1, Ordering::Relaxed),
             store,
             path,
             name,
             identity: Identity {
                 e_tag: None,
                 last_modified: String::new(),
+                modified: std::time::UNIX_EPOCH,
                 len: 0,
             },
-            stats,
-            cache: Mutex::new(Cache::default()),
+            stats: Arc::new(RemoteStats::default()),
+            window: Mutex::new(Window::default()),
+            inflight: Mutex::new(Vec::new()),
             changed: OnceLock::new(),
             down: Mutex::new(None),
         };
         let rt = runtime().map_err(|e| Error::io("starting the network runtime", e))?;
         let (identity, range, data) = rt
-            .block_on(src.fetch_first())
-            .map_err(|m| Error::io(format!("cannot open {}", src.name), io_err(m)))?;
-        src.identity = identity;
-        let cache = src.cache.get_mut().expect("not shared yet");
-        cache.insert(range.start, data);
-        cache.last_end = range.end;
-        Ok(src)
+            .block_on(inner.fetch_first())
+            .map_err(|m| Error::io(format!("cannot open {}", inner.name), io_err(m)))?;
+        inner.identity = identity;
+        shared_cache().insert(inner.id, range.start, data);
+        inner.window.get_mut().expect("not shared yet").last_end = range.end;
+        Ok(RemoteSource {
+            inner: Arc::new(inner),
+        })
     }
 
     /// The counters of this source (shared: they go on counting).
     pub fn stats(&self) -> Arc<RemoteStats> {
-        Arc::clone(&self.stats)
+        Arc::clone(&self.inner.stats)
     }
 
+    /// The object's Last-Modified time, as first seen.
+    pub fn last_modified(&self) -> std::time::SystemTime {
+        self.inner.identity.modified
+    }
+}
+
+impl Inner {
     /// The first GET: the last bytes of the object, unconditional.
     async fn fetch_first(&self) -> std::result::Result<(Identity, Range<u64>, Bytes), String> {
         let opts = || GetOptions {
@@ -543,6 +749,7 @@ impl RemoteSource {
         let identity = Identity {
             e_tag: meta.e_tag.clone(),
             last_modified: meta.last_modified.to_rfc3339(),
+            modified: meta.last_modified.into(),
             len: meta.size,
         };
         Ok((identity, range, data))
@@ -684,6 +891,31 @@ impl RemoteSource {
         }
         Ok(())
     }
+
+    /// Wait for the hinted parts in flight that overlap `r` to land (each bounded by
+    /// [`DEADLINE`]: its fetch gives up by then).
+    fn wait_inflight(&self, r: &Range<u64>) {
+        let waiting: Vec<Arc<Landing>> = self
+            .inflight
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .filter(|(p, _)| p.start < r.end && r.start < p.end)
+            .map(|(_, l)| Arc::clone(l))
+            .collect();
+        for l in waiting {
+            l.wait(DEADLINE + Duration::from_secs(5));
+        }
+    }
+
+    /// Whether `r` is being fetched already.
+    fn in_flight(&self, r: &Range<u64>) -> bool {
+        self.inflight
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .any(|(p, _)| p.start <= r.start && r.end <= p.end)
+    }
 }
 
 /// `r` cut into consecutive parts of at most [`PART`] bytes.
@@ -719,62 +951,68 @@ fn coalesce(ranges: &[(u64, u64)], gap: u64) -> Vec<Range<u64>> {
 
 impl ReadAt for RemoteSource {
     fn len(&self) -> u64 {
-        self.identity.len
+        self.inner.identity.len
     }
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        let len = self.identity.len;
+        let me = &*self.inner;
+        let len = me.identity.len;
         if offset.checked_add(buf.len() as u64).is_none_or(|e| e > len) {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        self.check_usable()?;
-        let (done, window) = {
-            let mut c = self.cache.lock().expect("not poisoned");
-            let done = c.copy_from(buf, offset);
+        me.check_usable()?;
+        let mut done = shared_cache().copy_from(me.id, buf, offset);
+        if done < buf.len() {
+            // Bytes a hint is fetching now: wait for them rather than ask again.
+            me.wait_inflight(&(offset + done as u64..offset + buf.len() as u64));
             let pos = offset + done as u64;
-            let window = (done < buf.len() && ((buf.len() - done) as u64) < LARGE)
-                .then(|| c.window_for(pos));
-            (done, window)
-        };
+            done += shared_cache().copy_from(me.id, &mut buf[done..], pos);
+        }
         if done == buf.len() {
             return Ok(());
         }
         let pos = offset + done as u64;
         let rest = &mut buf[done..];
-        match window {
-            Some(w) => {
-                let end = (pos + (rest.len() as u64).max(w)).min(len);
-                let parts = split(pos..end);
-                let got = self.fetch_all(&parts)?;
-                let mut c = self.cache.lock().expect("not poisoned");
-                for (r, data) in parts.iter().zip(got) {
-                    c.insert(r.start, data);
-                }
-                c.last_end = end;
-                let n = c.copy_from(rest, pos);
-                if n != rest.len() {
-                    // Evicted at once: only when the cache is smaller than one window.
-                    return Err(io_err("read-ahead cache too small"));
-                }
+        if (rest.len() as u64) < LARGE {
+            let w = me.window.lock().expect("not poisoned").window_for(pos);
+            let end = (pos + (rest.len() as u64).max(w)).min(len);
+            let parts = split(pos..end);
+            let got = me.fetch_all(&parts)?;
+            let mut at = 0usize;
+            let mut cache = shared_cache();
+            for (r, data) in parts.iter().zip(got) {
+                // Copied from what came back, not from the cache: another source's
+                // insert may have evicted it already.
+                let from = at.min(rest.len());
+                let n = (data.len()).min(rest.len() - from);
+                rest[from..from + n].copy_from_slice(&data[..n]);
+                at += data.len();
+                cache.insert(me.id, r.start, data);
             }
-            None => {
-                let parts = split(pos..pos + rest.len() as u64);
-                let got = self.fetch_all(&parts)?;
-                let mut at = 0;
-                for data in got {
-                    rest[at..at + data.len()].copy_from_slice(&data);
-                    at += data.len();
-                }
+            drop(cache);
+            me.window.lock().expect("not poisoned").last_end = end;
+        } else {
+            let parts = split(pos..pos + rest.len() as u64);
+            let got = me.fetch_all(&parts)?;
+            let mut at = 0;
+            for data in got {
+                rest[at..at + data.len()].copy_from_slice(&data);
+                at += data.len();
             }
         }
         Ok(())
     }
 
+    /// Fetch the ranges in the background, coalesced into parts of at most [`PART`]
+    /// (at most [`HINT_BYTES`] per call), all in flight together; returns at once. A
+    /// read of bytes in flight waits for their part instead of sending a request.
     fn will_read(&self, ranges: &[(u64, u64)]) {
-        if self.check_usable().is_err() {
+        let me = &self.inner;
+        if me.check_usable().is_err() {
             return;
         }
-        let len = self.identity.len;
+        let Ok(rt) = runtime() else { return };
+        let len = me.identity.len;
         let clipped: Vec<(u64, u64)> = ranges
             .iter()
             .filter(|(o, _)| *o < len)
@@ -782,10 +1020,10 @@ impl ReadAt for RemoteSource {
             .collect();
         let mut budget = HINT_BYTES;
         let parts: Vec<Range<u64>> = {
-            let c = self.cache.lock().expect("not poisoned");
+            let c = shared_cache();
             coalesce(&clipped, 64 << 10)
                 .into_iter()
-                .filter(|r| !c.covers(r))
+                .filter(|r| !c.covers(me.id, r) && !me.in_flight(r))
                 .take_while(|r| {
                     let n = r.end - r.start;
                     let fits = n <= budget;
@@ -794,21 +1032,35 @@ impl ReadAt for RemoteSource {
                 })
                 .collect()
         };
-        if parts.is_empty() {
-            return;
-        }
-        // A failed hint costs nothing more: the read that needs the bytes fetches
-        // (and reports) again.
-        if let Ok(got) = self.fetch_all(&parts) {
-            let mut c = self.cache.lock().expect("not poisoned");
-            for (r, data) in parts.iter().zip(got) {
-                c.insert(r.start, data);
-            }
+        for r in parts {
+            let landing = Arc::new(Landing::default());
+            me.inflight
+                .lock()
+                .expect("not poisoned")
+                .push((r.clone(), Arc::clone(&landing)));
+            let inner = Arc::clone(me);
+            rt.spawn(async move {
+                // A failed hint costs nothing more: the read that needs the bytes
+                // fetches (and reports) again.
+                if let Ok(data) = inner.fetch(r.clone()).await {
+                    shared_cache().insert(inner.id, r.start, data);
+                }
+                inner
+                    .inflight
+                    .lock()
+                    .expect("not poisoned")
+                    .retain(|(_, l)| !Arc::ptr_eq(l, &landing));
+                landing.land();
+            });
         }
     }
 
     fn name(&self) -> String {
-        self.name.clone()
+        self.inner.name.clone()
+    }
+
+    fn wants_hints(&self) -> bool {
+        true
     }
 }
 
@@ -840,25 +1092,30 @@ mod tests {
     #[test]
     fn cache_copies_across_entries_and_stays_bounded() {
         let mut c = Cache::default();
-        c.insert(0, Bytes::from(vec![1u8; 10]));
-        c.insert(10, Bytes::from(vec![2u8; 10]));
+        c.insert(1, 0, Bytes::from(vec![1u8; 10]));
+        c.insert(1, 10, Bytes::from(vec![2u8; 10]));
+        c.insert(2, 0, Bytes::from(vec![3u8; 40]));
         let mut buf = [0u8; 15];
-        assert_eq!(c.copy_from(&mut buf, 5), 15);
+        assert_eq!(c.copy_from(1, &mut buf, 5), 15);
         assert_eq!(&buf[..5], &[1; 5]);
         assert_eq!(&buf[5..], &[2; 10]);
-        assert_eq!(c.copy_from(&mut buf, 20), 0);
-        assert!(c.covers(&(3..20)) && !c.covers(&(3..21)));
-        // Filling past the bound drops the least recently used entries.
+        assert_eq!(c.copy_from(1, &mut buf, 20), 0);
+        assert!(c.covers(1, &(3..20)) && !c.covers(1, &(3..21)));
+        // Another source's bytes are its own.
+        assert!(c.covers(2, &(0..40)) && !c.covers(3, &(0..1)));
+        c.forget(2);
+        assert!(!c.covers(2, &(0..1)) && c.bytes == 20);
+        // Filling past the bound, from any source, drops the least recently used.
         for i in 0..4u64 {
-            c.insert(100 + i * (40 << 20), Bytes::from(vec![0u8; 40 << 20]));
+            c.insert(3 + i, 100, Bytes::from(vec![0u8; 40 << 20]));
         }
         assert!(c.bytes <= CACHE_BYTES);
-        assert!(!c.covers(&(0..10)));
+        assert!(!c.covers(1, &(0..10)));
     }
 
     #[test]
     fn window_grows_while_reads_go_forward() {
-        let mut c = Cache::default();
+        let mut c = Window::default();
         assert_eq!(c.window_for(0), MIN_WINDOW);
         c.last_end = MIN_WINDOW;
         assert_eq!(c.window_for(MIN_WINDOW + 100), 2 * MIN_WINDOW);

@@ -313,6 +313,13 @@ impl TestMount {
     /// the mount is ready, so the mount point must be in mountinfo when it does.
     #[track_caller]
     pub fn new(source: &Path, args: &[&str]) -> TestMount {
+        Self::new_with(source, args, |_| {})
+    }
+
+    /// [`TestMount::new`] with the `h4fs mount` command adjusted first (environment,
+    /// such as the AWS keys of a remote SOURCE).
+    #[track_caller]
+    pub fn new_with(source: &Path, args: &[&str], setup: impl FnOnce(&mut Command)) -> TestMount {
         require_fuse();
         let tmp = tempfile::Builder::new()
             .prefix("h4fs-mnt-")
@@ -320,7 +327,9 @@ impl TestMount {
             .unwrap();
         let dir = tmp.path().join("m");
         std::fs::create_dir(&dir).unwrap();
-        let out = run(h4fs().arg("mount").arg(source).arg(&dir).args(args));
+        let mut cmd = h4fs();
+        setup(&mut cmd);
+        let out = run(cmd.arg("mount").arg(source).arg(&dir).args(args));
         assert!(
             out.status.success(),
             "h4fs mount {} failed ({}): {}",

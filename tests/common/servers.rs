@@ -195,6 +195,7 @@ pub struct Nginx {
     pub port: u16,
     pub root: PathBuf,
     _dir: tempfile::TempDir,
+    nginx: PathBuf,
 }
 
 impl Nginx {
@@ -224,25 +225,42 @@ impl Nginx {
             ),
         )
         .expect("nginx.conf");
-        let child = Command::new(&nginx)
-            .arg("-c")
-            .arg(&conf)
-            .arg("-p")
-            .arg(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("stderr.log")).expect("log"))
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", nginx.display()));
-        let n = Nginx {
-            child: Some(child),
+        let mut n = Nginx {
+            child: None,
             port,
             root,
             _dir: dir,
+            nginx,
         };
-        let log = n._dir.path().join("stderr.log");
-        wait_until("nginx", &log, || http(port, "GET", "/", b"").is_ok());
+        n.start_again();
         n
+    }
+
+    /// Start it (again, after [`Nginx::stop`]) on the same port with the same root.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "nginx is running already");
+        let dir = self._dir.path();
+        let child = Command::new(&self.nginx)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .arg("-p")
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("stderr.log")).expect("log"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.nginx.display()));
+        self.child = Some(child);
+        let log = dir.join("stderr.log");
+        let port = self.port;
+        wait_until("nginx", &log, || http(port, "GET", "/", b"").is_ok());
+    }
+
+    /// Stop it now (as Drop does); [`Nginx::start_again`] starts it again.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            stop(&mut c);
+        }
     }
 
     /// The URL of `name` in its root.
@@ -262,8 +280,6 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            stop(&mut c);
-        }
+        self.stop();
     }
 }

@@ -21,13 +21,17 @@ use std::sync::{Arc, Mutex};
 /// it reports the mount ready or failed.
 pub(super) fn spawn(s: &Settings) -> anyhow::Result<u8> {
     check_mountpoint(&s.args.mountpoint, &s.args.source, s.args.allow_non_empty)?;
-    let source = absolute(&s.args.source)?;
-    match std::fs::metadata(&source) {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            bail!("source {} does not exist", source.display())
+    if !crate::cli::remote::is_remote(&s.args.source) {
+        let source = absolute(&s.args.source)?;
+        match std::fs::metadata(&source) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                bail!("source {} does not exist", source.display())
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot use source {}", source.display()));
+            }
         }
-        Err(e) => return Err(e).with_context(|| format!("cannot use source {}", source.display())),
     }
     let mut fds = [0 as RawFd; 2];
     // SAFETY: pipe2 fills two descriptors we then own.
@@ -47,7 +51,11 @@ pub(super) fn spawn(s: &Settings) -> anyhow::Result<u8> {
     // as this process did, so it arrives at the same settings; only where to report
     // readiness is added.
     let mut cmd = Command::new(&exe);
-    cmd.arg("mount").arg("--ready-fd").arg("3").args(&s.argv);
+    cmd.args(&s.global)
+        .arg("mount")
+        .arg("--ready-fd")
+        .arg("3")
+        .args(&s.argv);
     let wr_raw = std::os::fd::AsRawFd::as_raw_fd(&wr);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -240,10 +248,13 @@ fn watch_signals(
 /// The session, its logger and core, and warnings for the user.
 type Mounted = (fuser::Session<FuseFs>, Arc<Logger>, Arc<Fs>, Vec<String>);
 
+/// How far ahead of a sequential reader of a remote container blocks are fetched and
+/// verified (at most a quarter of the cache).
+const REMOTE_PREFETCH: u64 = 64 << 20;
+
 fn mount_session(s: &Settings, phase: &Arc<Mutex<Phase>>) -> anyhow::Result<Mounted> {
     let a = &s.args;
     let mp = check_mountpoint(&a.mountpoint, &a.source, a.allow_non_empty)?;
-    let source = absolute(&a.source)?;
     let logger = Arc::new(Logger {
         sink: match &a.log_file {
             Some(p) => Sink::File(Mutex::new(
@@ -262,39 +273,69 @@ fn mount_session(s: &Settings, phase: &Arc<Mutex<Phase>>) -> anyhow::Result<Moun
         },
     });
     let attach = a.keys.attacher()?;
-    let opened =
-        fs::open_sources(&source, a.verify.into(), &attach, a.strict).context("cannot mount")?;
-    let mut warnings = Vec::new();
-    for e in &opened.skipped {
-        let w = format!(
-            "{}: {}; left out of the mount (--strict refuses to mount instead)",
-            e.path.display(),
-            e.error
-        );
-        logger.log(&format!("h4fs: warning: {w}"));
-        warnings.push(w);
-    }
-    let root_mtime = std::fs::metadata(&source)
-        .and_then(|m| m.modified())
-        .unwrap_or(std::time::UNIX_EPOCH);
-    let l2 = logger.clone();
-    let cfg = FsConfig {
-        // SAFETY: getuid/getgid cannot fail.
-        uid: a.uid.unwrap_or_else(|| unsafe { libc::getuid() }),
-        gid: a.gid.unwrap_or_else(|| unsafe { libc::getgid() }),
-        cache_bytes: a.cache_size,
-        prefetch_bytes: (16u64 << 20).min(a.cache_size / 4),
-        log: Arc::new(move |m| l2.log(m)),
+    let remote = crate::cli::remote::is_remote(&a.source);
+    let cfg_for = |prefetch: u64| {
+        let l2 = logger.clone();
+        FsConfig {
+            // SAFETY: getuid/getgid cannot fail.
+            uid: a.uid.unwrap_or_else(|| unsafe { libc::getuid() }),
+            gid: a.gid.unwrap_or_else(|| unsafe { libc::getgid() }),
+            cache_bytes: a.cache_size,
+            prefetch_bytes: prefetch.min(a.cache_size / 4),
+            log: Arc::new(move |m| l2.log(m)),
+        }
     };
-    let core = Arc::new(
-        Fs::new(opened.sources, opened.multi, root_mtime, cfg).with_skipped(&opened.skipped),
-    );
+    let mut warnings = Vec::new();
+    let (core, shown) = if remote {
+        let url = a.source.to_str().unwrap_or_default();
+        let shown = crate::cli::remote::shown(&a.source);
+        // Over a network, a sequential reader's window reaches further: the requests
+        // for it are in flight while the blocks before it are verified and served.
+        let cfg = cfg_for(REMOTE_PREFETCH);
+        let opened = fs::open_remote(url, &s.remote, a.verify.into(), Arc::new(attach), a.strict)
+            .context("cannot mount")?;
+        let core = match opened {
+            fs::RemoteOpened::One(src) => {
+                let mtime = src.mtime;
+                Fs::new(vec![*src], false, mtime, cfg)
+            }
+            fs::RemoteOpened::Prefix {
+                containers,
+                root_mtime,
+                listing,
+            } => {
+                logger.log(&format!(
+                    "h4fs: {shown}: {} containers listed; each is opened on first lookup",
+                    containers.len()
+                ));
+                Fs::new_lazy(containers, root_mtime, cfg, Some(listing))
+            }
+        };
+        (Arc::new(core), shown)
+    } else {
+        let source = absolute(&a.source)?;
+        let opened = fs::open_sources(&source, a.verify.into(), &attach, a.strict)
+            .context("cannot mount")?;
+        for e in &opened.skipped {
+            let w = format!(
+                "{}: {}; left out of the mount (--strict refuses to mount instead)",
+                e.path.display(),
+                e.error
+            );
+            logger.log(&format!("h4fs: warning: {w}"));
+            warnings.push(w);
+        }
+        let root_mtime = std::fs::metadata(&source)
+            .and_then(|m| m.modified())
+            .unwrap_or(std::time::UNIX_EPOCH);
+        let cfg = cfg_for(16 << 20);
+        let core =
+            Fs::new(opened.sources, opened.multi, root_mtime, cfg).with_skipped(&opened.skipped);
+        (Arc::new(core), source.display().to_string())
+    };
     core.start_prefetch(2);
     let cfg = MountConfig {
-        fsname: s
-            .fsname
-            .clone()
-            .unwrap_or_else(|| source.display().to_string()),
+        fsname: s.fsname.clone().unwrap_or_else(|| shown.clone()),
         threads: a.threads,
         allow_other: a.allow_other,
         extra: s.extra.clone(),
@@ -316,7 +357,7 @@ fn mount_session(s: &Settings, phase: &Arc<Mutex<Phase>>) -> anyhow::Result<Moun
     }
     logger.log(&format!(
         "h4fs: mounted {} at {} ({} threads, cache {} bytes, verify {})",
-        source.display(),
+        shown,
         mp.display(),
         a.threads,
         a.cache_size,

@@ -43,12 +43,20 @@ use std::process::ExitCode;
 /// `h4fs mount`, with the arguments clap read from this process's command line
 /// (`h4fs mount ARGS...`: the subcommand is always the first argument).
 pub fn run_mount(args: MountArgs) -> anyhow::Result<u8> {
-    mount(args, std::env::args_os().skip(2).collect())
+    // Global options (--endpoint, --region, ...) may come before `mount`: the daemon
+    // gets them there too.
+    let all: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let lead = super::remote::leading_global_args(&all);
+    let global = all[..lead].to_vec();
+    let argv = all.get(lead + 1..).unwrap_or_default().to_vec();
+    mount(args, global, argv)
 }
 
-/// Mount with `args`, read from `argv` (the arguments after `mount`).
-fn mount(args: MountArgs, argv: Vec<OsString>) -> anyhow::Result<u8> {
-    let s = options::apply_options(args, argv)?;
+/// Mount with `args`, read from `argv` (the arguments after `mount`; `global`: the
+/// global options given before it).
+fn mount(args: MountArgs, global: Vec<OsString>, argv: Vec<OsString>) -> anyhow::Result<u8> {
+    let mut s = options::apply_options(args, argv)?;
+    s.global = global;
     if s.args.ready_fd.is_none() {
         for w in &s.warnings {
             eprintln!("h4fs: warning: {w}");
@@ -76,12 +84,12 @@ pub fn helper_main(subcommands: &[String]) -> Option<ExitCode> {
         && !is_flag(&rest[0])
         && !is_flag(&rest[1])
         && !subcommands.iter().any(|c| rest[0] == c.as_str())
-        && Path::new(&rest[0]).exists();
+        && (Path::new(&rest[0]).exists() || rest[0].to_str().is_some_and(crate::remote::is_remote));
     if !as_helper && !as_fuse_program {
         return None;
     }
     Some(
-        match options::helper_args(&rest).and_then(|(args, argv)| mount(args, argv)) {
+        match options::helper_args(&rest).and_then(|(args, argv)| mount(args, Vec::new(), argv)) {
             Ok(code) => ExitCode::from(code),
             Err(e) => {
                 eprintln!("h4fs: error: {}", super::chain_text(&e));

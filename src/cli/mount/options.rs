@@ -30,6 +30,12 @@ pub(super) struct Settings {
     pub(super) fsname: Option<String>,
     pub(super) extra: Vec<MountOption>,
     pub(super) warnings: Vec<String>,
+    /// Global options given before `mount` (`--endpoint URL`, ...), passed on to the
+    /// daemon in the same place.
+    pub(super) global: Vec<OsString>,
+    /// How to reach an `s3://` or `http(s)://` SOURCE: the global options, then
+    /// `-o endpoint=`, `region=`, `no_sign_request`, `path_style`.
+    pub(super) remote: crate::remote::RemoteOptions,
 }
 
 /// What one `-o` option means.
@@ -45,6 +51,17 @@ enum MountOpt {
     Ignored,
     /// `rw`: ignored with a warning.
     ReadWrite,
+    /// How to reach a remote SOURCE (`endpoint=`, `region=`, `no_sign_request`,
+    /// `path_style`).
+    Remote(RemoteOpt),
+}
+
+#[derive(Debug, PartialEq)]
+enum RemoteOpt {
+    Endpoint(String),
+    Region(String),
+    NoSignRequest,
+    PathStyle,
 }
 
 /// The `-o` options that are settings of `h4fs mount`, and the long flag each stands
@@ -76,7 +93,16 @@ fn classify(o: &str) -> anyhow::Result<MountOpt> {
             None => flag.to_string(),
         }));
     }
+    let value = |what: &str| {
+        v.filter(|v| !v.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("mount option {k} needs a value ({k}={what})"))
+    };
     Ok(match k {
+        "endpoint" => MountOpt::Remote(RemoteOpt::Endpoint(value("URL")?)),
+        "region" => MountOpt::Remote(RemoteOpt::Region(value("REGION")?)),
+        "no_sign_request" => MountOpt::Remote(RemoteOpt::NoSignRequest),
+        "path_style" => MountOpt::Remote(RemoteOpt::PathStyle),
         "fsname" => MountOpt::FsName(
             v.ok_or_else(|| anyhow!("mount option fsname needs a value (fsname=NAME)"))?
                 .to_string(),
@@ -105,7 +131,7 @@ fn classify(o: &str) -> anyhow::Result<MountOpt> {
         | "nofail" | "_netdev" | "comment" | "loop" => MountOpt::Ignored,
         k if k.starts_with("x-") => MountOpt::Ignored,
         _ => bail!(
-            "unknown mount option \"{o}\" (h4fs takes ro, allow_other, allow_root, cache_size=, threads=, verify=, strict, nonempty, uid=, gid=, log_file=, key_file=, shared_secret_file=, fsname=, max_read=, noexec, noatime, suid, dev)"
+            "unknown mount option \"{o}\" (h4fs takes ro, allow_other, allow_root, cache_size=, threads=, verify=, strict, nonempty, uid=, gid=, log_file=, key_file=, shared_secret_file=, endpoint=, region=, no_sign_request, path_style, fsname=, max_read=, noexec, noatime, suid, dev)"
         ),
     })
 }
@@ -120,6 +146,8 @@ pub(super) fn apply_options(mut args: MountArgs, argv: Vec<OsString>) -> anyhow:
         fsname: None,
         extra: Vec::new(),
         warnings: Vec::new(),
+        global: Vec::new(),
+        remote: crate::cli::remote::options(),
     };
     let mut flags = Vec::new();
     for o in args
@@ -139,6 +167,12 @@ pub(super) fn apply_options(mut args: MountArgs, argv: Vec<OsString>) -> anyhow:
             MountOpt::ReadWrite => s
                 .warnings
                 .push("h4fs mounts are always read-only; ignoring the \"rw\" option".into()),
+            MountOpt::Remote(r) => match r {
+                RemoteOpt::Endpoint(e) => s.remote.endpoint = Some(e),
+                RemoteOpt::Region(r) => s.remote.region = Some(r),
+                RemoteOpt::NoSignRequest => s.remote.no_sign_request = true,
+                RemoteOpt::PathStyle => s.remote.path_style = true,
+            },
         }
     }
     for (o, flag) in flags {
