@@ -452,4 +452,8 @@ fn s3_prefix_mount_opens_containers_lazily() {
     let stats = mount_stats(&m.dir);
     assert_eq!(stats["containers_opened"], 2);
     assert_eq!(stats["failed_to_open"][0]["name"], "junk");
+    let text = ok(h4fs().arg("stats").arg(&m.dir));
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("2 of 201 containers opened"), "{text}");
+    assert!(text.contains("not opened   junk: "), "{text}");
 }

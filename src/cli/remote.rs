@@ -133,3 +133,24 @@ pub fn report() {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsString;
+
+    #[test]
+    fn global_options_before_the_subcommand_are_counted() {
+        let v = |a: &[&str]| a.iter().map(OsString::from).collect::<Vec<_>>();
+        assert_eq!(leading_global_args(&v(&["mount", "s3://b/k", "m"])), 0);
+        assert_eq!(
+            leading_global_args(&v(&["--endpoint", "http://h:1", "--path-style", "mount"])),
+            3
+        );
+        assert_eq!(
+            leading_global_args(&v(&["--region=x", "--verbose", "mount"])),
+            2
+        );
+        assert_eq!(leading_global_args(&v(&["--endpoint"])), 1);
+    }
+}

@@ -162,17 +162,48 @@ fn print_human(out: &mut impl Write, mp: &Path, s: &Value) -> std::io::Result<()
         n(&s["verification_failures"]),
         n(&s["failed_reads"])
     )?;
+    let r = &s["remote"];
+    if r.is_object() {
+        writeln!(
+            out,
+            "remote       {} requests, {} bytes fetched, {} retries, {} failed requests; {} of {} containers opened",
+            n(&r["requests"]),
+            n(&r["bytes_fetched"]),
+            n(&r["retries"]),
+            n(&r["failed_requests"]),
+            n(&s["containers_opened"]),
+            n(&s["containers"])
+        )?;
+    }
     if s["containers"].as_u64().unwrap_or(0) > 1 {
         for p in s["per_container"].as_array().into_iter().flatten() {
+            let pr = &p["remote"];
+            let fetched = match pr.is_object() {
+                true => format!(
+                    "; {} requests, {} bytes fetched, {} retries",
+                    n(&pr["requests"]),
+                    n(&pr["bytes_fetched"]),
+                    n(&pr["retries"])
+                ),
+                false => String::new(),
+            };
             writeln!(
                 out,
-                "  {}: {} blocks, {} hash groups verified, {} failed",
+                "  {}: {} blocks, {} hash groups verified, {} failed{fetched}",
                 p["name"].as_str().unwrap_or("?"),
                 n(&p["blocks_verified"]),
                 n(&p["groups_verified"]),
                 n(&p["verification_failures"])
             )?;
         }
+    }
+    for k in s["failed_to_open"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "not opened   {}: {}",
+            k["name"].as_str().unwrap_or("?"),
+            k["error"].as_str().unwrap_or("?")
+        )?;
     }
     for k in s["skipped"].as_array().into_iter().flatten() {
         writeln!(

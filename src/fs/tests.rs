@@ -968,3 +968,74 @@ fn stream_link_with_the_source_extension_and_mime_xattr() {
         ));
     }
 }
+
+#[test]
+fn prefix_containers_open_on_first_lookup_only() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let opens = Arc::new(AtomicUsize::new(0));
+    let bytes = pack(&blocks(&[5, 7]), 1, 0, Engine::Identity, Map::new());
+    let pending = |name: &str, good: bool| {
+        let (opens, bytes, n) = (opens.clone(), bytes.clone(), name.to_string());
+        Pending {
+            name: name.into(),
+            shown: format!("s3://b/{name}.h4mk"),
+            listed_mtime: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            open: Box::new(move || {
+                opens.fetch_add(1, Ordering::SeqCst);
+                match good {
+                    true => Ok(source(bytes.clone(), &n)),
+                    false => Err(Error::NotContainer("not an H4MK container".into())),
+                }
+            }),
+        }
+    };
+    let logged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let l2 = logged.clone();
+    let cfg = FsConfig {
+        log: Arc::new(move |m| l2.lock().unwrap().push(m.to_string())),
+        ..FsConfig::default()
+    };
+    let fs = Fs::new_lazy(
+        vec![
+            (pending("a", true), None),
+            (pending("b", true), None),
+            (pending("junk", false), None),
+        ],
+        UNIX_EPOCH,
+        cfg,
+        Some(Arc::new(RemoteStats::default())),
+    );
+    // Listing the root, with attributes as readdirplus gives them, opens nothing.
+    assert_eq!(list(&fs, ""), [".", "..", "a", "b", "junk"]);
+    fs.readdir(fs.root_ino(), 0, &mut |e| {
+        let a = fs.entry_attr(e.ino).unwrap();
+        assert_eq!(a.kind, Kind::Dir);
+        false
+    })
+    .unwrap();
+    assert_eq!(opens.load(Ordering::SeqCst), 0);
+    assert_eq!(root_stats(&fs)["containers_opened"], 0);
+    // A lookup opens that container once; reading it serves its bytes.
+    assert_eq!(read_all(&fs, "b/stream").unwrap().len(), 12);
+    assert_eq!(read_all(&fs, "b/blocks/000001").unwrap().len(), 7);
+    assert_eq!(opens.load(Ordering::SeqCst), 1);
+    let stats = root_stats(&fs);
+    assert_eq!(stats["containers_opened"], 1);
+    assert_eq!(stats["per_container"][0]["name"], "b");
+    // One that fails to open is EIO on lookup, logged, listed, and not retried at once;
+    // the others are unaffected.
+    let e = path_ino(&fs, "junk").unwrap_err();
+    assert_eq!(e.errno(), libc::EIO);
+    assert!(path_ino(&fs, "junk").is_err());
+    assert_eq!(opens.load(Ordering::SeqCst), 2);
+    assert!(
+        logged
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|m| m.contains("s3://b/junk.h4mk"))
+    );
+    assert_eq!(root_stats(&fs)["failed_to_open"][0]["name"], "junk");
+    assert_eq!(read_all(&fs, "a/stream").unwrap().len(), 12);
+    assert_eq!(opens.load(Ordering::SeqCst), 3);
+}

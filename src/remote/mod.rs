@@ -7,17 +7,19 @@
 //! endpoints) and plain HTTP(S) behind one interface, on `reqwest` with rustls.
 //!
 //! # Cost
-//! Every request is counted in [`RemoteStats`]. The source keeps a bounded read-ahead
-//! cache ([`CACHE_BYTES`]) of fetched ranges, so the reader's many small preads at open
-//! become one to three requests:
+//! Every request is counted in [`RemoteStats`]. Fetched ranges are kept in one cache
+//! for all sources of the process ([`CACHE_BYTES`] together, least recently used
+//! dropped first), so the reader's many small preads at open become one to three
+//! requests, and a mount of thousands of containers holds no more than one source:
 //! * opening fetches the last [`MIN_WINDOW`] bytes in one GET (a suffix range, which
 //!   also gives the length and the ETag);
 //! * a small read that misses fetches at least [`MIN_WINDOW`] bytes from where it
 //!   starts, and the window doubles (up to [`PART`]) while misses go forward in order, so
 //!   a reference container's chunk-header walk costs few, large requests;
 //! * [`ReadAt::will_read`] hints (the h4fs footer's metadata span, the next blocks of
-//!   `extract`) are fetched at once, coalesced into parts of at most [`PART`] (8 MiB),
-//!   all in flight together;
+//!   `extract`, a sequential mount reader's window) are fetched in the background,
+//!   coalesced into parts of at most [`PART`] (8 MiB), all in flight together; a read
+//!   of bytes in flight waits for their part instead of asking again;
 //! * a large read ([`LARGE`] or more) that the cache does not hold is fetched directly,
 //!   in [`PART`]-sized parts in parallel, and not cached.
 //!
@@ -37,8 +39,8 @@
 //! # Runtime
 //! `ReadAt` is synchronous; requests run on one process-wide tokio runtime with two
 //! worker threads, and callers (rayon workers, FUSE threads) block on them. The runtime
-//! and the client are shared, so thousands of sources (a future prefix mount) cost
-//! one connection pool per store.
+//! is shared, and so is the client of a [`Bucket`], so the thousands of sources of a
+//! prefix mount cost one connection pool.
 
 mod location;
 pub mod profile;

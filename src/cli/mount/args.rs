@@ -34,13 +34,23 @@ impl From<VerifyArg> for VerifyLevel {
   h4fs mount movie.h4mk /mnt/movie && mpv /mnt/movie/stream
   h4fs mount --cache-size 1G --threads 8 library/ /mnt/library
   h4fs mount -f --log-file /tmp/h4fs.log movie.h4mk /mnt/movie
+  h4fs mount --endpoint http://127.0.0.1:8333 s3://media/movie.h4mk /mnt/movie
+  h4fs mount --endpoint http://127.0.0.1:8333 s3://media/films/ /mnt/films
+  h4fs mount https://cdn.example/movie.h4mk /mnt/movie
   h4fs umount /mnt/movie
 
+SOURCE may be s3://BUCKET/KEY, an http(s):// URL, or s3://BUCKET/PREFIX/ (every *.h4mk
+directly under the prefix, each opened on the first lookup of its directory). Keys
+come from the AWS environment or profile (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+AWS_PROFILE), never from the command line.
+
 Options also work as -o key=value (cache_size=, threads=, verify=, strict, uid=,
-gid=, log_file=, nonempty, allow_other, allow_root), as used by `mount -t fuse.h4fs` and
-/etc/fstab. The mount is read-only, nosuid and nodev (-o suid,dev drop the last two).")]
+gid=, log_file=, nonempty, allow_other, allow_root, endpoint=, region=,
+no_sign_request, path_style), as used by `mount -t fuse.h4fs` and /etc/fstab. The
+mount is read-only, nosuid and nodev (-o suid,dev drop the last two).")]
 pub struct MountArgs {
-    /// A container file, or a directory whose *.h4mk files become subdirectories.
+    /// A container file, or a directory whose *.h4mk files become subdirectories; or
+    /// s3://BUCKET/KEY, s3://BUCKET/PREFIX/, an http(s):// URL.
     pub source: PathBuf,
     /// An existing empty directory that is not already a mount point (see
     /// --allow-non-empty).

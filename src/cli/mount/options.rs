@@ -349,6 +349,19 @@ mod tests {
         let rw = helper(&["a", "b", "-orw", "-f"]).unwrap();
         assert_eq!(rw.warnings.len(), 1);
         assert!(rw.args.foreground);
+        // How to reach a remote SOURCE, as fstab gives it.
+        let r = helper(&[
+            "s3://media/films/",
+            "/mnt/f",
+            "-o",
+            "ro,endpoint=http://127.0.0.1:8333,region=eu-west-1,path_style,no_sign_request",
+        ])
+        .unwrap();
+        assert_eq!(r.remote.endpoint.as_deref(), Some("http://127.0.0.1:8333"));
+        assert_eq!(r.remote.region.as_deref(), Some("eu-west-1"));
+        assert!(r.remote.path_style && r.remote.no_sign_request);
+        let e = helper(&["a", "b", "-o", "endpoint="]).unwrap_err();
+        assert!(e.to_string().contains("endpoint=URL"), "{e}");
     }
 
     fn mount_args(args: &[&str]) -> anyhow::Result<Settings> {
