@@ -191,12 +191,20 @@ fn s3_mount_with_sigv4_keys_serves_a_movie_to_real_clients() {
         "a block read before is kept"
     );
 
-    // The whole stream, verified, equals the source file.
+    // The whole stream, verified, equals the source file; read in order, it is
+    // fetched in a few large ranges, not one request per block.
+    let before = remote_requests(&m.dir);
     let out = ok(Command::new("sha256sum").arg(&stream));
     let sum = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         sum.split_whitespace().next(),
         Some(sha256_hex(&mp4).as_str())
+    );
+    let blocks = std::fs::read_dir(m.path("blocks")).unwrap().count() as u64;
+    let sequential = remote_requests(&m.dir) - before;
+    assert!(
+        sequential * 20 < blocks,
+        "{sequential} requests for {blocks} blocks"
     );
 
     // ffprobe and ffmpeg -ss at several times read it as the MP4 it is.

@@ -31,6 +31,11 @@
 //!   later mtime. Live counters are not files: they are the value of the extended
 //!   attribute [`STATS_XATTR`] of the mount root, which `listxattr` does not list (so
 //!   `rsync -aX`, `cp -a` and `tar --xattrs` do not copy it) and `h4fs stats` reads.
+//! * The containers of a prefix mount (`s3://BUCKET/PREFIX/`) are opened on the first
+//!   lookup of their directory, or when an inode inside one is resolved
+//!   (`Fs::ensure_open`); listing the root opens none. Every [`ContainerId`] past that
+//!   point names an opened container. Where bytes come from (a file, S3, HTTP) is the
+//!   [`crate::source::ReadAt`] under the archive's concern alone.
 //! * The core holds no block logic: what can be served, caching, loading and prefetch
 //!   are the block layer's. The core owns the tree and the open handles.
 //!
@@ -315,18 +320,24 @@ impl Fs {
         if slot.open.get().is_some() {
             return Ok(());
         }
-        let mut failed = slot.failed.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((at, why)) = failed.as_ref()
-            && at.elapsed() < RETRY_OPEN
-        {
+        let failed = |v| *slot.failed.lock().unwrap_or_else(|e| e.into_inner()) = v;
+        let recent = slot
+            .failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < RETRY_OPEN)
+            .map(|(_, why)| why.clone());
+        if let Some(why) = recent {
             return Err(FsError::Archive(crate::Error::io(
                 format!("cannot open {}", p.shown),
-                std::io::Error::other(why.clone()),
+                std::io::Error::other(why),
             )));
         }
+        // Not under the `failed` lock: the stats read it while this waits on the store.
         match (p.open)() {
             Ok(src) => {
-                *failed = None;
+                failed(None);
                 let (cont, served) = build(src);
                 self.blocks.install(c, served);
                 let _ = slot.open.set(cont);
@@ -338,7 +349,7 @@ impl Fs {
                     p.shown,
                     RETRY_OPEN.as_secs()
                 ));
-                *failed = Some((Instant::now(), e.to_string()));
+                failed(Some((Instant::now(), e.to_string())));
                 Err(FsError::Archive(e))
             }
         }
