@@ -230,14 +230,13 @@ pub fn open_remote(
         if !ok_name {
             continue;
         }
-        let (bucket, key, attach) = (bucket.clone(), obj.key.clone(), attach.clone());
-        let n = name.clone();
+        let (bucket, attach, n) = (bucket.clone(), attach.clone(), name.clone());
         pending.push(Pending {
             shown: format!("s3://{}/{}", prefix.bucket, obj.key),
             name,
             listed_mtime: obj.last_modified,
             open: Box::new(move || {
-                open_remote_container(bucket.open(&key)?, n.clone(), level, &*attach)
+                open_remote_container(bucket.open_listed(&obj)?, n.clone(), level, &*attach)
             }),
         });
     }

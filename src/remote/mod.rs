@@ -578,6 +578,8 @@ pub struct Listed {
     pub file_name: String,
     pub size: u64,
     pub last_modified: std::time::SystemTime,
+    /// The key as the store gave it, for [`Bucket::open_listed`].
+    location: ObjectPath,
 }
 
 /// Most objects one listing returns (more is an error, not a long wait).
@@ -655,10 +657,18 @@ impl Bucket {
                 file_name: m.location.filename().unwrap_or_default().to_string(),
                 size: m.size,
                 last_modified: m.last_modified.into(),
+                location: m.location,
             })
             .collect();
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
+    }
+
+    /// Open an object found by [`Bucket::list`], by the key the store gave (as
+    /// [`RemoteSource::open`] does: one GET of its end).
+    pub fn open_listed(&self, obj: &Listed) -> Result<RemoteSource> {
+        let name = format!("s3://{}/{}", self.bucket, obj.key);
+        RemoteSource::open_in(Arc::clone(&self.store), obj.location.clone(), name)
     }
 
     /// Open the object `key` (as [`RemoteSource::open`] does: one GET of its end).
