@@ -217,7 +217,7 @@ impl Blocks {
         };
         if sequential {
             self.queue_prefetch(key(last), queued_to, handle);
-            self.hint_ahead(c, t, end, handle);
+            let _ = self.hint_ahead(c, t, end, handle);
         }
         Ok(data)
     }
@@ -226,16 +226,24 @@ impl Blocks {
     /// the source which stored bytes come next (the handle's growing window), so it
     /// fetches them in coalesced parts, several in flight, while the blocks before are
     /// verified and served. Local sources take no hints.
-    fn hint_ahead(&self, c: ContainerId, t: TrackId, from: u64, handle: Option<&ReadHandle>) {
-        let Some(h) = handle else { return };
+    ///
+    /// Returns where the hinted window ends (stream offset), `None` for a local source.
+    fn hint_ahead(
+        &self,
+        c: ContainerId,
+        t: TrackId,
+        from: u64,
+        handle: Option<&ReadHandle>,
+    ) -> Option<u64> {
+        let h = handle?;
         let a = self.archive(c);
         if !a.source().wants_hints() {
-            return;
+            return None;
         }
         let max = self.cfg.prefetch_bytes.min(self.cache.capacity() / 2);
         let r = h.next_hint(from, HINT_MIN, max);
         if r.is_empty() {
-            return;
+            return Some(r.end);
         }
         let mut ranges: Vec<(u64, u64)> = Vec::new();
         let mut last_block = u64::MAX;
@@ -249,6 +257,7 @@ impl Blocks {
             ranges.push((e.chunk_offset, end.saturating_sub(e.chunk_offset)));
         }
         a.source().will_read(&ranges);
+        Some(r.end)
     }
 
     /// Like [`Blocks::read`] without a handle, but only when it needs no I/O and no
@@ -762,8 +771,14 @@ impl Blocks {
             g += take as u64;
         }
         if sequential {
-            self.queue_prefetch_groups(c, t, groups.end..file_end, queued_to, handle);
-            self.hint_ahead(c, t, end, handle);
+            // A remote source is told the window ahead first, and the prefetch threads
+            // load no further than it: what they load then comes out of the source's
+            // coalesced parts (several MiB per request), not out of one request per run,
+            // and a short forward read after a seek fetches only the growing window.
+            let hinted = self.hint_ahead(c, t, end, handle);
+            let ahead_end =
+                hinted.map_or(file_end, |h| file_end.min(h.div_ceil(shape.group_len())));
+            self.queue_prefetch_groups(c, t, groups.end..ahead_end, queued_to, handle);
         }
         Ok(join_parts(&parts, offset - span.start, end - span.start))
     }
