@@ -116,7 +116,10 @@ impl ReadHandle {
     /// For a sequential reader now at stream offset `from`: the stream range to hint to
     /// a remote source next. The window starts at `min` and doubles with every call
     /// (every sequential read) up to `max`, as mountpoint-s3's prefetcher grows its
-    /// requests; ranges hinted before are not returned again.
+    /// requests; ranges hinted before are not returned again. While more than half of
+    /// the window ahead is hinted already, nothing new is returned: the window is then
+    /// topped up in one range, which the source fetches as a few large parts rather
+    /// than one small request per read.
     pub(super) fn next_hint(&self, from: u64, min: u64, max: u64) -> std::ops::Range<u64> {
         let mut s = self.lock();
         s.hint = match s.hint {
@@ -125,6 +128,9 @@ impl ReadHandle {
         };
         let to = from.saturating_add(s.hint);
         let start = from.max(s.hinted_to);
+        if s.hinted_to > from && s.hinted_to - from > s.hint / 2 {
+            return start..start;
+        }
         if start < to {
             s.hinted_to = to;
         }
