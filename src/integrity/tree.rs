@@ -623,6 +623,15 @@ impl<B: AsRef<[u8]>> Walk<'_, '_, '_, B> {
     }
 }
 
+/// `Ok` when no group failed, else the groups that did.
+fn groups_result(bad: Vec<Range<u64>>, group_log: u8) -> Result<(), TreeError> {
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(TreeError::Groups { bad, group_log })
+    }
+}
+
 /// An outboard whose every node hashes up to the root: only [`Outboard::check`] builds
 /// one. Verifying a read hashes its groups and compares each to its recorded chaining
 /// value; no node is hashed again.
@@ -690,14 +699,7 @@ impl<B: AsRef<[u8]>> CheckedTree<B> {
             }
             bad
         };
-        if bad.is_empty() {
-            Ok(())
-        } else {
-            Err(TreeError::Groups {
-                bad,
-                group_log: shape.group_log,
-            })
-        }
+        groups_result(bad, shape.group_log)
     }
 
     /// [`CheckedTree::verify`] of bytes held in pieces: `parts`, back to back, are the
@@ -763,14 +765,7 @@ impl<B: AsRef<[u8]>> CheckedTree<B> {
                 g += 1;
             }
         }
-        if bad.is_empty() {
-            Ok(())
-        } else {
-            Err(TreeError::Groups {
-                bad,
-                group_log: shape.group_log,
-            })
-        }
+        groups_result(bad, shape.group_log)
     }
 }
 

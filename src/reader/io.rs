@@ -10,15 +10,7 @@ use crate::source::ReadAt;
 use rayon::prelude::*;
 
 pub(crate) fn read_vec(src: &dyn ReadAt, offset: u64, len: u64, what: &str) -> Result<Vec<u8>> {
-    let file_len = src.len();
-    if offset.checked_add(len).is_none_or(|end| end > file_len) {
-        return Err(Error::Truncated {
-            what: what.to_string(),
-            offset,
-            need: len,
-            file_len,
-        });
-    }
+    within(src, offset, len, what)?;
     let mut v = vec![0u8; len as usize];
     read_into(src, &mut v, offset, what)?;
     Ok(v)
@@ -33,6 +25,14 @@ pub(crate) fn read_vec_reusing<'b>(
     what: &str,
     buf: &'b mut Vec<u8>,
 ) -> Result<&'b [u8]> {
+    within(src, offset, len, what)?;
+    buf.resize(len as usize, 0);
+    read_into(src, buf, offset, what)?;
+    Ok(buf)
+}
+
+/// `len` bytes at `offset` lie inside the source, else the error naming `what`.
+fn within(src: &dyn ReadAt, offset: u64, len: u64, what: &str) -> Result<()> {
     let file_len = src.len();
     if offset.checked_add(len).is_none_or(|end| end > file_len) {
         return Err(Error::Truncated {
@@ -42,9 +42,7 @@ pub(crate) fn read_vec_reusing<'b>(
             file_len,
         });
     }
-    buf.resize(len as usize, 0);
-    read_into(src, buf, offset, what)?;
-    Ok(buf)
+    Ok(())
 }
 
 /// Fill `buf` from `offset` (already bounds-checked against the length at open).
