@@ -472,12 +472,18 @@ fn v2_sequential_reads_verify_whole_runs() {
         read_bytes <= all.len() as u64 + 4 * 12,
         "{read_bytes} bytes read"
     );
-    // With prefetch threads, runs ahead of the reader are loaded by them.
+    // With prefetch threads, runs ahead of the reader are loaded by them: two reads in
+    // order make it a sequential reader, which then pauses (so the threads, not the
+    // reader, reach the runs ahead, however the machine schedules them).
     let b = Arc::new(layer(pack_v2(&data), 64 << 20));
     b.start_prefetch(2);
     let h = ReadHandle::new();
-    assert_eq!(read_all(&b, Some(&h), 64 << 10), all);
+    for at in [0, 64 << 10] {
+        let d = b.read(C, T, at, 64 << 10, Some(&h)).unwrap();
+        assert_eq!(d.as_slice(), &all[at as usize..(at + (64 << 10)) as usize]);
+    }
     wait_until("a run is prefetched", || b.stats().prefetches > 0);
+    assert_eq!(read_all(&b, Some(&h), 64 << 10), all);
     b.stop_prefetch();
 }
 
