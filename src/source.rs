@@ -24,6 +24,13 @@ pub trait ReadAt: Send + Sync {
     /// A hint: the caller is about to read these `(offset, len)` ranges. A remote source
     /// fetches them at once, coalesced into few requests; local sources ignore it.
     fn will_read(&self, _ranges: &[(u64, u64)]) {}
+    /// The bytes `range` failed verification: drop any copy of them this source keeps
+    /// (a remote source's memory and disk caches), so that reading them again asks
+    /// where they came from. True when something was dropped, so a new read may give
+    /// other bytes; a file (the default) keeps nothing and says false.
+    fn invalidate(&self, _range: std::ops::Range<u64>) -> bool {
+        false
+    }
     /// Whether [`ReadAt::will_read`] does anything (a remote source): callers skip
     /// working out hints otherwise.
     fn wants_hints(&self) -> bool {

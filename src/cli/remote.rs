@@ -54,6 +54,7 @@ pub fn options() -> RemoteOptions {
         region: args.region,
         no_sign_request: args.no_sign_request,
         path_style: args.path_style,
+        cache_dir: None,
     }
 }
 

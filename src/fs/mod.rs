@@ -224,6 +224,8 @@ pub struct Fs {
     skipped: Vec<(String, String)>,
     /// What listing a prefix cost.
     listing: Option<Arc<RemoteStats>>,
+    /// The disk cache of remote sources (`--cache-dir`), for the stats.
+    cache_dir: Option<Arc<crate::remote::disk::DiskCache>>,
 }
 
 impl Fs {
@@ -246,6 +248,11 @@ impl Fs {
         let mut fs = Self::with_slots(slots, true, root_mtime, cfg);
         fs.listing = listing;
         fs
+    }
+
+    /// Show the disk cache the remote sources use (`--cache-dir`) in the stats.
+    pub fn set_cache_dir(&mut self, cache: Option<Arc<crate::remote::disk::DiskCache>>) {
+        self.cache_dir = cache;
     }
 
     fn with_slots(
@@ -302,6 +309,7 @@ impl Fs {
             started: SystemTime::now(),
             skipped: Vec::new(),
             listing: None,
+            cache_dir: None,
         }
     }
 

@@ -305,6 +305,9 @@ impl Fs {
             if let Some(l) = &self.listing {
                 v["remote"]["listing"] = remote_json("", l);
             }
+            if let Some(d) = &self.cache_dir {
+                v["remote"]["cache_dir"] = json!(d.stats());
+            }
         }
         v
     }

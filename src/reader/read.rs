@@ -202,13 +202,32 @@ impl Archive {
     /// The stored-stream bytes `span` (whole hash groups `groups`) in one `pread`: the
     /// bytes read, and where in them each block's stored bytes lie, in stream order
     /// (the chunk headers between blocks are checked and skipped). Verified against
-    /// the tree where they lie, without gathering them first.
+    /// the tree where they lie, without gathering them first. Bytes that fail are read
+    /// once more when the source dropped a copy it kept of them
+    /// ([`ReadAt::invalidate`](crate::source::ReadAt::invalidate)).
     fn read_span(
         &self,
         tree: &crate::integrity::tree::CheckedTree,
         groups: Range<u64>,
         span: Range<u64>,
     ) -> Result<(Vec<u8>, Vec<Range<usize>>)> {
+        match self.read_span_once(tree, groups.clone(), span.clone()) {
+            Err((err, file)) if err.is_integrity() && self.src.invalidate(file.clone()) => self
+                .read_span_once(tree, groups, span)
+                .map_err(|(err, _)| err),
+            r => r.map_err(|(err, _)| err),
+        }
+    }
+
+    /// [`read_span`](Self::read_span) without the second read; a failure comes with the
+    /// file range read.
+    #[allow(clippy::type_complexity)]
+    fn read_span_once(
+        &self,
+        tree: &crate::integrity::tree::CheckedTree,
+        groups: Range<u64>,
+        span: Range<u64>,
+    ) -> std::result::Result<(Vec<u8>, Vec<Range<usize>>), (Error, Range<u64>)> {
         let shape = tree.shape();
         let blocks = &self.tracks[0].blocks;
         let so = |n: u64| -> (u64, BlockEntry) {
@@ -240,13 +259,15 @@ impl Archive {
             file_start,
             file_end - file_start,
             &format!("hash groups {}..{}", groups.start, groups.end),
-        )?;
+        )
+        .map_err(|e| (e, file_start..file_end))?;
         let mut pieces = Vec::with_capacity((m - k + 1) as usize);
         for n in k..=m {
             let (o, e) = so(n);
             if n > k {
                 let at = (e.chunk_offset - file_start) as usize;
-                check_core_header(&e, &raw[at..at + 12])?;
+                check_core_header(&e, &raw[at..at + 12])
+                    .map_err(|err| (err, file_start..file_end))?;
             }
             let from = o.max(span.start);
             let to = (o + e.stored_len).min(span.end);
@@ -263,11 +284,14 @@ impl Archive {
                 .map_or(span.start, |g| g.start << shape.group_log());
             let n = first_ending_after(bad_at.max(span.start)).min(m);
             let e = so(n).1;
-            return Err(Error::Block {
-                block: e.number,
-                offset: e.chunk_offset,
-                msg: format!("stored bytes do not match the container's hash tree: {err}"),
-            });
+            return Err((
+                Error::Block {
+                    block: e.number,
+                    offset: e.chunk_offset,
+                    msg: format!("stored bytes do not match the container's hash tree: {err}"),
+                },
+                file_start..file_end,
+            ));
         }
         Ok((raw, pieces))
     }
@@ -404,9 +428,11 @@ impl Archive {
         if self.by_groups(e) {
             return self.read_stored_v2(e);
         }
-        let p = self.read_parts(e)?;
-        check_parts(e, &p.head, &p.stored, None)?;
-        Ok(p.stored)
+        self.reread_on_damage(e, || {
+            let p = self.read_parts(e)?;
+            check_parts(e, &p.head, &p.stored, None)?;
+            Ok(p.stored)
+        })
     }
 
     /// A block's decoded bytes, verified.
@@ -422,7 +448,17 @@ impl Archive {
             let stored = self.read_stored_v2(e)?;
             return self.decode(e, stored);
         }
-        self.check_and_decode(e, self.read_parts(e)?, None)
+        self.reread_on_damage(e, || self.check_and_decode(e, self.read_parts(e)?, None))
+    }
+
+    /// `read` (which reads block `e` and checks it) and, when its bytes fail and the
+    /// source dropped a copy it kept of them
+    /// ([`ReadAt::invalidate`](crate::source::ReadAt::invalidate)), once more.
+    fn reread_on_damage<T>(&self, e: &BlockEntry, read: impl Fn() -> Result<T>) -> Result<T> {
+        match read() {
+            Err(err) if err.is_integrity() && self.src.invalidate(block_bytes(e)) => read(),
+            r => r,
+        }
     }
 
     /// Decoded bytes of `a` and of `b`, verified, as two [`read_block_entry`] calls
@@ -445,7 +481,7 @@ impl Archive {
         if !(hashed(a) && hashed(b)) {
             return [self.read_block_entry(a), self.read_block_entry(b)];
         }
-        match (self.read_parts(a), self.read_parts(b)) {
+        let [ra, rb] = match (self.read_parts(a), self.read_parts(b)) {
             (Ok(pa), Ok(pb)) => {
                 let (ha, hb) = integrity::sha256_pair(&pa.stored, &pb.stored);
                 [
@@ -457,7 +493,15 @@ impl Archive {
                 ra.and_then(|p| self.check_and_decode(a, p, None)),
                 rb.and_then(|p| self.check_and_decode(b, p, None)),
             ],
-        }
+        };
+        // Bytes that failed are read once more when the source dropped a copy of them.
+        let again = |e: &BlockEntry, r: Result<VerifiedBlock>| match r {
+            Err(err) if err.is_integrity() && self.src.invalidate(block_bytes(e)) => {
+                self.check_and_decode(e, self.read_parts(e)?, None)
+            }
+            r => r,
+        };
+        [again(a, ra), again(b, rb)]
     }
 
     /// True when [`read_block_entry_pair`](Self::read_block_entry_pair) gains anything:
@@ -554,6 +598,11 @@ impl Archive {
             })?;
         Ok(VerifiedBlock::new_checked(data))
     }
+}
+
+/// The file bytes of block `e`: its chunk header and stored bytes.
+fn block_bytes(e: &BlockEntry) -> Range<u64> {
+    e.chunk_offset..e.data_offset + e.stored_len
 }
 
 /// Check a block's bytes, read from its chunk header to the end of its stored bytes

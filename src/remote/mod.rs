@@ -42,6 +42,7 @@
 //! is shared, and so is the client of a [`Bucket`], so the thousands of sources of a
 //! prefix mount cost one connection pool.
 
+pub mod disk;
 mod location;
 pub mod profile;
 
@@ -123,6 +124,8 @@ pub struct RemoteOptions {
     pub no_sign_request: bool,
     /// Path-style addressing (`ENDPOINT/BUCKET/KEY`); always used with an endpoint.
     pub path_style: bool,
+    /// Keep fetched ranges on local disk too (`mount --cache-dir`).
+    pub cache_dir: Option<Arc<disk::DiskCache>>,
 }
 
 fn runtime() -> io::Result<&'static tokio::runtime::Runtime> {
@@ -344,6 +347,16 @@ impl Cache {
         }
     }
 
+    /// Drop the entries of source `src` that hold bytes of `r`; whether there were any.
+    fn forget_range(&mut self, src: u64, r: &Range<u64>) -> bool {
+        let before = self.entries.len();
+        self.entries.retain(|e| {
+            !(e.src == src && e.start < r.end && r.start < e.start + e.data.len() as u64)
+        });
+        self.bytes = self.entries.iter().map(|e| e.data.len() as u64).sum();
+        self.entries.len() != before
+    }
+
     /// Drop every entry of source `src`.
     fn forget(&mut self, src: u64) {
         self.entries.retain(|e| e.src != src);
@@ -424,6 +437,8 @@ struct Inner {
     changed: OnceLock<String>,
     /// When and why a read last failed for want of an answer.
     down: Mutex<Option<(Instant, String)>>,
+    /// The disk cache and this object's key in it (`mount --cache-dir`).
+    disk: Option<(Arc<disk::DiskCache>, String)>,
 }
 
 impl Drop for Inner {
@@ -559,6 +574,7 @@ pub struct Bucket {
     bucket: String,
     /// What listing cost.
     stats: Arc<RemoteStats>,
+    cache_dir: Option<Arc<disk::DiskCache>>,
 }
 
 impl std::fmt::Debug for Bucket {
@@ -592,6 +608,7 @@ impl Bucket {
             store: s3_store(bucket, opts)?,
             bucket: bucket.to_string(),
             stats: Arc::new(RemoteStats::default()),
+            cache_dir: opts.cache_dir.clone(),
         })
     }
 
@@ -668,7 +685,12 @@ impl Bucket {
     /// [`RemoteSource::open`] does: one GET of its end).
     pub fn open_listed(&self, obj: &Listed) -> Result<RemoteSource> {
         let name = format!("s3://{}/{}", self.bucket, obj.key);
-        RemoteSource::open_in(Arc::clone(&self.store), obj.location.clone(), name)
+        RemoteSource::open_in(
+            Arc::clone(&self.store),
+            obj.location.clone(),
+            name,
+            self.cache_dir.clone(),
+        )
     }
 
     /// Open the object `key` (as [`RemoteSource::open`] does: one GET of its end).
@@ -676,7 +698,7 @@ impl Bucket {
         let name = format!("s3://{}/{key}", self.bucket);
         let path = ObjectPath::parse(key)
             .map_err(|e| Error::BadInput(format!("{name}: not a valid object key: {e}")))?;
-        RemoteSource::open_in(Arc::clone(&self.store), path, name)
+        RemoteSource::open_in(Arc::clone(&self.store), path, name, self.cache_dir.clone())
     }
 }
 
@@ -698,7 +720,7 @@ impl RemoteSource {
                     })?;
                 let p = ObjectPath::from_url_path(path)
                     .map_err(|e| Error::BadInput(format!("{name}: not a valid URL path: {e}")))?;
-                RemoteSource::open_in(Arc::new(store), p, name)
+                RemoteSource::open_in(Arc::new(store), p, name, opts.cache_dir.clone())
             }
         }
     }
@@ -707,6 +729,7 @@ impl RemoteSource {
         store: Arc<dyn ObjectStore>,
         path: ObjectPath,
         name: String,
+        cache_dir: Option<Arc<disk::DiskCache>>,
     ) -> Result<RemoteSource> {
         static IDS: AtomicU64 = AtomicU64::new(1);
         let mut inner = Inner {
@@ -725,11 +748,21 @@ impl RemoteSource {
             inflight: Mutex::new(Vec::new()),
             changed: OnceLock::new(),
             down: Mutex::new(None),
+            disk: None,
         };
         let rt = runtime().map_err(|e| Error::io("starting the network runtime", e))?;
         let (identity, range, data) = rt
             .block_on(inner.fetch_first())
             .map_err(|m| Error::io(format!("cannot open {}", inner.name), io_err(m)))?;
+        inner.disk = cache_dir.map(|d| {
+            let key = disk::object_key(
+                &inner.name,
+                identity.e_tag.as_deref(),
+                &identity.last_modified,
+                identity.len,
+            );
+            (d, key)
+        });
         inner.identity = identity;
         shared_cache().insert(inner.id, range.start, data);
         inner.window.get_mut().expect("not shared yet").last_end = range.end;
@@ -830,9 +863,52 @@ impl Inner {
         }
     }
 
-    /// Fetch `r` (conditional on the object's identity) and check what came back is the
-    /// object opened.
+    /// The bytes `r`: from the disk cache when it holds every chunk they lie in, else
+    /// from the store, the chunks they lie in (aligned to [`disk::CHUNK`]) fetched whole
+    /// and kept on disk. Without a disk cache, straight from the store.
     async fn fetch(&self, r: Range<u64>) -> std::result::Result<Bytes, String> {
+        let Some((d, key)) = &self.disk else {
+            return self.fetch_store(r).await;
+        };
+        let len = self.identity.len;
+        let chunk = |i: u64| i * disk::CHUNK..((i + 1) * disk::CHUNK).min(len);
+        let (first, last) = (r.start / disk::CHUNK, (r.end - 1) / disk::CHUNK);
+        let mut out = Vec::with_capacity((r.end - r.start) as usize);
+        let mut held = Vec::new();
+        if (first..=last).all(|i| d.contains(key, i)) {
+            for i in first..=last {
+                let c = chunk(i);
+                match d.get(key, i, c.end - c.start) {
+                    Some(b) => held.push((c, b)),
+                    None => break,
+                }
+            }
+        }
+        if held.len() as u64 != last - first + 1 {
+            let span = chunk(first).start..chunk(last).end;
+            let data = self.fetch_store(span.clone()).await?;
+            held.clear();
+            d.count_misses((first..=last).filter(|&i| !d.contains(key, i)).count() as u64);
+            for i in first..=last {
+                let c = chunk(i);
+                let b = &data[(c.start - span.start) as usize..(c.end - span.start) as usize];
+                if !d.contains(key, i) {
+                    d.put(key, i, b);
+                }
+                held.push((c, b.to_vec()));
+            }
+        }
+        for (c, b) in &held {
+            let from = r.start.max(c.start);
+            let to = r.end.min(c.end);
+            out.extend_from_slice(&b[(from - c.start) as usize..(to - c.start) as usize]);
+        }
+        Ok(Bytes::from(out))
+    }
+
+    /// Fetch `r` from the store (conditional on the object's identity) and check what
+    /// came back is the object opened.
+    async fn fetch_store(&self, r: Range<u64>) -> std::result::Result<Bytes, String> {
         let what = format!("GET bytes {}-{}", r.start, r.end - 1);
         let id = &self.identity;
         let (meta, got, data) = self
@@ -1065,6 +1141,17 @@ impl ReadAt for RemoteSource {
                 landing.land();
             });
         }
+    }
+
+    /// Drop what the caches (memory and disk) hold of `range`, so the next read of it
+    /// asks the store; true when anything was dropped.
+    fn invalidate(&self, range: Range<u64>) -> bool {
+        let me = &self.inner;
+        let mut dropped = shared_cache().forget_range(me.id, &range);
+        if let Some((d, key)) = &me.disk {
+            dropped |= d.drop_range(key, range) > 0;
+        }
+        dropped
     }
 
     fn name(&self) -> String {

@@ -37,6 +37,7 @@ impl From<VerifyArg> for VerifyLevel {
   h4fs mount --endpoint http://127.0.0.1:8333 s3://media/movie.h4mk /mnt/movie
   h4fs mount --endpoint http://127.0.0.1:8333 s3://media/films/ /mnt/films
   h4fs mount https://cdn.example/movie.h4mk /mnt/movie
+  h4fs mount --cache-dir ~/.cache/h4fs --cache-dir-size 20G s3://media/films/ /mnt/films
   h4fs umount /mnt/movie
 
 SOURCE may be s3://BUCKET/KEY, an http(s):// URL, or s3://BUCKET/PREFIX/ (every *.h4mk
@@ -44,10 +45,16 @@ directly under the prefix, each opened on the first lookup of its directory). Ke
 come from the AWS environment or profile (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
 AWS_PROFILE), never from the command line.
 
-Options also work as -o key=value (cache_size=, threads=, verify=, strict, uid=,
-gid=, log_file=, nonempty, allow_other, allow_root, endpoint=, region=,
-no_sign_request, path_style), as used by `mount -t fuse.h4fs` and /etc/fstab. The
-mount is read-only, nosuid and nodev (-o suid,dev drop the last two).")]
+With --cache-dir DIR, fetched ranges of remote containers are kept as 1 MiB files in
+DIR, at most --cache-dir-size bytes (default 10G), least recently used removed first;
+a new mount on the same DIR reads them instead of asking the store. They are keyed by
+the object's URL and ETag, so a replaced object never uses them, and verified like
+bytes from the store: a damaged file is dropped and fetched again.
+
+Options also work as -o key=value (cache_size=, cache_dir=, cache_dir_size=,
+threads=, verify=, strict, uid=, gid=, log_file=, nonempty, allow_other, allow_root,
+endpoint=, region=, no_sign_request, path_style), as used by `mount -t fuse.h4fs` and
+/etc/fstab. The mount is read-only, nosuid and nodev (-o suid,dev drop the last two).")]
 pub struct MountArgs {
     /// A container file, or a directory whose *.h4mk files become subdirectories; or
     /// s3://BUCKET/KEY, s3://BUCKET/PREFIX/, an http(s):// URL.
@@ -62,6 +69,15 @@ pub struct MountArgs {
     /// larger than this is kept by the open file reading it instead.
     #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "256M")]
     pub cache_size: u64,
+    /// For s3:// and http(s):// sources: keep fetched byte ranges of the containers as
+    /// files in DIR (created, mode 0700, when missing), kept across mounts and checked
+    /// again on every use. One mount at a time per DIR.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Most bytes the files in --cache-dir hold (suffixes K, M, G, T); the least
+    /// recently used go first.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = crate::remote::disk::DEFAULT_SIZE)]
+    pub cache_dir_size: u64,
     /// Let other users access the mount (needs user_allow_other in /etc/fuse.conf
     /// when not root).
     #[arg(long)]

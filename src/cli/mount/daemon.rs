@@ -292,9 +292,18 @@ fn mount_session(s: &Settings, phase: &Arc<Mutex<Phase>>) -> anyhow::Result<Moun
         // Over a network, a sequential reader's window reaches further: the requests
         // for it are in flight while the blocks before it are verified and served.
         let cfg = cfg_for(REMOTE_PREFETCH);
-        let opened = fs::open_remote(url, &s.remote, a.verify.into(), Arc::new(attach), a.strict)
+        let mut opts = s.remote.clone();
+        if let Some(dir) = &a.cache_dir {
+            let dir = absolute(dir)?;
+            let cache = crate::remote::disk::DiskCache::open(&dir, a.cache_dir_size)
+                .context("cannot mount")?;
+            let l2 = logger.clone();
+            cache.set_log(Arc::new(move |m| l2.log(m)));
+            opts.cache_dir = Some(cache);
+        }
+        let opened = fs::open_remote(url, &opts, a.verify.into(), Arc::new(attach), a.strict)
             .context("cannot mount")?;
-        let core = match opened {
+        let mut core = match opened {
             fs::RemoteOpened::One(src) => {
                 let mtime = src.mtime;
                 Fs::new(vec![*src], false, mtime, cfg)
@@ -311,8 +320,18 @@ fn mount_session(s: &Settings, phase: &Arc<Mutex<Phase>>) -> anyhow::Result<Moun
                 Fs::new_lazy(containers, root_mtime, cfg, Some(listing))
             }
         };
+        core.set_cache_dir(opts.cache_dir.clone());
         (Arc::new(core), shown)
     } else {
+        if let Some(dir) = &a.cache_dir {
+            let w = format!(
+                "--cache-dir {} is for s3:// and http(s):// sources; a local SOURCE is \
+                 read directly, so it is not used",
+                dir.display()
+            );
+            logger.log(&format!("h4fs: warning: {w}"));
+            warnings.push(w);
+        }
         let source = absolute(&a.source)?;
         let opened = fs::open_sources(&source, a.verify.into(), &attach, a.strict)
             .context("cannot mount")?;

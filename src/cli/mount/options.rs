@@ -68,6 +68,8 @@ enum RemoteOpt {
 /// for. Their values are parsed by clap with that flag's own value parser.
 const OPTION_FLAGS: &[(&str, &str)] = &[
     ("cache_size", "--cache-size"),
+    ("cache_dir", "--cache-dir"),
+    ("cache_dir_size", "--cache-dir-size"),
     ("threads", "--threads"),
     ("verify", "--verify"),
     ("uid", "--uid"),
@@ -131,7 +133,7 @@ fn classify(o: &str) -> anyhow::Result<MountOpt> {
         | "nofail" | "_netdev" | "comment" | "loop" => MountOpt::Ignored,
         k if k.starts_with("x-") => MountOpt::Ignored,
         _ => bail!(
-            "unknown mount option \"{o}\" (h4fs takes ro, allow_other, allow_root, cache_size=, threads=, verify=, strict, nonempty, uid=, gid=, log_file=, key_file=, shared_secret_file=, endpoint=, region=, no_sign_request, path_style, fsname=, max_read=, noexec, noatime, suid, dev)"
+            "unknown mount option \"{o}\" (h4fs takes ro, allow_other, allow_root, cache_size=, cache_dir=, cache_dir_size=, threads=, verify=, strict, nonempty, uid=, gid=, log_file=, key_file=, shared_secret_file=, endpoint=, region=, no_sign_request, path_style, fsname=, max_read=, noexec, noatime, suid, dev)"
         ),
     })
 }
@@ -204,6 +206,12 @@ fn apply_flag(args: &mut MountArgs, flag: &str) -> anyhow::Result<()> {
     let given = |id: &str| m.value_source(id) == Some(ValueSource::CommandLine);
     if given("cache_size") {
         args.cache_size = o.cache_size;
+    }
+    if given("cache_dir") {
+        args.cache_dir = o.cache_dir;
+    }
+    if given("cache_dir_size") {
+        args.cache_dir_size = o.cache_dir_size;
     }
     if given("threads") {
         args.threads = o.threads;

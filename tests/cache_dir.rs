@@ -1,0 +1,260 @@
+//! `h4fs mount --cache-dir`: fetched ranges of remote containers kept on local disk,
+//! against a real S3 store (SeaweedFS) and real FUSE mounts. Every server is stopped and
+//! every mount unmounted in `Drop`, also when a test fails; every wait is bounded.
+
+mod common;
+
+use common::servers::{ACCESS_KEY, SECRET_KEY, Seaweed};
+use common::{
+    HANG_LIMIT, TestMount, alive, daemon_pid, h4fs, mount_stats, noise, ok, run, wait_for,
+};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const BUCKET: &str = "media";
+
+/// The AWS environment of a remote mount: the test keys, no profile files of the
+/// machine.
+fn aws(cmd: &mut Command, home: &Path) {
+    for v in [
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_SHARED_CREDENTIALS_FILE",
+        "AWS_CONFIG_FILE",
+    ] {
+        cmd.env_remove(v);
+    }
+    cmd.env("HOME", home)
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
+}
+
+/// A container of `len` noise bytes in 64 KiB blocks, and its input.
+fn noise_container(dir: &Path, len: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
+    let input = noise(len, seed);
+    let inp = dir.join(format!("in-{seed}.bin"));
+    std::fs::write(&inp, &input).unwrap();
+    let out = dir.join(format!("c-{seed}.h4mk"));
+    ok(h4fs()
+        .args(["pack", "--block-size", "64K", "-o"])
+        .arg(&out)
+        .arg(&inp));
+    (input, std::fs::read(&out).unwrap())
+}
+
+/// Mount `src` from `s3` with a cache directory and extra arguments.
+fn mount(s3: &Seaweed, home: &Path, src: &Path, cache: &Path, extra: &[&str]) -> TestMount {
+    let endpoint = s3.endpoint();
+    let mut args = vec![
+        "--endpoint",
+        &endpoint,
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    TestMount::new_with(src, &args, |cmd| aws(cmd, home))
+}
+
+/// Unmount and wait until the daemon is gone (and so has let go of the cache
+/// directory's lock).
+fn unmount(m: TestMount) {
+    let pid = daemon_pid(&m.dir);
+    drop(m);
+    if let Some(pid) = pid {
+        assert!(
+            wait_for(HANG_LIMIT, || !alive(pid)),
+            "daemon {pid} still runs"
+        );
+    }
+}
+
+/// The `cache_dir` stats of a mount.
+fn cache_stats(mp: &Path) -> serde_json::Value {
+    let s = mount_stats(mp);
+    s["remote"]["cache_dir"].clone()
+}
+
+fn requests(mp: &Path) -> u64 {
+    mount_stats(mp)["remote"]["requests"].as_u64().unwrap()
+}
+
+/// The chunk files in `dir` and their bytes together.
+fn chunk_files(dir: &Path) -> (Vec<PathBuf>, u64) {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "chunk"))
+        .collect();
+    files.sort();
+    let bytes = files
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    (files, bytes)
+}
+
+#[test]
+fn a_remount_reads_from_the_cache_dir_and_damaged_files_are_fetched_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, container) = noise_container(dir.path(), 6_000_000, 11);
+    let s3 = Seaweed::start();
+    s3.put(BUCKET, "c.h4mk", &container);
+    let src = PathBuf::from(format!("s3://{BUCKET}/c.h4mk"));
+    let cache = dir.path().join("cache");
+
+    // First mount: the directory is created (0700) and filled as the stream is read.
+    let a = mount(&s3, dir.path(), &src, &cache, &[]);
+    assert_eq!(a.read("stream").unwrap(), input);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&cache).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+    let st = cache_stats(&a.dir);
+    assert!(st["misses"].as_u64().unwrap() > 0, "{st}");
+    let (files, bytes) = chunk_files(&cache);
+    assert!(!files.is_empty());
+    assert_eq!(st["bytes"].as_u64().unwrap(), bytes, "{st}");
+    for f in &files {
+        let mode = std::fs::metadata(f).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", f.display());
+    }
+
+    // A second mount on the same directory, while the first runs: refused, clearly.
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let mut cmd = h4fs();
+    aws(&mut cmd, dir.path());
+    let out = run(cmd
+        .args(["mount", "--endpoint", &s3.endpoint(), "--cache-dir"])
+        .arg(&cache)
+        .arg(&src)
+        .arg(&other));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("in use by another h4fs mount"), "{err}");
+    unmount(a);
+
+    // Remounted: opening costs the one GET that pins the object's ETag, and reading
+    // the whole stream again costs no request at all.
+    let b = mount(&s3, dir.path(), &src, &cache, &[]);
+    let opened = requests(&b.dir);
+    assert_eq!(opened, 1, "{}", mount_stats(&b.dir));
+    assert_eq!(b.read("stream").unwrap(), input);
+    assert_eq!(requests(&b.dir), opened, "{}", mount_stats(&b.dir));
+    let st = cache_stats(&b.dir);
+    assert!(st["hits"].as_u64().unwrap() > 0, "{st}");
+    assert_eq!(st["dropped_corrupt"], 0, "{st}");
+    unmount(b);
+
+    // A byte flipped in a chunk file between mounts: the bytes fail verification, the
+    // file is dropped and its range fetched again; the read gives the right bytes.
+    let victim = &files[1];
+    let orig = std::fs::read(victim).unwrap();
+    let mut bytes = orig.clone();
+    bytes[4321] ^= 0x40;
+    std::fs::write(victim, &bytes).unwrap();
+    let c = mount(&s3, dir.path(), &src, &cache, &[]);
+    assert_eq!(c.read("stream").unwrap(), input);
+    let stats = mount_stats(&c.dir);
+    let st = &stats["remote"]["cache_dir"];
+    assert!(st["dropped_corrupt"].as_u64().unwrap() >= 1, "{stats}");
+    assert!(stats["remote"]["requests"].as_u64().unwrap() > 1, "{stats}");
+    assert_eq!(stats["verification_failures"], 0, "{stats}");
+    assert_eq!(stats["failed_reads"], 0, "{stats}");
+    unmount(c);
+    // What was fetched again was written again, whole.
+    assert_eq!(std::fs::read(victim).unwrap(), orig);
+}
+
+#[test]
+fn the_cache_dir_stays_within_its_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, container) = noise_container(dir.path(), 7_000_000, 12);
+    let s3 = Seaweed::start();
+    s3.put(BUCKET, "c.h4mk", &container);
+    let src = PathBuf::from(format!("s3://{BUCKET}/c.h4mk"));
+    let cache = dir.path().join("cache");
+    let m = mount(&s3, dir.path(), &src, &cache, &["-o", "cache_dir_size=2M"]);
+    assert_eq!(m.read("stream").unwrap(), input);
+    let st = cache_stats(&m.dir);
+    let (_, bytes) = chunk_files(&cache);
+    assert!(
+        bytes <= 2 << 20,
+        "{bytes} bytes in the cache directory; {st}"
+    );
+    assert!(bytes > 0, "{st}");
+    assert_eq!(st["limit"], 2 << 20, "{st}");
+    assert!(st["evictions"].as_u64().unwrap() > 0, "{st}");
+    assert_eq!(st["bytes"].as_u64().unwrap(), bytes, "{st}");
+    unmount(m);
+}
+
+#[test]
+fn a_replaced_object_does_not_use_the_old_cache_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, container) = noise_container(dir.path(), 3_000_000, 13);
+    let (second, replaced) = noise_container(dir.path(), 3_000_000, 14);
+    let s3 = Seaweed::start();
+    s3.put(BUCKET, "c.h4mk", &container);
+    let src = PathBuf::from(format!("s3://{BUCKET}/c.h4mk"));
+    let cache = dir.path().join("cache");
+    let a = mount(&s3, dir.path(), &src, &cache, &[]);
+    assert_eq!(a.read("stream").unwrap(), first);
+    unmount(a);
+    let (old_files, _) = chunk_files(&cache);
+    assert!(!old_files.is_empty());
+    // A file read from the cache gets a new mtime (its place in the LRU order).
+    let mtimes = |files: &[PathBuf]| -> Vec<std::time::SystemTime> {
+        files
+            .iter()
+            .map(|f| std::fs::metadata(f).unwrap().modified().unwrap())
+            .collect()
+    };
+    let old_mtimes = mtimes(&old_files);
+
+    s3.put(BUCKET, "c.h4mk", &replaced);
+    let b = mount(&s3, dir.path(), &src, &cache, &[]);
+    assert_eq!(b.read("stream").unwrap(), second);
+    let st = cache_stats(&b.dir);
+    assert!(st["misses"].as_u64().unwrap() > 0, "{st}");
+    unmount(b);
+    assert_eq!(mtimes(&old_files), old_mtimes, "an old file was read");
+    // The new version has files of its own, beside the old ones.
+    let (files, _) = chunk_files(&cache);
+    assert!(files.len() > old_files.len());
+}
+
+#[test]
+fn bad_cache_directories_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, container) = noise_container(dir.path(), 100_000, 15);
+    let s3 = Seaweed::start();
+    s3.put(BUCKET, "c.h4mk", &container);
+    let src = PathBuf::from(format!("s3://{BUCKET}/c.h4mk"));
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let mp = dir.path().join("mp");
+    std::fs::create_dir(&mp).unwrap();
+    for (cache, size, want) in [
+        (&file, "1G", "is not a directory"),
+        (&dir.path().join("c"), "0", "must be more than 0"),
+        (&dir.path().join("c"), "lots", "--cache-dir-size"),
+    ] {
+        let mut cmd = h4fs();
+        aws(&mut cmd, dir.path());
+        let out = run(cmd
+            .args(["mount", "--endpoint", &s3.endpoint(), "--cache-dir"])
+            .arg(cache)
+            .args(["--cache-dir-size", size])
+            .arg(&src)
+            .arg(&mp));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(err.contains(want), "{want}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(!common::mountinfo_has(&mp));
+    }
+}
