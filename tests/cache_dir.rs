@@ -133,7 +133,7 @@ fn a_remount_reads_from_the_cache_dir_and_damaged_files_are_fetched_again() {
         .arg(&src)
         .arg(&other));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("in use by another h4fs mount"), "{err}");
     unmount(a);
 
@@ -147,6 +147,15 @@ fn a_remount_reads_from_the_cache_dir_and_damaged_files_are_fetched_again() {
     let st = cache_stats(&b.dir);
     assert!(st["hits"].as_u64().unwrap() > 0, "{st}");
     assert_eq!(st["dropped_corrupt"], 0, "{st}");
+    // The text form says it too.
+    let text = ok(h4fs().arg("stats").arg(&b.dir)).stdout;
+    let text = String::from_utf8_lossy(&text);
+    assert!(
+        text.lines().any(|l| l.starts_with("cache dir")
+            && l.contains(" hits,")
+            && l.contains("dropped as damaged")),
+        "{text}"
+    );
     unmount(b);
 
     // A byte flipped in a chunk file between mounts: the bytes fail verification, the
@@ -253,6 +262,9 @@ fn bad_cache_directories_are_clear_errors() {
             .arg(&mp));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{err}");
+        if size != "lots" {
+            assert_eq!(out.status.code(), Some(3), "{err}");
+        }
         assert!(err.contains(want), "{want}: {err}");
         assert!(!err.contains("panicked"), "{err}");
         assert!(!common::mountinfo_has(&mp));

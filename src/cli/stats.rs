@@ -174,6 +174,22 @@ fn print_human(out: &mut impl Write, mp: &Path, s: &Value) -> std::io::Result<()
             n(&s["containers_opened"]),
             n(&s["containers"])
         )?;
+        let d = &r["cache_dir"];
+        if d.is_object() {
+            writeln!(
+                out,
+                "cache dir    {}: {} of {} bytes held ({} files); {} hits, {} misses, {} evictions, {} dropped as damaged, {} failed writes",
+                d["dir"].as_str().unwrap_or("?"),
+                n(&d["bytes"]),
+                n(&d["limit"]),
+                n(&d["files"]),
+                n(&d["hits"]),
+                n(&d["misses"]),
+                n(&d["evictions"]),
+                n(&d["dropped_corrupt"]),
+                n(&d["write_errors"])
+            )?;
+        }
     }
     if s["containers"].as_u64().unwrap_or(0) > 1 {
         for p in s["per_container"].as_array().into_iter().flatten() {
