@@ -270,3 +270,45 @@ fn bad_cache_directories_are_clear_errors() {
         assert!(!common::mountinfo_has(&mp));
     }
 }
+
+#[test]
+fn a_full_disk_is_logged_once_and_reads_go_on_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, container) = noise_container(dir.path(), 6_000_000, 16);
+    let s3 = Seaweed::start();
+    s3.put(BUCKET, "c.h4mk", &container);
+    let src = PathBuf::from(format!("s3://{BUCKET}/c.h4mk"));
+    // A 2 MiB file system for the cache directory (bound at 1G): it fills up.
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    ok(Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2M,mode=0700", "tmpfs"])
+        .arg(&small));
+    let _tmpfs = common::Guard(small.clone());
+    let log = dir.path().join("daemon.log");
+    let m = mount(
+        &s3,
+        dir.path(),
+        &src,
+        &small.join("cache"),
+        &[
+            "--cache-dir-size",
+            "1G",
+            "--log-file",
+            log.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(m.read("stream").unwrap(), input);
+    let st = cache_stats(&m.dir);
+    assert!(st["write_errors"].as_u64().unwrap() > 0, "{st}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.matches("the disk is full").count(), 1, "{text}");
+    // No temp file is left behind.
+    let left: Vec<_> = std::fs::read_dir(small.join("cache"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with(".tmp-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    unmount(m);
+}
