@@ -306,3 +306,96 @@ fn truncated_at_every_chunk_boundary() {
         assert!(open(&c[..cut as usize]).is_err(), "layout C cut at {cut}");
     }
 }
+
+/// A source that serves damaged bytes until the damaged range is invalidated (as a
+/// remote source's cache would), then the good ones; counts invalidations.
+struct Healing {
+    bad: Vec<u8>,
+    good: Vec<u8>,
+    at: u64,
+    healed: std::sync::atomic::AtomicBool,
+    drops: std::sync::atomic::AtomicU64,
+}
+
+impl crate::source::ReadAt for std::sync::Arc<Healing> {
+    fn len(&self) -> u64 {
+        self.good.len() as u64
+    }
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        use std::sync::atomic::Ordering;
+        let from = if self.healed.load(Ordering::SeqCst) {
+            &self.good
+        } else {
+            &self.bad
+        };
+        from.read_exact_at(buf, offset)
+    }
+    fn name(&self) -> String {
+        "<healing>".into()
+    }
+    fn invalidate(&self, range: std::ops::Range<u64>) -> bool {
+        use std::sync::atomic::Ordering;
+        let hit = range.contains(&self.at) && !self.healed.swap(true, Ordering::SeqCst);
+        if hit {
+            self.drops.fetch_add(1, Ordering::SeqCst);
+        }
+        hit
+    }
+}
+
+#[test]
+fn bytes_that_fail_are_read_again_once_when_the_source_dropped_its_copy() {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    let healing = |good: &[u8], at: u64| {
+        let mut bad = good.to_vec();
+        bad[at as usize] ^= 0x40;
+        Arc::new(Healing {
+            bad,
+            good: good.to_vec(),
+            at,
+            healed: false.into(),
+            drops: 0.into(),
+        })
+    };
+    // Plain h4fs blocks (one read, the pair read, stored bytes), then v2 hash groups.
+    let good = pack_h4fs(&SIZES, 2, Engine::Identity);
+    let a = open(&good).unwrap();
+    let e = a.entry(0, 2).unwrap();
+    let want = a.read_block(0, 2).unwrap();
+    let at = e.data_offset + e.stored_len / 2;
+    for read in 0..3 {
+        let src = healing(&good, at);
+        let b = Archive::from_source(Box::new(Arc::clone(&src)), OpenCheck::Structure).unwrap();
+        match read {
+            0 => assert_eq!(b.read_block(0, 2).unwrap(), want),
+            1 => {
+                let f = b.entry(0, 3).unwrap();
+                let [r2, r3] = b.read_block_entry_pair(&e, &f);
+                assert_eq!(r2.unwrap(), want);
+                assert_eq!(r3.unwrap(), a.read_block(0, 3).unwrap());
+            }
+            _ => assert_eq!(b.read_stored(0, 2).unwrap(), want.bytes()),
+        }
+        assert_eq!(src.drops.load(Ordering::SeqCst), 1);
+    }
+    let good =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v2-4097.h4mk"))
+            .unwrap();
+    let a = open(&good).unwrap();
+    let e = a.entry(0, 0).unwrap();
+    let src = healing(&good, e.data_offset + e.stored_len / 2);
+    let b = Archive::from_source(Box::new(Arc::clone(&src)), OpenCheck::Structure).unwrap();
+    assert_eq!(b.read_block(0, 0).unwrap(), a.read_block(0, 0).unwrap());
+    assert_eq!(src.drops.load(Ordering::SeqCst), 1);
+    // A source that keeps no copy (a file) is not read again: the damage is reported.
+    let mut bad = good.clone();
+    bad[(e.data_offset + e.stored_len / 2) as usize] ^= 0x40;
+    assert!(
+        open(&bad)
+            .unwrap()
+            .read_block(0, 0)
+            .unwrap_err()
+            .is_integrity()
+    );
+}
