@@ -312,3 +312,50 @@ fn a_full_disk_is_logged_once_and_reads_go_on_from_the_store() {
     assert!(left.is_empty(), "{left:?}");
     unmount(m);
 }
+
+#[test]
+fn a_damaged_index_in_the_cache_dir_is_fetched_again_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    // Small blocks: an index of more than the 256 KiB the opening GET fetches, so part
+    // of it is read through the cache directory.
+    let input = noise(12_000_000, 17);
+    let inp = dir.path().join("in.bin");
+    std::fs::write(&inp, &input).unwrap();
+    let out = dir.path().join("c.h4mk");
+    ok(h4fs()
+        .args(["pack", "--block-size", "1K", "-o"])
+        .arg(&out)
+        .arg(&inp));
+    let container = std::fs::read(&out).unwrap();
+    let s3 = Seaweed::start();
+    s3.put(BUCKET, "c.h4mk", &container);
+    let src = PathBuf::from(format!("s3://{BUCKET}/c.h4mk"));
+    let cache = dir.path().join("cache");
+    let a = mount(&s3, dir.path(), &src, &cache, &[]);
+    unmount(a);
+    // The chunk 512 KiB before the end: index bytes, not in the opening GET.
+    let (files, _) = chunk_files(&cache);
+    let index = (container.len() as u64 - (512 << 10)) >> 20;
+    let victim = files
+        .iter()
+        .find(|f| {
+            f.to_string_lossy()
+                .ends_with(&format!("-{index:010x}.chunk"))
+        })
+        .unwrap_or_else(|| panic!("no chunk {index} in {files:?}"));
+    let mut bytes = std::fs::read(victim).unwrap();
+    let at = ((container.len() as u64 - (512 << 10)) & ((1 << 20) - 1)) as usize;
+    bytes[at] ^= 0x40;
+    std::fs::write(victim, &bytes).unwrap();
+    let b = mount(&s3, dir.path(), &src, &cache, &[]);
+    let stats = mount_stats(&b.dir);
+    assert!(
+        stats["remote"]["cache_dir"]["dropped_corrupt"]
+            .as_u64()
+            .unwrap()
+            >= 1,
+        "{stats}"
+    );
+    assert_eq!(b.read("stream").unwrap(), input);
+    unmount(b);
+}

@@ -90,7 +90,15 @@ pub fn open_remote_container(
     let path = PathBuf::from(src.name());
     let mtime = src.last_modified();
     let stats = src.stats();
-    let archive = Archive::from_source(Box::new(src), open_check(level))?;
+    // Opening checks the index and metadata it reads; when they fail and the source
+    // dropped copies it kept (the disk cache's files, which may be what was damaged),
+    // the container is opened once more, from the store.
+    let archive = match Archive::from_source(Box::new(src.clone()), open_check(level)) {
+        Err(e) if e.is_integrity() && src.invalidate(0..src.len()) => {
+            Archive::from_source(Box::new(src), open_check(level))?
+        }
+        r => r?,
+    };
     checked(archive, &path, name, mtime, level, attach, Some(stats))
 }
 

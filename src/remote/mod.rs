@@ -417,7 +417,9 @@ impl Landing {
     }
 }
 
-/// A container read with range GETs from S3 or an HTTP server.
+/// A container read with range GETs from S3 or an HTTP server. A clone reads the same
+/// object through the same caches and counters.
+#[derive(Clone)]
 pub struct RemoteSource {
     inner: Arc<Inner>,
 }
