@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::servers::{ACCESS_KEY, SECRET_KEY, Seaweed};
+use common::servers::{ACCESS_KEY, SECRET_KEY, Seaweed, aws_env};
 use common::{
     HANG_LIMIT, TestMount, alive, daemon_pid, h4fs, mount_stats, noise, ok, run, wait_for,
 };
@@ -16,21 +16,7 @@ const BUCKET: &str = "media";
 /// The AWS environment of a remote mount: the test keys, no profile files of the
 /// machine.
 fn aws(cmd: &mut Command, home: &Path) {
-    for v in [
-        "AWS_SESSION_TOKEN",
-        "AWS_PROFILE",
-        "AWS_ENDPOINT_URL",
-        "AWS_ENDPOINT_URL_S3",
-        "AWS_REGION",
-        "AWS_DEFAULT_REGION",
-        "AWS_SHARED_CREDENTIALS_FILE",
-        "AWS_CONFIG_FILE",
-    ] {
-        cmd.env_remove(v);
-    }
-    cmd.env("HOME", home)
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
+    aws_env(cmd, home, Some((ACCESS_KEY, SECRET_KEY)));
 }
 
 /// A container of `len` noise bytes in 64 KiB blocks, and its input.

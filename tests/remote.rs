@@ -2,14 +2,13 @@
 
 mod common;
 
-use common::servers::{ACCESS_KEY, Nginx, SECRET_KEY, Seaweed};
+use common::servers::{ACCESS_KEY, Nginx, SECRET_KEY, Seaweed, aws_env};
 use common::{BIN, arg, noise, ok, run};
 use h4fs::remote::{Location, RemoteOptions, RemoteSource};
 use h4fs::source::ReadAt;
 use std::path::Path;
 use std::process::{Command, Output};
 
-const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// A 3 MB container of 64 KiB blocks (47 blocks) packed from `noise`, and its input.
 fn container(dir: &Path) -> (Vec<u8>, Vec<u8>) {
@@ -28,25 +27,7 @@ fn container(dir: &Path) -> (Vec<u8>, Vec<u8>) {
 /// files of the machine, and AWS_CA_BUNDLE set, as on the machines this runs on.
 fn h4fs(home: &Path, keys: Option<(&str, &str)>) -> Command {
     let mut c = Command::new(BIN);
-    for v in [
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_PROFILE",
-        "AWS_ENDPOINT_URL",
-        "AWS_ENDPOINT_URL_S3",
-        "AWS_REGION",
-        "AWS_DEFAULT_REGION",
-        "AWS_SHARED_CREDENTIALS_FILE",
-        "AWS_CONFIG_FILE",
-    ] {
-        c.env_remove(v);
-    }
-    c.env("HOME", home).env("AWS_CA_BUNDLE", CA_BUNDLE);
-    if let Some((k, s)) = keys {
-        c.env("AWS_ACCESS_KEY_ID", k)
-            .env("AWS_SECRET_ACCESS_KEY", s);
-    }
+    aws_env(&mut c, home, keys);
     c
 }
 

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::servers::{ACCESS_KEY, Nginx, SECRET_KEY, Seaweed};
+use common::servers::{ACCESS_KEY, Nginx, SECRET_KEY, Seaweed, aws_env};
 use common::{
     HANG_LIMIT, TestMount, daemon_pid, h4fs, mount_stats, mountinfo_has, noise, ok, run,
     run_bounded, sha256_hex, wait_for,
@@ -21,22 +21,7 @@ const BUCKET: &str = "media";
 /// right one), no profile files of the machine, AWS_CA_BUNDLE as set on the machines
 /// this runs on.
 fn aws(cmd: &mut Command, home: &Path, secret: &str) {
-    for v in [
-        "AWS_SESSION_TOKEN",
-        "AWS_PROFILE",
-        "AWS_ENDPOINT_URL",
-        "AWS_ENDPOINT_URL_S3",
-        "AWS_REGION",
-        "AWS_DEFAULT_REGION",
-        "AWS_SHARED_CREDENTIALS_FILE",
-        "AWS_CONFIG_FILE",
-    ] {
-        cmd.env_remove(v);
-    }
-    cmd.env("HOME", home)
-        .env("AWS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", secret);
+    aws_env(cmd, home, Some((ACCESS_KEY, secret)));
 }
 
 /// A real H.264 MP4 of `secs` seconds made with ffmpeg, and its container packed at

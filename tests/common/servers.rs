@@ -14,6 +14,37 @@ use std::time::{Duration, Instant};
 pub const ACCESS_KEY: &str = "h4fstestkey";
 pub const SECRET_KEY: &str = "h4fs-test-secret-0123456789";
 
+/// The AWS environment of an h4fs run against a test store: no AWS variable or profile
+/// file of the machine (HOME is `home`), AWS_CA_BUNDLE set as on the machines this runs
+/// on, and the keys given (none: anonymous).
+pub fn aws_env<'c>(
+    cmd: &'c mut Command,
+    home: &Path,
+    keys: Option<(&str, &str)>,
+) -> &'c mut Command {
+    for v in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_SHARED_CREDENTIALS_FILE",
+        "AWS_CONFIG_FILE",
+    ] {
+        cmd.env_remove(v);
+    }
+    cmd.env("HOME", home)
+        .env("AWS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt");
+    if let Some((k, s)) = keys {
+        cmd.env("AWS_ACCESS_KEY_ID", k)
+            .env("AWS_SECRET_ACCESS_KEY", s);
+    }
+    cmd
+}
+
 /// A loopback port nothing listens on (nor on `port + 10000`, SeaweedFS's gRPC port).
 fn free_port() -> u16 {
     loop {
