@@ -9,7 +9,6 @@ use h4fs::source::ReadAt;
 use std::path::Path;
 use std::process::{Command, Output};
 
-
 /// A 3 MB container of 64 KiB blocks (47 blocks) packed from `noise`, and its input.
 fn container(dir: &Path) -> (Vec<u8>, Vec<u8>) {
     let input = noise(3_000_000, 11);
@@ -328,6 +327,34 @@ fn ca_bundle_is_read_for_https_endpoints_only() {
     let err = text(&out.stderr);
     assert!(
         err.contains("AWS_CA_BUNDLE") && err.contains(arg(&missing)),
+        "{err}"
+    );
+}
+
+/// A slow server: it accepts connections and reads requests but never answers. A read
+/// gives up within the bounded time (src/remote: 60 s per read, each request timed out
+/// after 30 s), exit 3, saying so: never a hang.
+#[test]
+fn silent_server_times_out_within_the_bound() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in l.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    let home = tempfile::tempdir().unwrap();
+    let url = format!("http://127.0.0.1:{port}/c.h4mk");
+    let out = common::run_bounded(
+        h4fs(home.path(), None).args(["inspect", &url]),
+        std::time::Duration::from_secs(150),
+    )
+    .expect("h4fs gave up within 150 s");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("no answer within 60 s (gave up after"),
         "{err}"
     );
 }
