@@ -358,3 +358,45 @@ fn silent_server_times_out_within_the_bound() {
         "{err}"
     );
 }
+
+/// `h4fs serve` takes remote SOURCEs as `mount` does: an `http://` container from
+/// nginx, and an S3 prefix (its containers all opened at start; a junk `.h4mk` left
+/// out with a warning), answering curl with the verified stream.
+#[test]
+fn serve_takes_remote_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, packed) = container(dir.path());
+    let web = Nginx::start();
+    std::fs::write(web.root.join("c.h4mk"), &packed).unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let s = common::Served::start_with(&[&web.url("c.h4mk")], |c| {
+        aws_env(c, home.path(), None);
+    });
+    let got = common::curl(&["-f", &format!("{}c/stream", s.url)]);
+    assert!(got.status.success(), "{}", text(&got.stderr));
+    assert!(got.stdout == input, "the stream served from nginx differs");
+    drop(s);
+
+    let s3 = Seaweed::start();
+    s3.put("served", "lib/a.h4mk", &packed);
+    s3.put("served", "lib/b.h4mk", &packed);
+    s3.put("served", "lib/junk.h4mk", b"not a container");
+    let endpoint = s3.endpoint();
+    let s = common::Served::start_with(&["--endpoint", &endpoint, "s3://served/lib/"], |c| {
+        aws_env(c, home.path(), Some((ACCESS_KEY, SECRET_KEY)));
+    });
+    let list = common::curl(&["-f", &format!("{}containers.json", s.url)]);
+    let list = text(&list.stdout);
+    assert!(list.contains("\"a\"") && list.contains("\"b\""), "{list}");
+    assert!(!list.contains("junk"), "{list}");
+    assert!(
+        s.log().contains("junk"),
+        "no warning for junk.h4mk: {}",
+        s.log()
+    );
+    let got = common::curl(&["-f", "-r", "1000-1999", &format!("{}b/stream", s.url)]);
+    assert!(
+        got.stdout == input[1000..2000],
+        "the range served from S3 differs"
+    );
+}

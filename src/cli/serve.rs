@@ -22,6 +22,8 @@ use std::time::Duration;
 #[command(after_help = "Examples:
   h4fs serve movie.h4mk                       # http://127.0.0.1:8080/movie/stream
   h4fs serve library/ --listen 127.0.0.1:9000
+  h4fs serve s3://media/films/ --endpoint http://127.0.0.1:8333   # every *.h4mk under the prefix
+  h4fs serve https://cdn.example/clip.h4mk
   h4fs serve a.h4mk b.h4mk --listen 127.0.0.1:0   # any free port; the URL is printed
   curl -r 0-1023 http://127.0.0.1:8080/movie/stream | xxd | head
   ffprobe http://127.0.0.1:8080/movie/stream
@@ -30,7 +32,9 @@ use std::time::Duration;
 The first line on stdout is the URL served (useful with port 0); one line per request
 goes to stderr in the common log format.")]
 pub struct ServeArgs {
-    /// Container files, or directories whose *.h4mk files are served.
+    /// Container files, directories whose *.h4mk files are served, or remote sources
+    /// as for `mount`: s3://BUCKET/KEY, s3://BUCKET/PREFIX/ (every *.h4mk under it,
+    /// all opened at start) and http(s):// URLs.
     #[arg(required = true, value_name = "SOURCE")]
     pub sources: Vec<PathBuf>,
     /// Address and port to listen on (loopback unless told otherwise; port 0: any free
@@ -66,14 +70,66 @@ pub struct ServeArgs {
     pub keys: super::keys::KeyArgs,
 }
 
+/// A remote SOURCE (`s3://BUCKET/KEY`, `s3://BUCKET/PREFIX/`, `http(s)://`), with the
+/// global remote options: a prefix's containers are all opened now (a server answers
+/// `/containers.json` with every one), those that fail left out with a warning unless
+/// `--strict`.
+fn open_remote(
+    src: &std::path::Path,
+    args: &ServeArgs,
+    attach: &fs::SharedAttach,
+) -> anyhow::Result<fs::OpenedSources> {
+    let url = src.to_str().unwrap_or_default();
+    let opened = fs::open_remote(
+        url,
+        &super::remote::options(),
+        args.verify.into(),
+        attach.clone(),
+        args.strict,
+    )
+    .context("cannot serve")?;
+    Ok(match opened {
+        fs::RemoteOpened::One(s) => fs::OpenedSources {
+            sources: vec![*s],
+            multi: false,
+            skipped: Vec::new(),
+        },
+        fs::RemoteOpened::Prefix { containers, .. } => {
+            let mut sources = Vec::new();
+            let mut skipped = Vec::new();
+            for (pending, done) in containers {
+                match done.map_or_else(|| (pending.open)(), Ok) {
+                    Ok(s) => sources.push(s),
+                    Err(error) if args.strict => {
+                        bail!("cannot serve {}: {error}", pending.shown)
+                    }
+                    Err(error) => skipped.push(fs::SourceError {
+                        path: PathBuf::from(&pending.shown),
+                        error,
+                    }),
+                }
+            }
+            fs::OpenedSources {
+                sources,
+                multi: true,
+                skipped,
+            }
+        }
+    })
+}
+
 pub fn run(args: ServeArgs) -> anyhow::Result<u8> {
-    let attach = args.keys.attacher()?;
+    let attach: fs::SharedAttach = Arc::new(args.keys.attacher()?);
     let mut sources = Vec::new();
     let mut skipped = Vec::new();
     let mut names = HashSet::new();
     for src in &args.sources {
-        let opened = fs::open_sources(src, args.verify.into(), &attach, args.strict)
-            .context("cannot serve")?;
+        let opened = if super::remote::is_remote(src) {
+            open_remote(src, &args, &attach)?
+        } else {
+            fs::open_sources(src, args.verify.into(), &*attach, args.strict)
+                .context("cannot serve")?
+        };
         for e in &opened.skipped {
             eprintln!(
                 "h4fs: warning: {}: {}; not served (--strict refuses to start instead)",

@@ -390,9 +390,16 @@ pub struct Served {
 impl Served {
     /// Start `h4fs serve ARGS... --listen 127.0.0.1:0` and wait for its URL.
     pub fn start(args: &[&str]) -> Served {
+        Served::start_with(args, |_| {})
+    }
+
+    /// [`Served::start`] with the command prepared first (its environment).
+    pub fn start_with(args: &[&str], prepare: impl FnOnce(&mut Command)) -> Served {
         use std::io::{BufRead, BufReader};
         use std::process::Stdio;
-        let mut child = Command::new(BIN)
+        let mut cmd = Command::new(BIN);
+        prepare(&mut cmd);
+        let mut child = cmd
             .arg("serve")
             .args(args)
             .args(["--listen", "127.0.0.1:0"])
