@@ -6,7 +6,8 @@ mod common;
 
 use common::servers::{ACCESS_KEY, SECRET_KEY, Seaweed, aws_env};
 use common::{
-    HANG_LIMIT, TestMount, alive, daemon_pid, h4fs, mount_stats, noise, ok, run, wait_for,
+    HANG_LIMIT, TestMount, alive, daemon_pid, h4fs, mount_stats, noise, noise_container, ok, run,
+    wait_for,
 };
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,19 +18,6 @@ const BUCKET: &str = "media";
 /// machine.
 fn aws(cmd: &mut Command, home: &Path) {
     aws_env(cmd, home, Some((ACCESS_KEY, SECRET_KEY)));
-}
-
-/// A container of `len` noise bytes in 64 KiB blocks, and its input.
-fn noise_container(dir: &Path, len: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
-    let input = noise(len, seed);
-    let inp = dir.join(format!("in-{seed}.bin"));
-    std::fs::write(&inp, &input).unwrap();
-    let out = dir.join(format!("c-{seed}.h4mk"));
-    ok(h4fs()
-        .args(["pack", "--block-size", "64K", "-o"])
-        .arg(&out)
-        .arg(&inp));
-    (input, std::fs::read(&out).unwrap())
 }
 
 /// Mount `src` from `s3` with a cache directory and extra arguments.

@@ -7,8 +7,8 @@ mod common;
 
 use common::servers::{ACCESS_KEY, Nginx, SECRET_KEY, Seaweed, aws_env};
 use common::{
-    HANG_LIMIT, TestMount, daemon_pid, h4fs, mount_stats, mountinfo_has, noise, ok, run,
-    run_bounded, sha256_hex, wait_for,
+    HANG_LIMIT, TestMount, daemon_pid, h4fs, mount_stats, mountinfo_has, noise, noise_container,
+    ok, run, run_bounded, sha256_hex, wait_for,
 };
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -42,19 +42,6 @@ fn movie(dir: &Path, secs: u32) -> (Vec<u8>, Vec<u8>) {
         .arg("-o")
         .arg(&out));
     (std::fs::read(&clip).unwrap(), std::fs::read(&out).unwrap())
-}
-
-/// A container of `len` noise bytes in 64 KiB blocks, and its input.
-fn noise_container(dir: &Path, len: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
-    let input = noise(len, seed);
-    let inp = dir.join(format!("in-{seed}.bin"));
-    std::fs::write(&inp, &input).unwrap();
-    let out = dir.join(format!("c-{seed}.h4mk"));
-    ok(h4fs()
-        .args(["pack", "--block-size", "64K", "-o"])
-        .arg(&out)
-        .arg(&inp));
-    (input, std::fs::read(&out).unwrap())
 }
 
 /// The mount's remote counters (`h4fs stats --json`), summed over its sources.

@@ -513,4 +513,17 @@ pub fn curl(args: &[&str]) -> Output {
         .args(args))
 }
 
+/// A container of `len` noise bytes in 64 KiB blocks (written in `dir`), and its input.
+pub fn noise_container(dir: &Path, len: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
+    let input = noise(len, seed);
+    let inp = dir.join(format!("in-{seed}.bin"));
+    std::fs::write(&inp, &input).unwrap();
+    let out = dir.join(format!("c-{seed}.h4mk"));
+    ok(h4fs()
+        .args(["pack", "--block-size", "64K", "-o"])
+        .arg(&out)
+        .arg(&inp));
+    (input, std::fs::read(&out).unwrap())
+}
+
 pub mod servers;
