@@ -1031,6 +1031,10 @@ mod tests {
             "H4FS_TEST_DIR: this test runs only as the child of a_signal_removes_the_named_temp",
         );
         let sig: i32 = std::env::var("H4FS_TEST_SIGNAL").unwrap().parse().unwrap();
+        // The signal's default action, whatever the test runner inherited (under
+        // `nohup`, SIGHUP is ignored, and an ignored signal is left ignored).
+        // SAFETY: setting a signal's action to its default is always sound.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
         let mut o = Output::create_with(&Path::new(&dir).join("out"), &opts(), false).unwrap();
         o.write_all(&vec![7u8; 1 << 20]).unwrap();
         // SAFETY: raise is always safe to call.
@@ -1054,7 +1058,7 @@ mod tests {
                 .stderr(std::process::Stdio::null())
                 .status()
                 .unwrap();
-            assert_eq!(st.signal(), Some(sig), "{st}");
+            assert_eq!(st.signal(), Some(sig), "signal {sig}: {st}");
             if sig == libc::SIGKILL {
                 let left = names(d.path());
                 assert!(
