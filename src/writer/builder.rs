@@ -208,6 +208,8 @@ pub struct Writer<W: Write> {
     pub(super) crypto: Option<(ContainerCrypto, Henc)>,
     /// v2: the tree of the stored stream, built beside the writer.
     tree: Option<TreeThread>,
+    /// v2: the tree, once [`Writer::tree_root`] has waited for it.
+    tree_done: Option<Tree>,
 }
 
 /// What [`Writer::finish`] reports.
@@ -241,6 +243,7 @@ impl<W: Write> Writer<W> {
             first_pts: None,
             crypto: None,
             tree: None,
+            tree_done: None,
         })
     }
 
@@ -384,6 +387,15 @@ impl<W: Write> Writer<W> {
         self.stream
     }
 
+    /// v2: the BLAKE3 root of the stored stream of the blocks added so far, waiting for
+    /// the tree thread (call it after the last block; `None` for v1).
+    pub fn tree_root(&mut self) -> Option<[u8; 32]> {
+        if let Some(t) = self.tree.take() {
+            self.tree_done = Some(t.finish());
+        }
+        self.tree_done.as_ref().map(|t| *t.root.as_bytes())
+    }
+
     /// Write SEEK, META (with the compression section appended), SAFE, index, footer and
     /// VERI. `meta` holds the caller's keys in the order they should appear.
     pub fn finish(
@@ -428,7 +440,10 @@ impl<W: Write> Writer<W> {
             Some(_) => self.write_chunk(Tag::HENC, &henc_bytes)?,
             None => 0,
         };
-        let tree = self.tree.take().map(TreeThread::finish);
+        let tree = match self.tree.take() {
+            Some(t) => Some(t.finish()),
+            None => self.tree_done.take(),
+        };
         let outboard_header = match &tree {
             Some(t) => {
                 let shape = t.outboard.shape();

@@ -137,7 +137,7 @@ pub fn pack_open_to<W: Write + Send>(
     // v2 records the source's BLAKE3 (unencrypted), so the one SHA-256 pass is VERI's;
     // an encrypted pack compares the source's SHA-256 with its first pass instead.
     let blake3_source = matches!(opts.format, Format::V2 { .. }) && opts.key.is_none();
-    let (w, source_hash) = pipeline::run(
+    let (mut w, source_hash) = pipeline::run(
         open.blocks(),
         out,
         opts.engine,
@@ -146,6 +146,13 @@ pub fn pack_open_to<W: Write + Send>(
         sealing,
         progress,
     )?;
+    // Identity v2: the tree's root is the source's BLAKE3 (`b3sum` of the input).
+    let source_hash = match source_hash {
+        Some(h) => h,
+        None => w
+            .tree_root()
+            .expect("the pipeline leaves the source hash to the tree only for v2"),
+    };
     if planned_sha.is_some_and(|p| p != source_hash) {
         return Err(Error::Changed(
             "the input changed between the two passes of an encrypted pack".into(),

@@ -121,6 +121,8 @@ enum SourceHash {
     /// BLAKE3 (v2, unencrypted: META records it, and SHA-256 stays the one pass VERI
     /// needs).
     Blake3(Box<blake3::Hasher>),
+    /// None: the stored bytes are the source's and the v2 tree's root is its BLAKE3.
+    FromTree,
 }
 
 impl SourceHash {
@@ -130,6 +132,7 @@ impl SourceHash {
             SourceHash::Blake3(h) => {
                 h.update(data);
             }
+            SourceHash::FromTree => {}
         }
     }
 
@@ -145,20 +148,24 @@ impl SourceHash {
                 h.update(data);
                 integrity::sha256(data)
             }
+            SourceHash::FromTree => integrity::sha256(data),
         }
     }
 
-    fn finish(self) -> [u8; 32] {
+    fn finish(self) -> Option<[u8; 32]> {
         match self {
-            SourceHash::Sha256(h) => h.finalize(),
-            SourceHash::Blake3(h) => *h.finalize().as_bytes(),
+            SourceHash::Sha256(h) => Some(h.finalize()),
+            SourceHash::Blake3(h) => Some(*h.finalize().as_bytes()),
+            SourceHash::FromTree => None,
         }
     }
 }
 
 /// Run the pipeline over `blocks`: returns the writer with every block added (its tail
 /// not yet written) and the hash of the source stream: BLAKE3 when `blake3_source`,
-/// else SHA-256. Blocks are sealed with
+/// else SHA-256; `None` when the stored bytes are the source's (identity engine, no
+/// sealing) and `blake3_source`, as the v2 tree's root is then that hash and
+/// [`Writer::tree_root`] gives it without a second BLAKE3 pass. Blocks are sealed with
 /// `sealing` when given. `progress` is called with the input bytes consumed so far.
 pub(super) fn run<W: Write + Send>(
     mut blocks: BlockIter<'_>,
@@ -168,7 +175,7 @@ pub(super) fn run<W: Write + Send>(
     blake3_source: bool,
     sealing: Option<(ContainerCrypto, Henc)>,
     progress: &(dyn Fn(u64) + Sync),
-) -> Result<(Writer<W>, [u8; 32])> {
+) -> Result<(Writer<W>, Option<[u8; 32]>)> {
     let writer_crypto = sealing.clone();
     let prep = |base: u64, blocks: RawBlocks, hash: bool| -> Result<Vec<Prepared>> {
         blocks
@@ -185,12 +192,13 @@ pub(super) fn run<W: Write + Send>(
     let shared = Shared::default();
     let helpers = rayon::current_num_threads().saturating_sub(2);
 
-    std::thread::scope(|s| -> Result<(Writer<W>, [u8; 32])> {
+    std::thread::scope(|s| -> Result<(Writer<W>, Option<[u8; 32]>)> {
         let (shared, prep) = (&shared, &prep);
-        let reader = s.spawn(move || -> [u8; 32] {
-            let mut source = match blake3_source {
-                true => SourceHash::Blake3(Box::default()),
-                false => SourceHash::Sha256(integrity::lanes::Sha256::new()),
+        let reader = s.spawn(move || -> Option<[u8; 32]> {
+            let mut source = match (blake3_source, stored_is_input) {
+                (true, true) => SourceHash::FromTree,
+                (true, false) => SourceHash::Blake3(Box::default()),
+                (false, _) => SourceHash::Sha256(integrity::lanes::Sha256::new()),
             };
             let (mut done, mut next_block) = (0u64, 0u64);
             // Whether the writer was behind when the last batch was queued: then this
