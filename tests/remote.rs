@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::servers::{ACCESS_KEY, Nginx, SECRET_KEY, Seaweed, aws_env};
+use common::servers::{ACCESS_KEY, Nginx, SECRET_KEY, Seaweed, aws_env, test_ca};
 use common::{BIN, arg, noise, ok, run};
 use h4fs::remote::{Location, RemoteOptions, RemoteSource};
 use h4fs::source::ReadAt;
@@ -311,6 +311,55 @@ fn stopped_server_gives_an_error_after_bounded_retries() {
         .to_string();
     assert!(err.contains("not trying again"), "{err}");
     assert_eq!(src.stats().snapshot().requests, s.requests);
+}
+
+/// An https:// source behind a private CA (nginx with TLS, a test CA made by openssl):
+/// refused as untrusted, saying how to trust it, until `--ca-file` (or AWS_CA_BUNDLE)
+/// names the CA; then read and verified as over HTTP.
+#[test]
+fn https_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, packed) = container(dir.path());
+    let (ca, cert, key) = test_ca(dir.path());
+    let web = Nginx::start_tls(&cert, &key);
+    std::fs::write(web.root.join("c.h4mk"), &packed).unwrap();
+    let url = web.url("c.h4mk");
+    assert!(url.starts_with("https://"), "{url}");
+
+    // The system's roots (AWS_CA_BUNDLE as on the machines this runs on) do not hold it.
+    let out = run(h4fs(dir.path(), None).args(["inspect", &url]));
+    assert_eq!(out.status.code(), Some(3));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("TLS certificate is not trusted") && err.contains("--ca-file"),
+        "{err}"
+    );
+    let out = ok(h4fs(dir.path(), None)
+        .arg("--ca-file")
+        .arg(&ca)
+        .args(["verify", "--full", &url]));
+    assert!(
+        text(&out.stdout).contains("VERI ok"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = ok(h4fs(dir.path(), None)
+        .env("AWS_CA_BUNDLE", &ca)
+        .args(["cat", &url, "--block", "5"]));
+    assert_eq!(out.stdout, &input[5 * 65536..6 * 65536]);
+    // A file with no certificate in it is an error that names it, before any request.
+    let before = web.requests().len();
+    let out = run(h4fs(dir.path(), None)
+        .args(["inspect", "--ca-file"])
+        .arg(&key)
+        .arg(&url));
+    assert_eq!(out.status.code(), Some(3));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--ca-file") && err.contains("holds no PEM certificate"),
+        "{err}"
+    );
+    assert_eq!(web.requests().len(), before);
 }
 
 #[test]

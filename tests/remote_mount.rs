@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::servers::{ACCESS_KEY, Nginx, SECRET_KEY, Seaweed, aws_env};
+use common::servers::{ACCESS_KEY, Nginx, SECRET_KEY, Seaweed, aws_env, test_ca};
 use common::{
     HANG_LIMIT, TestMount, daemon_pid, h4fs, mount_stats, mountinfo_has, noise, noise_container,
     ok, run, run_bounded, sha256_hex, wait_for,
@@ -320,6 +320,38 @@ fn http_mount_from_nginx_with_faults() {
             .contains("changed on the store")
     );
     assert!(mountinfo_has(&r.dir));
+}
+
+/// A mount of an https:// container behind a private CA: `-o ca_file=` given relative
+/// to the directory `h4fs mount` ran in (the daemon reads it after leaving it), every
+/// byte of `stream` served and verified; without it the mount fails, saying why.
+#[test]
+fn https_mount_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, container) = noise_container(dir.path(), 3_000_000, 9);
+    let (_, cert, key) = test_ca(dir.path());
+    let web = Nginx::start_tls(&cert, &key);
+    std::fs::write(web.root.join("c.h4mk"), &container).unwrap();
+    let src = PathBuf::from(web.url("c.h4mk"));
+    let m = TestMount::new_with(&src, &["-o", "ca_file=ca.pem"], |c| {
+        aws_env(c, dir.path(), None).current_dir(dir.path());
+    });
+    assert_eq!(sha256_hex(&m.read("stream").unwrap()), sha256_hex(&input));
+    drop(m);
+
+    let mp = dir.path().join("mp");
+    std::fs::create_dir(&mp).unwrap();
+    let mut cmd = h4fs();
+    aws_env(&mut cmd, dir.path(), None);
+    let out = run_bounded(
+        cmd.arg("mount").arg(&src).arg(&mp),
+        Duration::from_secs(120),
+    )
+    .expect("h4fs mount of an untrusted server hangs");
+    assert!(!out.status.success());
+    assert!(!mountinfo_has(&mp));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("TLS certificate is not trusted"), "{err}");
 }
 
 #[test]

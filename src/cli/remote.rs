@@ -31,6 +31,10 @@ pub struct RemoteArgs {
     /// names; the default with --endpoint.
     #[arg(long, global = true)]
     pub path_style: bool,
+    /// Extra trusted root certificates (PEM) for https:// sources and endpoints, besides
+    /// the system's (else AWS_CA_BUNDLE), e.g. a private CA's.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// For s3:// and http(s):// sources, print the requests and bytes fetched on stderr
     /// at the end.
     #[arg(long, global = true)]
@@ -54,6 +58,8 @@ pub fn options() -> RemoteOptions {
         region: args.region,
         no_sign_request: args.no_sign_request,
         path_style: args.path_style,
+        // Absolute, as the mount daemon reads it after leaving the working directory.
+        ca_file: args.ca_file.map(|f| std::path::absolute(&f).unwrap_or(f)),
         cache_dir: None,
     }
 }
@@ -64,9 +70,14 @@ pub fn leading_global_args(argv: &[std::ffi::OsString]) -> usize {
     let mut i = 0;
     while let Some(a) = argv.get(i).and_then(|a| a.to_str()) {
         match a {
-            "--endpoint" | "--region" => i += 2,
+            "--endpoint" | "--region" | "--ca-file" => i += 2,
             "--no-sign-request" | "--path-style" | "--verbose" => i += 1,
-            a if a.starts_with("--endpoint=") || a.starts_with("--region=") => i += 1,
+            a if ["--endpoint=", "--region=", "--ca-file="]
+                .iter()
+                .any(|p| a.starts_with(p)) =>
+            {
+                i += 1
+            }
             _ => break,
         }
     }

@@ -124,6 +124,9 @@ pub struct RemoteOptions {
     pub no_sign_request: bool,
     /// Path-style addressing (`ENDPOINT/BUCKET/KEY`); always used with an endpoint.
     pub path_style: bool,
+    /// Extra trusted root certificates (a PEM file) for `https://` sources and
+    /// endpoints; else `AWS_CA_BUNDLE`.
+    pub ca_file: Option<std::path::PathBuf>,
     /// Keep fetched ranges on local disk too (`mount --cache-dir`).
     pub cache_dir: Option<Arc<disk::DiskCache>>,
 }
@@ -216,6 +219,19 @@ fn classify(name: &str, what: &str, e: &object_store::Error) -> Failure {
         Some(s) => Failure::Permanent(format!(
             "{what} of {name}: the store answered HTTP {s}{code}"
         )),
+        None if chain.contains("invalid peer certificate") => {
+            let why = chain
+                .split("invalid peer certificate: ")
+                .nth(1)
+                .and_then(|r| r.split(": ").next())
+                .unwrap_or("not trusted");
+            Failure::Permanent(format!(
+                "{what} of {name}: the server's TLS certificate is not trusted \
+                 ({why}); give the certificate of its CA with --ca-file FILE.pem \
+                 (or AWS_CA_BUNDLE)",
+                why = why.chars().take(120).collect::<String>()
+            ))
+        }
         None => {
             use object_store::client::HttpErrorKind as K;
             let why = match http_kind {
@@ -519,26 +535,7 @@ fn s3_store(bucket: &str, opts: &RemoteOptions) -> Result<Arc<dyn ObjectStore>> 
     if let Some(t) = env("AWS_SESSION_TOKEN").filter(|_| env_keys) {
         b = b.with_config(AmazonS3ConfigKey::Token, t);
     }
-    let mut client = client_options(!https);
-    // AWS_CA_BUNDLE: extra roots for an https endpoint, as the AWS CLI reads it; a plain
-    // http endpoint has no use for it and does not read it.
-    if let Some(bundle) = env("AWS_CA_BUNDLE").filter(|_| https) {
-        let pem = std::fs::read(&bundle)
-            .map_err(|e| Error::io(format!("cannot read AWS_CA_BUNDLE ({bundle})"), e))?;
-        let certs = object_store::Certificate::from_pem_bundle(&pem).map_err(|e| {
-            Error::BadInput(format!(
-                "AWS_CA_BUNDLE ({bundle}) is not a PEM certificate bundle: {e}"
-            ))
-        })?;
-        if certs.is_empty() {
-            return Err(Error::BadInput(format!(
-                "AWS_CA_BUNDLE ({bundle}) holds no PEM certificate"
-            )));
-        }
-        for c in certs {
-            client = client.with_root_certificate(c);
-        }
-    }
+    let client = client_options(!https, opts)?;
     let store = b
         .with_client_options(client)
         .with_retry(no_retries())
@@ -552,11 +549,34 @@ fn s3_store(bucket: &str, opts: &RemoteOptions) -> Result<Arc<dyn ObjectStore>> 
     Ok(Arc::new(store))
 }
 
-fn client_options(allow_http: bool) -> ClientOptions {
-    ClientOptions::new()
+/// The HTTP client's options: timeouts, and for an `https://` server (`!allow_http`)
+/// the extra roots of `--ca-file` or `AWS_CA_BUNDLE` (as the AWS CLI reads it; a plain
+/// `http://` server has no use for them and they are not read).
+fn client_options(allow_http: bool, opts: &RemoteOptions) -> Result<ClientOptions> {
+    let mut client = ClientOptions::new()
         .with_allow_http(allow_http)
         .with_connect_timeout(CONNECT_TIMEOUT)
-        .with_timeout(REQUEST_TIMEOUT)
+        .with_timeout(REQUEST_TIMEOUT);
+    let bundle = match &opts.ca_file {
+        Some(f) => Some((format!("--ca-file ({})", f.display()), f.clone())),
+        None => std::env::var("AWS_CA_BUNDLE")
+            .ok()
+            .filter(|b| !b.is_empty())
+            .map(|b| (format!("AWS_CA_BUNDLE ({b})"), b.into())),
+    };
+    let Some((what, file)) = bundle.filter(|_| !allow_http) else {
+        return Ok(client);
+    };
+    let pem = std::fs::read(&file).map_err(|e| Error::io(format!("cannot read {what}"), e))?;
+    let certs = object_store::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| Error::BadInput(format!("{what} is not a PEM certificate bundle: {e}")))?;
+    if certs.is_empty() {
+        return Err(Error::BadInput(format!("{what} holds no PEM certificate")));
+    }
+    for c in certs {
+        client = client.with_root_certificate(c);
+    }
+    Ok(client)
 }
 
 /// Retries are done here, counted, within [`DEADLINE`]; the client makes one try.
@@ -714,7 +734,7 @@ impl RemoteSource {
             Location::Http { base, path, https } => {
                 let store = object_store::http::HttpBuilder::new()
                     .with_url(base.clone())
-                    .with_client_options(client_options(!https))
+                    .with_client_options(client_options(!https, opts)?)
                     .with_retry(no_retries())
                     .build()
                     .map_err(|e| {

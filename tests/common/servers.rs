@@ -227,10 +227,21 @@ pub struct Nginx {
     pub root: PathBuf,
     _dir: tempfile::TempDir,
     nginx: PathBuf,
+    scheme: &'static str,
 }
 
 impl Nginx {
+    /// nginx over plain HTTP.
     pub fn start() -> Nginx {
+        Self::start_with(None)
+    }
+
+    /// nginx over HTTPS with the certificate chain and key given (PEM files).
+    pub fn start_tls(cert: &Path, key: &Path) -> Nginx {
+        Self::start_with(Some((cert, key)))
+    }
+
+    fn start_with(tls: Option<(&Path, &Path)>) -> Nginx {
         let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
             .into_iter()
             .map(PathBuf::from)
@@ -243,6 +254,14 @@ impl Nginx {
         std::fs::create_dir(&root).expect("root");
         let port = free_port();
         let d = dir.path().display();
+        let listen = match tls {
+            Some((cert, key)) => format!(
+                "listen 127.0.0.1:{port} ssl; ssl_certificate {}; ssl_certificate_key {};",
+                cert.display(),
+                key.display()
+            ),
+            None => format!("listen 127.0.0.1:{port};"),
+        };
         let conf = dir.path().join("nginx.conf");
         std::fs::write(
             &conf,
@@ -251,7 +270,7 @@ impl Nginx {
                  worker_processes 1;\nevents {{}}\nhttp {{ access_log {d}/access.log; \
                  client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; \
                  uwsgi_temp_path {d}; scgi_temp_path {d}; \
-                 server {{ listen 127.0.0.1:{port}; root {}; }} }}\n",
+                 server {{ {listen} root {}; }} }}\n",
                 root.display()
             ),
         )
@@ -262,6 +281,7 @@ impl Nginx {
             root,
             _dir: dir,
             nginx,
+            scheme: if tls.is_some() { "https" } else { "http" },
         };
         n.start_again();
         n
@@ -296,7 +316,7 @@ impl Nginx {
 
     /// The URL of `name` in its root.
     pub fn url(&self, name: &str) -> String {
-        format!("http://127.0.0.1:{}/{name}", self.port)
+        format!("{}://127.0.0.1:{}/{name}", self.scheme, self.port)
     }
 
     /// The access log's request lines so far (one per request).
@@ -313,4 +333,81 @@ impl Drop for Nginx {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A test CA and a certificate it signed for 127.0.0.1, made with the `openssl` command
+/// in `dir`: (CA certificate, server certificate, server key), PEM files.
+pub fn test_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl is not installed (scripts/setup.sh installs the Debian package)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2"],
+            &["-subj", "/CN=h4fs test CA"],
+            &["-addext", "basicConstraints=critical,CA:TRUE"],
+            &["-addext", "keyUsage=critical,keyCertSign"],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("server.ext");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
 }

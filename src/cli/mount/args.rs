@@ -53,8 +53,8 @@ bytes from the store: a damaged file is dropped and fetched again.
 
 Options also work as -o key=value (cache_size=, cache_dir=, cache_dir_size=,
 threads=, verify=, strict, uid=, gid=, log_file=, nonempty, allow_other, allow_root,
-endpoint=, region=, no_sign_request, path_style), as used by `mount -t fuse.h4fs` and
-/etc/fstab. The mount is read-only, nosuid and nodev (-o suid,dev drop the last two).")]
+endpoint=, region=, ca_file=, no_sign_request, path_style), as used by `mount -t fuse.h4fs`
+and /etc/fstab. The mount is read-only, nosuid and nodev (-o suid,dev drop the last two).")]
 pub struct MountArgs {
     /// A container file, or a directory whose *.h4mk files become subdirectories; or
     /// s3://BUCKET/KEY, s3://BUCKET/PREFIX/, an http(s):// URL.

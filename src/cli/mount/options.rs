@@ -34,7 +34,7 @@ pub(super) struct Settings {
     /// daemon in the same place.
     pub(super) global: Vec<OsString>,
     /// How to reach an `s3://` or `http(s)://` SOURCE: the global options, then
-    /// `-o endpoint=`, `region=`, `no_sign_request`, `path_style`.
+    /// `-o endpoint=`, `region=`, `ca_file=`, `no_sign_request`, `path_style`.
     pub(super) remote: crate::remote::RemoteOptions,
 }
 
@@ -51,7 +51,7 @@ enum MountOpt {
     Ignored,
     /// `rw`: ignored with a warning.
     ReadWrite,
-    /// How to reach a remote SOURCE (`endpoint=`, `region=`, `no_sign_request`,
+    /// How to reach a remote SOURCE (`endpoint=`, `region=`, `ca_file=`, `no_sign_request`,
     /// `path_style`).
     Remote(RemoteOpt),
 }
@@ -60,6 +60,7 @@ enum MountOpt {
 enum RemoteOpt {
     Endpoint(String),
     Region(String),
+    CaFile(String),
     NoSignRequest,
     PathStyle,
 }
@@ -103,6 +104,7 @@ fn classify(o: &str) -> anyhow::Result<MountOpt> {
     Ok(match k {
         "endpoint" => MountOpt::Remote(RemoteOpt::Endpoint(value("URL")?)),
         "region" => MountOpt::Remote(RemoteOpt::Region(value("REGION")?)),
+        "ca_file" => MountOpt::Remote(RemoteOpt::CaFile(value("FILE.pem")?)),
         "no_sign_request" => MountOpt::Remote(RemoteOpt::NoSignRequest),
         "path_style" => MountOpt::Remote(RemoteOpt::PathStyle),
         "fsname" => MountOpt::FsName(
@@ -133,7 +135,7 @@ fn classify(o: &str) -> anyhow::Result<MountOpt> {
         | "nofail" | "_netdev" | "comment" | "loop" => MountOpt::Ignored,
         k if k.starts_with("x-") => MountOpt::Ignored,
         _ => bail!(
-            "unknown mount option \"{o}\" (h4fs takes ro, allow_other, allow_root, cache_size=, cache_dir=, cache_dir_size=, threads=, verify=, strict, nonempty, uid=, gid=, log_file=, key_file=, shared_secret_file=, endpoint=, region=, no_sign_request, path_style, fsname=, max_read=, noexec, noatime, suid, dev)"
+            "unknown mount option \"{o}\" (h4fs takes ro, allow_other, allow_root, cache_size=, cache_dir=, cache_dir_size=, threads=, verify=, strict, nonempty, uid=, gid=, log_file=, key_file=, shared_secret_file=, endpoint=, region=, ca_file=, no_sign_request, path_style, fsname=, max_read=, noexec, noatime, suid, dev)"
         ),
     })
 }
@@ -172,6 +174,10 @@ pub(super) fn apply_options(mut args: MountArgs, argv: Vec<OsString>) -> anyhow:
             MountOpt::Remote(r) => match r {
                 RemoteOpt::Endpoint(e) => s.remote.endpoint = Some(e),
                 RemoteOpt::Region(r) => s.remote.region = Some(r),
+                RemoteOpt::CaFile(f) => {
+                    let f = std::path::PathBuf::from(f);
+                    s.remote.ca_file = Some(std::path::absolute(&f).unwrap_or(f));
+                }
                 RemoteOpt::NoSignRequest => s.remote.no_sign_request = true,
                 RemoteOpt::PathStyle => s.remote.path_style = true,
             },
