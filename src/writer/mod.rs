@@ -21,8 +21,9 @@
 //! writer takes the oldest, while the reader (when the queue is full, and after the end
 //! of the input) and any helper threads take the newest. On two cores that keeps both
 //! busy without more runnable threads than cores: the two serial hashes (source, VERI)
-//! each own a thread and the per-block hashes fill the gaps. Output does not depend on
-//! which thread prepared what.
+//! each own a thread and the per-block hashes fill the gaps. (A v2 pack whose stored
+//! bytes are the input's has no source hash to take: the v2 tree's root is it.) Output
+//! does not depend on which thread prepared what.
 //!
 //! [`pack`] and [`pack_into`] write through [`crate::output`]: the container appears only
 //! after `finish` succeeded, so a failed or interrupted pack leaves nothing behind.
