@@ -714,7 +714,7 @@ impl Blocks {
     /// [`read`](Self::read) for a track served by hash groups: the groups overlapping
     /// `[offset, offset + len)`, each from the cache or loaded (a miss loads the groups
     /// from there to the end of the read; for a sequential reader a whole run of
-    /// [`RUN_BYTES`], whose groups are hashed on the rayon pool), then the runs ahead of
+    /// [`RUN_BYTES`], hashed on the loading thread), then the runs ahead of
     /// a sequential reader queued for prefetch. `file`: the stream bytes of the file
     /// being read (the whole stream, or one block), beyond which nothing is loaded ahead.
     fn read_groups(
@@ -1002,7 +1002,7 @@ enum Report {
 }
 
 /// What a sequential reader of a track served by groups verifies per load: a run of
-/// groups of this many bytes, hashed on the rayon pool.
+/// groups of this many bytes, hashed on the thread that loads them.
 pub const RUN_BYTES: u64 = 1 << 20;
 
 /// Groups in a run (at least one).

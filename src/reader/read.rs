@@ -10,7 +10,7 @@
 //! stored bytes, checked but not decoded (`cat --raw`).
 
 use super::Archive;
-use super::io::read_vec;
+use super::io::{PooledBuf, read_pooled, read_vec};
 use super::table::{BlockCheck, BlockEntry};
 use crate::crypto::{BlockContext, Decryptor};
 use crate::error::{Error, Result, Tag};
@@ -59,7 +59,7 @@ impl VerifiedGroups {
 /// buffer holds, which the block cache charges once per buffer.
 #[derive(Clone)]
 pub struct VerifiedBlock {
-    buf: Arc<Vec<u8>>,
+    buf: Arc<PooledBuf>,
     range: Range<usize>,
 }
 
@@ -85,12 +85,12 @@ impl VerifiedBlock {
     fn new_checked(data: Vec<u8>) -> Self {
         let range = 0..data.len();
         VerifiedBlock {
-            buf: Arc::new(data),
+            buf: Arc::new(PooledBuf::new(data)),
             range,
         }
     }
     /// Bytes `range` of a checked buffer, shared.
-    fn view_checked(buf: &Arc<Vec<u8>>, range: Range<usize>) -> Self {
+    fn view_checked(buf: &Arc<PooledBuf>, range: Range<usize>) -> Self {
         VerifiedBlock {
             buf: buf.clone(),
             range,
@@ -104,7 +104,7 @@ impl VerifiedBlock {
     /// Blocks of arbitrary bytes that are views of one buffer, for tests.
     #[cfg(test)]
     pub(crate) fn views_for_test(data: Vec<u8>, ranges: &[Range<usize>]) -> Vec<Self> {
-        let buf = Arc::new(data);
+        let buf = Arc::new(PooledBuf::new(data));
         ranges
             .iter()
             .map(|r| Self::view_checked(&buf, r.clone()))
@@ -117,7 +117,7 @@ impl VerifiedBlock {
     /// Take the verified bytes (copied only when the buffer is shared or larger).
     pub fn into_bytes(self) -> Vec<u8> {
         if self.range == (0..self.buf.len()) {
-            Arc::try_unwrap(self.buf).unwrap_or_else(|b| b.to_vec())
+            Arc::try_unwrap(self.buf).map_or_else(|b| b.to_vec(), PooledBuf::into_vec)
         } else {
             self.buf[self.range].to_vec()
         }
@@ -210,7 +210,7 @@ impl Archive {
         tree: &crate::integrity::tree::CheckedTree,
         groups: Range<u64>,
         span: Range<u64>,
-    ) -> Result<(Vec<u8>, Vec<Range<usize>>)> {
+    ) -> Result<(PooledBuf, Vec<Range<usize>>)> {
         match self.read_span_once(tree, groups.clone(), span.clone()) {
             Err((err, file)) if err.is_integrity() && self.src.invalidate(file.clone()) => self
                 .read_span_once(tree, groups, span)
@@ -227,7 +227,7 @@ impl Archive {
         tree: &crate::integrity::tree::CheckedTree,
         groups: Range<u64>,
         span: Range<u64>,
-    ) -> std::result::Result<(Vec<u8>, Vec<Range<usize>>), (Error, Range<u64>)> {
+    ) -> std::result::Result<(PooledBuf, Vec<Range<usize>>), (Error, Range<u64>)> {
         let shape = tree.shape();
         let blocks = &self.tracks[0].blocks;
         let so = |n: u64| -> (u64, BlockEntry) {
@@ -254,7 +254,7 @@ impl Archive {
         let (om, em) = so(m);
         let file_start = ek.data_offset + (span.start - ok_);
         let file_end = em.data_offset + (span.end - om);
-        let raw = read_vec(
+        let raw = read_pooled(
             &*self.src,
             file_start,
             file_end - file_start,
@@ -277,7 +277,7 @@ impl Archive {
             }
         }
         let slices: Vec<&[u8]> = pieces.iter().map(|p| &raw[p.clone()]).collect();
-        if let Err(err) = tree.verify_parts(span.start, &slices) {
+        if let Err(err) = tree.verify_parts_here(span.start, &slices) {
             let bad_at = err
                 .bad_groups()
                 .first()
@@ -332,8 +332,9 @@ impl Archive {
     /// For a container whose [stream is stored](Self::stream_is_stored): the stream
     /// bytes of hash groups `groups` (the last one may be short), read in one `pread`
     /// and verified against the tree as [`read_stored_groups`](Self::read_stored_groups)
-    /// does, one [`VerifiedBlock`] per group. Groups are hashed on the current rayon
-    /// pool when there are more than two.
+    /// does, one [`VerifiedBlock`] per group. Groups are hashed on the calling thread
+    /// (the mount's readers and prefetch threads run side by side already), into a
+    /// recycled read buffer (`reader::io::read_pooled`).
     pub fn read_stream_groups(&self, groups: Range<u64>) -> Result<Vec<VerifiedBlock>> {
         let Some(tree) = &self.tree else {
             return Err(Error::BadInput(format!(
