@@ -77,20 +77,20 @@ impl Drop for PooledBuf {
     }
 }
 
-/// The read-buffer pool: at most [`pool::BUFFERS`] allocations of
-/// [`pool::MIN`]..=[`pool::MAX`] bytes, so at most 64 MiB held idle.
+/// The read-buffer pool: allocations of [`pool::MIN`]..=[`pool::MAX`] bytes, at most
+/// [`pool::IDLE_BYTES`] of them held idle.
 mod pool {
     use std::sync::Mutex;
 
-    pub const BUFFERS: usize = 8;
+    pub const IDLE_BYTES: usize = 32 << 20;
     pub const MIN: usize = 256 << 10;
     pub const MAX: usize = 8 << 20;
 
-    /// Idle allocations, the most recently given last.
-    pub struct Pool(Mutex<Vec<Vec<u8>>>);
+    /// Idle allocations, the most recently given last, and their bytes.
+    pub struct Pool(Mutex<(Vec<Vec<u8>>, usize)>);
 
     /// The process's pool.
-    pub static POOL: Pool = Pool(Mutex::new(Vec::new()));
+    pub static POOL: Pool = Pool(Mutex::new((Vec::new(), 0)));
 
     pub fn take(len: usize) -> Vec<u8> {
         POOL.take(len)
@@ -103,13 +103,13 @@ mod pool {
     impl Pool {
         #[cfg(test)]
         pub const fn new() -> Pool {
-            Pool(Mutex::new(Vec::new()))
+            Pool(Mutex::new((Vec::new(), 0)))
         }
 
         /// Allocations held idle.
         #[cfg(test)]
         pub fn idle(&self) -> usize {
-            self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).0.len()
         }
 
         /// `len` initialized bytes (their contents unspecified: the caller overwrites
@@ -118,11 +118,12 @@ mod pool {
         pub fn take(&self, len: usize) -> Vec<u8> {
             if (MIN..=MAX).contains(&len) {
                 let mut p = self.0.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(i) = p
-                    .iter()
-                    .rposition(|v| (len..=2 * len).contains(&v.capacity()))
+                if let Some(i) =
+                    p.0.iter()
+                        .rposition(|v| (len..=2 * len).contains(&v.capacity()))
                 {
-                    let mut v = p.swap_remove(i);
+                    let mut v = p.0.swap_remove(i);
+                    p.1 -= v.capacity();
                     drop(p);
                     // Only bytes past the length it had are zeroed.
                     v.resize(len, 0);
@@ -136,8 +137,9 @@ mod pool {
         pub fn give(&self, v: Vec<u8>) {
             if (MIN..=MAX).contains(&v.capacity()) {
                 let mut p = self.0.lock().unwrap_or_else(|e| e.into_inner());
-                if p.len() < BUFFERS {
-                    p.push(v);
+                if p.1 + v.capacity() <= IDLE_BYTES {
+                    p.1 += v.capacity();
+                    p.0.push(v);
                 }
             }
         }
@@ -299,12 +301,12 @@ pub(super) fn json_chunk(tag: Tag, offset: u64, raw: Vec<u8>) -> Result<JsonChun
 
 #[cfg(test)]
 mod pool_tests {
-    use super::pool::{BUFFERS, MAX, MIN, Pool};
+    use super::pool::{IDLE_BYTES, MAX, MIN, Pool};
     use super::*;
 
     /// An allocation given back is taken again for a read of its size or up to half
     /// of it (not zeroed, not faulted in again); other sizes are never kept, nor more
-    /// than [`BUFFERS`] allocations.
+    /// than [`IDLE_BYTES`] in all.
     #[test]
     fn the_pool_keeps_bounded_allocations_and_reuses_them() {
         let pool = Pool::new();
@@ -325,15 +327,12 @@ mod pool_tests {
         drop(big);
         pool.give(vec![0u8; MAX + 1]);
         pool.give(vec![0u8; 10]);
-        for _ in 0..BUFFERS + 3 {
+        let most = IDLE_BYTES / MIN;
+        for _ in 0..most + 3 {
             pool.give(vec![0u8; MIN]);
         }
-        assert_eq!(
-            pool.idle(),
-            BUFFERS,
-            "the first BUFFERS of MIN bytes are kept"
-        );
-        for _ in 0..BUFFERS {
+        assert_eq!(pool.idle(), most, "allocations up to IDLE_BYTES are kept");
+        for _ in 0..most {
             assert_eq!(pool.take(MIN).capacity(), MIN);
         }
         assert_eq!(pool.idle(), 0);
