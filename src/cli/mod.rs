@@ -40,6 +40,7 @@ Examples:
   h4fs inspect movie.h4mk
   h4fs verify --endpoint http://127.0.0.1:8333 s3://media/movie.h4mk
   h4fs cat https://cdn.example/movie.h4mk --range 0-1023 | xxd | head
+  h4fs verify --ca-file our-ca.pem https://media.internal/movie.h4mk
   h4fs verify --full movie.h4mk
   h4fs seek movie.h4mk 5000000
   h4fs cat movie.h4mk --range 0-1023 | xxd | head

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 /// AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) or the profile files (AWS_PROFILE).
 #[derive(Debug, Clone, Default, clap::Args)]
 #[command(
-    next_help_heading = "Containers on S3 or HTTP (inspect, seek, verify, cat, extract, mount)"
+    next_help_heading = "Containers on S3 or HTTP (inspect, seek, verify, cat, extract, mount, serve)"
 )]
 pub struct RemoteArgs {
     /// S3-compatible endpoint for s3:// sources, e.g. http://127.0.0.1:8333 (else
@@ -164,5 +164,9 @@ mod tests {
             2
         );
         assert_eq!(leading_global_args(&v(&["--endpoint"])), 1);
+        assert_eq!(
+            leading_global_args(&v(&["--ca-file", "ca.pem", "--ca-file=b.pem", "mount"])),
+            3
+        );
     }
 }
