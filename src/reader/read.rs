@@ -559,7 +559,9 @@ impl Archive {
             return Ok(StoredParts { head, stored });
         }
         let head = read_vec(&*self.src, e.chunk_offset, head_len, &what)?;
-        let stored = read_vec(&*self.src, e.data_offset, e.stored_len, &what)?;
+        // From the pool that the buffers of dropped blocks go back to (a v1 block's
+        // stored bytes are its verified bytes for the identity engine).
+        let stored = read_pooled(&*self.src, e.data_offset, e.stored_len, &what)?.into_vec();
         Ok(StoredParts { head, stored })
     }
 

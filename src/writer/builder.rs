@@ -331,6 +331,10 @@ impl<W: Write> Writer<W> {
         }
         let stored_len = u32::try_from(p.stored.len())
             .map_err(|_| Error::Limit(format!("block {n} encodes to more than 4 GiB")))?;
+        assert!(
+            self.tree_done.is_none(),
+            "a block added after Writer::tree_root would be missing from the tree"
+        );
         let chunk_offset = self.pos;
         let h = ChunkHeader::encode_with_crc(Tag::CORE, stored_len, p.crc);
         let sha256 = match p.sha256 {
@@ -388,7 +392,8 @@ impl<W: Write> Writer<W> {
     }
 
     /// v2: the BLAKE3 root of the stored stream of the blocks added so far, waiting for
-    /// the tree thread (call it after the last block; `None` for v1).
+    /// the tree thread (call it after the last block: no block may be added after it;
+    /// `None` for v1).
     pub fn tree_root(&mut self) -> Option<[u8; 32]> {
         if let Some(t) = self.tree.take() {
             self.tree_done = Some(t.finish());
