@@ -161,31 +161,103 @@ impl BlockCache {
         self.lock().lru.contains(key)
     }
 
+    /// The blocks of `keys` in order, up to the first one not held, each marked most
+    /// recently used, under one lock (the groups of one read): a hit counted for each
+    /// block found, and a miss when one was not.
+    pub fn get_while(
+        &self,
+        keys: impl IntoIterator<Item = BlockKey>,
+        out: &mut Vec<Arc<VerifiedBlock>>,
+    ) -> usize {
+        let (found, missed) = {
+            let mut g = self.lock();
+            let mut found = 0;
+            let mut missed = false;
+            for k in keys {
+                match g.lru.get(&k) {
+                    Some(b) => {
+                        out.push(b.clone());
+                        found += 1;
+                    }
+                    None => {
+                        missed = true;
+                        break;
+                    }
+                }
+            }
+            (found, missed)
+        };
+        self.hits.fetch_add(found as u64, Ordering::Relaxed);
+        if missed {
+            self.misses.fetch_add(1, Ordering::Relaxed);
+        }
+        found
+    }
+
+    /// How many of `keys`, from the first, are not held (stopping at the first held),
+    /// under one lock, without counting or reordering.
+    pub fn count_missing(&self, keys: impl IntoIterator<Item = BlockKey>) -> usize {
+        let g = self.lock();
+        keys.into_iter().take_while(|k| !g.lru.contains(k)).count()
+    }
+
     /// Insert a block, evicting least recently used blocks until it fits.
     pub fn insert(&self, key: BlockKey, block: Arc<VerifiedBlock>) {
-        if !self.fits(block.buffer_len() as u64) {
-            return;
-        }
+        self.insert_many([(key, block)]);
+    }
+
+    /// Insert blocks under one lock (the groups of one load), evicting least recently
+    /// used blocks until they fit.
+    pub fn insert_many(&self, blocks: impl IntoIterator<Item = (BlockKey, Arc<VerifiedBlock>)>) {
         let mut evicted = 0;
+        // Dropped after the lock is released: the last reference to a buffer returns it
+        // to the read-buffer pool, which has a lock of its own.
+        let mut gone = Vec::new();
         {
             let mut g = self.lock();
-            g.add(&block);
-            if let Some(old) = g.lru.put(key, block) {
-                g.remove(&old);
-            }
-            while g.charged > self.capacity {
-                match g.lru.pop_lru() {
-                    Some((_, b)) => {
-                        g.remove(&b);
-                        evicted += 1;
+            for (key, block) in blocks {
+                if !self.fits(block.buffer_len() as u64) {
+                    continue;
+                }
+                g.add(&block);
+                if let Some(old) = g.lru.put(key, block) {
+                    g.remove(&old);
+                    gone.push(old);
+                }
+                while g.charged > self.capacity {
+                    match g.lru.pop_lru() {
+                        Some((_, b)) => {
+                            g.remove(&b);
+                            gone.push(b);
+                            evicted += 1;
+                        }
+                        None => break,
                     }
-                    None => break,
                 }
             }
         }
+        drop(gone);
         if evicted > 0 {
             self.evictions.fetch_add(evicted, Ordering::Relaxed);
         }
+    }
+
+    /// Drop the blocks of `keys` that are held, under one lock, without counting them as
+    /// evictions: a sequential reader of the mount is done with them (the kernel's page
+    /// cache holds what it was served), and their buffers go back to the read-buffer
+    /// pool for the reads ahead instead of fresh memory being faulted in.
+    pub fn remove_many(&self, keys: impl IntoIterator<Item = BlockKey>) {
+        let mut gone = Vec::new();
+        {
+            let mut g = self.lock();
+            for k in keys {
+                if let Some(b) = g.lru.pop(&k) {
+                    g.remove(&b);
+                    gone.push(b);
+                }
+            }
+        }
+        drop(gone);
     }
 
     /// Count a block loaded by the prefetcher.
@@ -299,6 +371,34 @@ mod tests {
         // View 2 (20 bytes) still costs its whole 100-byte buffer.
         assert_eq!((s.blocks, s.bytes), (2, 150), "{s:?}");
         assert!(s.bytes + 2 * ENTRY_OVERHEAD <= c.capacity());
+    }
+
+    #[test]
+    fn batched_lookups_inserts_and_removals() {
+        let c = BlockCache::new(10 * charge(10));
+        c.insert_many((0..4).map(|i| (key(i), blk(10, i as u8))));
+        let mut out = Vec::new();
+        // Hits up to the first missing key, one miss for it.
+        assert_eq!(c.get_while([0, 1, 5, 2].map(key), &mut out), 2);
+        assert_eq!(out.iter().map(|b| b.bytes()[0]).collect::<Vec<_>>(), [0, 1]);
+        let s = c.stats();
+        assert_eq!((s.hits, s.misses), (2, 1));
+        assert_eq!(c.count_missing([7, 8, 2, 9].map(key)), 2);
+        assert_eq!(c.count_missing([2].map(key)), 0);
+        // Removal is not eviction; missing keys are skipped.
+        c.remove_many([1, 3, 6].map(key));
+        let s = c.stats();
+        assert_eq!((s.blocks, s.bytes, s.evictions), (2, 20, 0));
+        assert!(c.contains(&key(0)) && c.contains(&key(2)) && !c.contains(&key(1)));
+        // insert_many evicts as inserts do, and skips blocks that can never fit.
+        c.insert_many(
+            (10..20)
+                .map(|i| (key(i), blk(10, 0)))
+                .chain([(key(99), blk(3000, 0))]),
+        );
+        let s = c.stats();
+        assert_eq!((s.blocks, s.evictions), (10, 2));
+        assert!(!c.contains(&key(99)));
     }
 
     #[test]

@@ -69,6 +69,51 @@ impl Flights {
             .remove(&key);
     }
 
+    /// Lead the loads of `keys` from the first, under one lock, stopping before the
+    /// first key already being loaded: the flights taken, and the other reader's flight
+    /// when the first key was already being loaded (then none is taken).
+    pub fn lead_while(
+        &self,
+        keys: impl IntoIterator<Item = BlockKey>,
+    ) -> Result<Vec<Arc<Flight>>, Arc<Flight>> {
+        let mut m = self.loading.lock().unwrap_or_else(|p| p.into_inner());
+        let mut led = Vec::new();
+        for key in keys {
+            if let Some(f) = m.get(&key) {
+                if led.is_empty() {
+                    return Err(f.clone());
+                }
+                break;
+            }
+            let f = Arc::new(Flight {
+                done: Mutex::new(None),
+                cv: Condvar::new(),
+                waiters: AtomicUsize::new(0),
+            });
+            m.insert(key, f.clone());
+            led.push(f);
+        }
+        Ok(led)
+    }
+
+    /// Land the loads of consecutive keys from `first` (as [`Flights::land`] each),
+    /// removing them from the map under one lock.
+    pub fn land_many(
+        &self,
+        keys: impl Iterator<Item = BlockKey>,
+        landed: impl Iterator<Item = (Arc<Flight>, Option<Arc<VerifiedBlock>>)>,
+    ) {
+        for (flight, block) in landed {
+            let mut g = flight.done.lock().unwrap_or_else(|p| p.into_inner());
+            *g = Some(block);
+            flight.cv.notify_all();
+        }
+        let mut m = self.loading.lock().unwrap_or_else(|p| p.into_inner());
+        for k in keys {
+            m.remove(&k);
+        }
+    }
+
     /// Readers waiting for the load of `key` (0 when it is not being loaded).
     pub fn waiters(&self, key: &BlockKey) -> usize {
         self.loading

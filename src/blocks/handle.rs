@@ -18,6 +18,7 @@
 
 use super::BlockKey;
 use crate::reader::VerifiedBlock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Distance from the previous read's end within which a read still counts as
@@ -54,11 +55,34 @@ pub(super) fn find(held: &Held, key: BlockKey) -> Option<Arc<VerifiedBlock>> {
 #[derive(Debug, Default)]
 pub struct ReadHandle {
     state: Mutex<State>,
+    progress: Progress,
+}
+
+/// How far a reader has read (the furthest end of its reads, in stream bytes; all of
+/// the stream once its file is closed), shared with the runs queued for prefetch on
+/// its behalf: a run it has already read past is not loaded again.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Progress(Arc<AtomicU64>);
+
+impl Progress {
+    /// Whether the reader has read up to `to` (or is gone).
+    pub(super) fn passed(&self, to: u64) -> bool {
+        self.0.load(Ordering::Relaxed) >= to
+    }
+}
+
+impl Drop for ReadHandle {
+    fn drop(&mut self) {
+        self.progress.0.store(u64::MAX, Ordering::Relaxed);
+    }
 }
 
 /// What [`ReadHandle::begin`] found.
 pub(super) struct Begun {
     pub sequential: bool,
+    /// The read starts the file or continues the one before (what a sequential reader
+    /// has passed, it has read).
+    pub continues: bool,
     pub held: Held,
     pub queued_to: u64,
 }
@@ -86,15 +110,22 @@ impl ReadHandle {
             _ => 0,
         };
         s.last = Some((end, streak));
+        self.progress.0.fetch_max(end, Ordering::Relaxed);
         if start != 0 && streak < 2 {
             s.hint = 0;
             s.hinted_to = 0;
         }
         Begun {
             sequential: start == 0 || streak >= 2,
+            continues: start == 0 || streak >= 1,
             held: s.held.clone(),
             queued_to: s.queued_to,
         }
+    }
+
+    /// This reader's progress, for the prefetch queue.
+    pub(crate) fn progress(&self) -> Progress {
+        self.progress.clone()
     }
 
     /// The kept block of `key`, if any.

@@ -23,7 +23,7 @@
 //! them).
 
 use super::flight::Flights;
-use super::handle::{Held, ReadHandle, find};
+use super::handle::{Held, Progress, ReadHandle, find};
 use super::state::Served;
 use super::{BlockCache, BlockIndex, BlockKey, CacheStats, ContainerId, ReadError, TrackId};
 use crate::error::Error;
@@ -39,6 +39,13 @@ const WINDOW_BLOCKS: u64 = 64;
 /// The first read-ahead hint to a remote source for a sequential reader, in stream
 /// bytes; it doubles with each sequential read up to the prefetch window.
 pub const HINT_MIN: u64 = 2 << 20;
+
+/// Work for the prefetch threads: a block, or a run of hash groups (its first group's
+/// key) queued for a reader whose progress tells whether it is still ahead of it.
+enum Ahead {
+    Block(BlockKey),
+    Run(BlockKey, Option<Progress>),
+}
 
 /// Settings of the block layer.
 #[derive(Clone)]
@@ -84,7 +91,7 @@ pub struct Blocks {
     containers: Vec<OnceLock<Served>>,
     cache: BlockCache,
     flights: Flights,
-    prefetch_tx: Mutex<Option<SyncSender<BlockKey>>>,
+    prefetch_tx: Mutex<Option<SyncSender<Ahead>>>,
     cfg: BlocksConfig,
 }
 
@@ -602,18 +609,18 @@ impl Blocks {
         if threads == 0 {
             return;
         }
-        let (tx, rx) = std::sync::mpsc::sync_channel::<BlockKey>(256);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Ahead>(256);
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..threads {
             let blocks = Arc::downgrade(self);
-            let rx: Arc<Mutex<Receiver<BlockKey>>> = rx.clone();
+            let rx: Arc<Mutex<Receiver<Ahead>>> = rx.clone();
             let _ = std::thread::Builder::new()
                 .name(format!("h4fs-prefetch-{i}"))
                 .spawn(move || {
                     loop {
                         // Two keys at a time when two are queued: their hashes then share
                         // a core in lockstep.
-                        let (key, next) = {
+                        let (ahead, next) = {
                             let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
                             match rx.recv() {
                                 Ok(k) => (k, rx.try_recv().ok()),
@@ -623,9 +630,20 @@ impl Blocks {
                         let Some(blocks) = blocks.upgrade() else {
                             return;
                         };
-                        match next {
-                            Some(next) => blocks.prefetch_pair(key, next),
-                            None => blocks.prefetch_one(key),
+                        match (ahead, next) {
+                            (Ahead::Block(key), Some(Ahead::Block(next))) => {
+                                blocks.prefetch_pair(key, next)
+                            }
+                            (first, next) => {
+                                for a in std::iter::once(first).chain(next) {
+                                    match a {
+                                        Ahead::Block(key) => blocks.prefetch_one(key),
+                                        Ahead::Run(key, reader) => {
+                                            blocks.prefetch_run(key, reader.as_ref())
+                                        }
+                                    }
+                                }
+                            }
                         }
                     }
                 });
@@ -644,7 +662,7 @@ impl Blocks {
     /// Prefetch one block unless it is cached or being loaded.
     fn prefetch_one(&self, key: BlockKey) {
         if self.container(key.container).by_groups(key.track.index()) {
-            return self.prefetch_run(key);
+            return self.prefetch_run(key, None);
         }
         if !self.cache.contains(&key) && matches!(self.load(key, None, true, None), Ok((_, true))) {
             self.cache.record_prefetch();
@@ -696,7 +714,7 @@ impl Blocks {
                 && !self.flights.in_flight(&key)
                 && !self.cache.contains(&key);
             if wanted {
-                match tx.try_send(key) {
+                match tx.try_send(Ahead::Block(key)) {
                     Ok(()) => {}
                     Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => break,
                 }
@@ -732,22 +750,24 @@ impl Blocks {
             return Ok(Data::Owned(Vec::new()));
         }
         let (groups, span) = shape.groups_for(offset..end);
-        let (sequential, queued_to) = match handle {
+        let (sequential, continues, queued_to) = match handle {
             Some(h) => {
                 let b = h.begin(offset, end);
-                (b.sequential, Some(b.queued_to))
+                (b.sequential, b.continues, Some(b.queued_to))
             }
-            None => (offset == 0, None),
+            None => (offset == 0, false, None),
         };
         let run = run_groups(shape);
         let file_end = shape.groups_for(file).0.end.max(groups.end);
         let mut parts: Vec<Arc<VerifiedBlock>> = Vec::new();
         let mut g = groups.start;
         while g < groups.end {
-            if let Some(b) = self.cache.get(&group_key(c, t, g)) {
-                parts.push(b);
-                g += 1;
-                continue;
+            let hits = self
+                .cache
+                .get_while((g..groups.end).map(|g| group_key(c, t, g)), &mut parts);
+            g += hits as u64;
+            if g == groups.end {
+                break;
             }
             let want = if sequential {
                 groups.end.max(g + run).min(file_end)
@@ -769,6 +789,18 @@ impl Blocks {
             let take = loaded.len().min((groups.end - g) as usize);
             parts.extend(loaded.into_iter().take(take));
             g += take as u64;
+        }
+        if continues {
+            // An open file of the mount, read in order: the kernel's page cache now holds
+            // what this read returns, so the groups it covered whole leave the cache and
+            // their buffers are recycled for the runs ahead (drop-behind).
+            // The first group's bytes before this read were read before it; the last
+            // group stays unless this read reached its end.
+            let to = groups.end - u64::from(shape.group_bytes(groups.end - 1).end > end);
+            if groups.start < to {
+                self.cache
+                    .remove_many((groups.start..to).map(|g| group_key(c, t, g)));
+            }
         }
         if sequential {
             // A remote source is told the window ahead first, and the prefetch threads
@@ -825,41 +857,39 @@ impl Blocks {
         groups: Range<u64>,
         report: Report,
     ) -> Result<Vec<Arc<VerifiedBlock>>, ReadError> {
-        let mut flights = Vec::new();
-        for g in groups.clone() {
-            let key = group_key(c, t, g);
-            if g > groups.start && self.cache.contains(&key) {
-                break;
+        let key = |g: u64| group_key(c, t, g);
+        let first = groups.start;
+        // The groups after the first up to the next one cached, then (in one lock of the
+        // flights) up to the next one another reader is loading.
+        let missing = self.cache.count_missing((first + 1..groups.end).map(key));
+        let flights = match self
+            .flights
+            .lead_while((first..first + 1 + missing as u64).map(key))
+        {
+            Ok(f) => f,
+            Err(other) => {
+                return match other.wait() {
+                    Some(b) => Ok(vec![b]),
+                    // The leader failed: read it ourselves, so this reader gets the
+                    // error too.
+                    None => self.read_groups_uncoordinated(c, t, first..first + 1, report),
+                };
             }
-            match self.flights.lead(key) {
-                Ok(f) if g == groups.start => {
-                    // A leader may have cached it between our miss and taking the flight
-                    // (it caches before it lands).
-                    if let Some(b) = self.cache.get_held(&key) {
-                        self.flights.land(key, &f, Some(b.clone()));
-                        return Ok(vec![b]);
-                    }
-                    flights.push(f)
-                }
-                Ok(f) => flights.push(f),
-                Err(other) if g == groups.start => {
-                    return match other.wait() {
-                        Some(b) => Ok(vec![b]),
-                        // The leader failed: read it ourselves, so this reader gets the
-                        // error too.
-                        None => self.read_groups_uncoordinated(c, t, g..g + 1, report),
-                    };
-                }
-                Err(_) => break,
-            }
-        }
-        let to = groups.start + flights.len() as u64;
-        let r = self.read_groups_uncoordinated(c, t, groups.start..to, report);
-        for (i, f) in flights.iter().enumerate() {
-            let b = r.as_ref().ok().map(|v| v[i].clone());
+        };
+        let to = first + flights.len() as u64;
+        // A leader may have cached the first group between our miss and taking the
+        // flights (it caches before it lands); the others' waiters then read their
+        // groups themselves.
+        if let Some(b) = self.cache.get_held(&key(first)) {
+            let blocks = std::iter::once(Some(b.clone())).chain(std::iter::repeat(None));
             self.flights
-                .land(group_key(c, t, groups.start + i as u64), f, b);
+                .land_many((first..to).map(key), flights.into_iter().zip(blocks));
+            return Ok(vec![b]);
         }
+        let r = self.read_groups_uncoordinated(c, t, first..to, report);
+        let blocks = (0..flights.len()).map(|i| r.as_ref().ok().map(|v| v[i].clone()));
+        self.flights
+            .land_many((first..to).map(key), flights.into_iter().zip(blocks));
         r
     }
 
@@ -878,10 +908,11 @@ impl Blocks {
             Ok(v) => {
                 cont.groups_verified_add(v.len() as u64);
                 let v: Vec<_> = v.into_iter().map(Arc::new).collect();
-                for (i, b) in v.iter().enumerate() {
-                    self.cache
-                        .insert(group_key(c, t, groups.start + i as u64), b.clone());
-                }
+                self.cache.insert_many(
+                    v.iter()
+                        .enumerate()
+                        .map(|(i, b)| (group_key(c, t, groups.start + i as u64), b.clone())),
+                );
                 Ok(v)
             }
             Err(err) if report == Report::No => Err(err.into()),
@@ -922,10 +953,15 @@ impl Blocks {
     }
 
     /// Prefetch the run of groups starting at `key`'s group: its groups from the first
-    /// one not cached, up to the next one cached or being loaded.
-    fn prefetch_run(&self, key: BlockKey) {
+    /// one not cached, up to the next one cached or being loaded; nothing when the
+    /// reader it was queued for has read past the run already (its groups may have left
+    /// the cache behind it) or closed its file.
+    pub(super) fn prefetch_run(&self, key: BlockKey, reader: Option<&Progress>) {
         let shape = self.shape(key.container);
         let end = (key.block.0 + run_groups(shape)).min(shape.group_count());
+        if end > key.block.0 && reader.is_some_and(|r| r.passed(shape.group_bytes(end - 1).end)) {
+            return;
+        }
         let Some(from) = (key.block.0..end)
             .find(|&g| !self.cache.contains(&group_key(key.container, key.track, g)))
         else {
@@ -972,7 +1008,7 @@ impl Blocks {
         while g < window_end && g < ahead.end {
             let key = group_key(c, t, g);
             if !self.flights.in_flight(&key) && !self.cache.contains(&key) {
-                match tx.try_send(key) {
+                match tx.try_send(Ahead::Run(key, handle.map(|h| h.progress()))) {
                     Ok(()) => {}
                     Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => break,
                 }

@@ -634,3 +634,55 @@ fn try_read_cached_of_a_v2_track_answers_from_its_groups() {
     let d = b.try_read_cached(C, T, at, 100).unwrap().unwrap();
     assert_eq!(d.as_slice(), &all[at as usize..at as usize + 100]);
 }
+
+#[test]
+fn v2_a_sequential_reader_of_the_mount_leaves_nothing_behind_in_the_cache() {
+    let data = blocks(&[MIB, MIB, MIB, MIB / 2 + 77]);
+    let all = stream(&data);
+    let groups = (all.len() as u64).div_ceil(GROUP);
+    // An open file read in order (a handle): what it was served leaves the cache (the
+    // kernel's page cache holds it), each group verified once.
+    for step in [4096, 64 << 10, 1 << 20] {
+        let b = layer(pack_v2(&data), 64 << 20);
+        let h = ReadHandle::new();
+        assert_eq!(read_all(&b, Some(&h), step), all, "step {step}");
+        assert_eq!(b.container(C).groups_verified(), groups, "step {step}");
+        let s = b.stats();
+        assert_eq!((s.blocks, s.bytes), (0, 0), "step {step}: {s:?}");
+    }
+    // Reads without a handle (serve, cat --range) keep what they loaded for the next
+    // client.
+    let b = layer(pack_v2(&data), 64 << 20);
+    assert_eq!(read_all(&b, None, 64 << 10), all);
+    assert_eq!(b.stats().blocks, groups);
+    // A handle read at random (each read more than the kernel's readahead away from
+    // the one before) keeps its groups too.
+    let b = layer(pack_v2(&data), 64 << 20);
+    let h = ReadHandle::new();
+    for at in [3 * MIB as u64, 5 * GROUP, 5 * MIB as u64 / 2] {
+        b.read(C, T, at, GROUP, Some(&h)).unwrap();
+    }
+    assert_eq!(b.stats().blocks, 3);
+}
+
+#[test]
+fn v2_a_run_queued_for_a_reader_is_not_loaded_once_it_has_read_past_it() {
+    let data = blocks(&[MIB, MIB, MIB]);
+    let b = layer(pack_v2(&data), 64 << 20);
+    let run = |g: u64| BlockKey::new(0, 0, g);
+    let h = ReadHandle::new();
+    b.read(C, T, 0, 4096, Some(&h)).unwrap();
+    b.read(C, T, MIB as u64 + 4096, 4096, Some(&h)).unwrap();
+    let before = b.container(C).groups_verified();
+    // The reader has read into the second run: the first run is behind it.
+    b.prefetch_run(run(0), Some(&h.progress()));
+    assert_eq!(b.container(C).groups_verified(), before);
+    // The third run is ahead of it: loaded.
+    b.prefetch_run(run(128), Some(&h.progress()));
+    assert_eq!(b.container(C).groups_verified(), before + 64);
+    // Once its file is closed, nothing queued for it is loaded.
+    let p = h.progress();
+    drop(h);
+    b.prefetch_run(run(64), Some(&p));
+    assert_eq!(b.container(C).groups_verified(), before + 64);
+}
