@@ -42,38 +42,82 @@ pub(crate) fn read_pooled(
     what: &str,
 ) -> Result<PooledBuf> {
     within(src, offset, len, what)?;
-    let mut buf = PooledBuf(pool::take(len as usize));
-    read_into(src, &mut buf.0, offset, what)?;
+    let mut buf = PooledBuf::take(len as usize, None);
+    read_into(src, &mut buf, offset, what)?;
     Ok(buf)
 }
 
+/// [`read_pooled`] into a buffer whose first byte sits at `phase` within a memory page
+/// (`phase < PAGE`). The CPU copies fastest between addresses aligned alike, so the
+/// caller picks which copy of these bytes gets matching alignment.
+pub(crate) fn read_pooled_phased(
+    src: &dyn ReadAt,
+    offset: u64,
+    len: u64,
+    what: &str,
+    phase: usize,
+) -> Result<PooledBuf> {
+    within(src, offset, len, what)?;
+    let mut buf = PooledBuf::take(len as usize, Some(phase));
+    read_into(src, &mut buf, offset, what)?;
+    Ok(buf)
+}
+
+/// The size of a memory page, as far as copy alignment goes.
+pub(crate) const PAGE: usize = 4096;
+
 /// Bytes whose allocation goes back to the read-buffer pool when dropped (when its
-/// size is one the pool keeps).
+/// size is one the pool keeps): `len` bytes from `start` of the allocation.
 #[derive(Default)]
-pub struct PooledBuf(Vec<u8>);
+pub struct PooledBuf {
+    v: Vec<u8>,
+    start: usize,
+    len: usize,
+}
 
 impl PooledBuf {
     /// Wrap bytes; their allocation joins the pool when these are dropped.
     pub(crate) fn new(v: Vec<u8>) -> PooledBuf {
-        PooledBuf(v)
+        let len = v.len();
+        PooledBuf { v, start: 0, len }
+    }
+
+    /// `len` bytes (contents unspecified) from the pool, the first at `phase` within a
+    /// page when given.
+    fn take(len: usize, phase: Option<usize>) -> PooledBuf {
+        let slack = if phase.is_some() { PAGE - 1 } else { 0 };
+        let v = pool::take(len + slack);
+        let start = phase.map_or(0, |p| p.wrapping_sub(v.as_ptr() as usize) % PAGE);
+        PooledBuf { v, start, len }
     }
 
     /// The bytes as a `Vec` (taken out of the pool's reach).
     pub(crate) fn into_vec(mut self) -> Vec<u8> {
-        std::mem::take(&mut self.0)
+        let mut v = std::mem::take(&mut self.v);
+        if self.start > 0 {
+            v.copy_within(self.start..self.start + self.len, 0);
+        }
+        v.truncate(self.len);
+        v
     }
 }
 
 impl std::ops::Deref for PooledBuf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.0
+        &self.v[self.start..self.start + self.len]
+    }
+}
+
+impl std::ops::DerefMut for PooledBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.v[self.start..self.start + self.len]
     }
 }
 
 impl Drop for PooledBuf {
     fn drop(&mut self) {
-        pool::give(std::mem::take(&mut self.0));
+        pool::give(std::mem::take(&mut self.v));
     }
 }
 
@@ -352,5 +396,22 @@ mod pool_tests {
             read_pooled(&src, 3, 100, "test").unwrap().into_vec(),
             &src[3..103]
         );
+    }
+
+    /// A phased read puts its first byte at the asked place within a page, for any
+    /// recycled buffer, and its bytes come out whole as a `Vec`.
+    #[test]
+    fn phased_reads_start_where_asked_within_a_page() {
+        const LEN: usize = MIN + 999;
+        let src: Vec<u8> = (0..LEN * 2).map(|i| (i % 253) as u8).collect();
+        for phase in [0, 1, 16, PAGE - 1] {
+            for at in [0u64, 5, 4095] {
+                let b = read_pooled_phased(&src, at, LEN as u64, "test", phase).unwrap();
+                assert_eq!(b.as_ptr() as usize % PAGE, phase, "phase {phase} at {at}");
+                assert_eq!(&b[..], &src[at as usize..at as usize + LEN]);
+                assert_eq!(b.into_vec(), &src[at as usize..at as usize + LEN]);
+            }
+        }
+        assert!(read_pooled_phased(&src, LEN as u64 * 2 - 1, 2, "test", 0).is_err());
     }
 }
