@@ -1039,7 +1039,7 @@ enum Report {
 
 /// What a sequential reader of a track served by groups verifies per load: a run of
 /// groups of this many bytes, hashed on the thread that loads them.
-pub const RUN_BYTES: u64 = 1 << 20;
+pub const RUN_BYTES: u64 = 2 << 20;
 
 /// Groups in a run (at least one).
 fn run_groups(shape: Shape) -> u64 {

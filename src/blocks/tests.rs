@@ -440,7 +440,7 @@ fn v2_flipped_byte_fails_exactly_the_reads_of_its_group() {
     assert_eq!(failures[0].0, (0, 1));
     assert_eq!(failures[0].1.count, 3);
     assert!(!b.is_cached(&BlockKey::new(0, 0, 70)));
-    // A sequential reader, whose loads are 1 MiB runs that include the bad group, gets
+    // A sequential reader, whose loads are runs (RUN_BYTES) that include the bad group, gets
     // every byte before it, then EIO for the read that touches it.
     let mut bytes = pack_v2(&data);
     bytes[(e1.data_offset + bad - MIB as u64 + 5) as usize] ^= 1;
@@ -463,7 +463,7 @@ fn v2_sequential_reads_verify_whole_runs() {
     let (b, src) = counted_layer(pack_v2(&data), 64 << 20);
     let h = ReadHandle::new();
     assert_eq!(read_all(&b, Some(&h), 4096), all);
-    // Each group verified once, in runs of 1 MiB: a handful of reads, not one per
+    // Each group verified once, in runs of RUN_BYTES: a handful of reads, not one per
     // request or per group.
     assert_eq!(b.container(C).groups_verified(), groups);
     let (reads, read_bytes) = src.counts();
@@ -667,22 +667,24 @@ fn v2_a_sequential_reader_of_the_mount_leaves_nothing_behind_in_the_cache() {
 
 #[test]
 fn v2_a_run_queued_for_a_reader_is_not_loaded_once_it_has_read_past_it() {
-    let data = blocks(&[MIB, MIB, MIB]);
+    let run_len = super::service::RUN_BYTES as usize;
+    let rg = super::service::RUN_BYTES / GROUP;
+    let data = blocks(&[run_len, run_len, run_len]);
     let b = layer(pack_v2(&data), 64 << 20);
-    let run = |g: u64| BlockKey::new(0, 0, g);
+    let run = |r: u64| BlockKey::new(0, 0, r * rg);
     let h = ReadHandle::new();
     b.read(C, T, 0, 4096, Some(&h)).unwrap();
-    b.read(C, T, MIB as u64 + 4096, 4096, Some(&h)).unwrap();
+    b.read(C, T, run_len as u64 + 4096, 4096, Some(&h)).unwrap();
     let before = b.container(C).groups_verified();
     // The reader has read into the second run: the first run is behind it.
     b.prefetch_run(run(0), Some(&h.progress()));
     assert_eq!(b.container(C).groups_verified(), before);
     // The third run is ahead of it: loaded.
-    b.prefetch_run(run(128), Some(&h.progress()));
-    assert_eq!(b.container(C).groups_verified(), before + 64);
+    b.prefetch_run(run(2), Some(&h.progress()));
+    assert_eq!(b.container(C).groups_verified(), before + rg);
     // Once its file is closed, nothing queued for it is loaded.
     let p = h.progress();
     drop(h);
-    b.prefetch_run(run(64), Some(&p));
-    assert_eq!(b.container(C).groups_verified(), before + 64);
+    b.prefetch_run(run(1), Some(&p));
+    assert_eq!(b.container(C).groups_verified(), before + rg);
 }

@@ -713,7 +713,7 @@ impl<B: AsRef<[u8]>> CheckedTree<B> {
 
     /// [`CheckedTree::verify_parts`] hashing every group on the calling thread, for
     /// callers that already run side by side (the mount's readers and prefetch
-    /// threads): handing their 1 MiB runs to the rayon pool cost more in wake-ups than
+    /// threads): handing their runs to the rayon pool cost more in wake-ups than
     /// it gained there.
     pub fn verify_parts_here(&self, offset: u64, parts: &[&[u8]]) -> Result<(), TreeError> {
         self.verify_parts_in(offset, parts, false)
