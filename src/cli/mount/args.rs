@@ -66,7 +66,8 @@ pub struct MountArgs {
     #[arg(short = 'f', long)]
     pub foreground: bool,
     /// Bytes of verified, decoded blocks to keep in memory (suffixes K, M, G, T); a block
-    /// larger than this is kept by the open file reading it instead.
+    /// larger than this is kept by the open file reading it instead. What a file read in
+    /// order was served leaves it: the kernel's page cache keeps that.
     #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "256M")]
     pub cache_size: u64,
     /// For s3:// and http(s):// sources: keep fetched byte ranges of the containers as
