@@ -25,6 +25,9 @@ set -euo pipefail
 export LC_ALL=C
 
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# fill_daemon_cache FILE
+# shellcheck source=scripts/bench-lib.sh
+source "$REPO_DIR/scripts/bench-lib.sh"
 SIZE_MIB=1024
 ROUNDS=8
 WORK_DIR=/var/tmp/h4fs-first-read
@@ -189,17 +192,7 @@ FUSE=""
 "${BINS[0]}" mount --cache-size $(((SIZE_MIB + SIZE_MIB / 8 + 64) << 20)) "$CONT" "$MP"
 verified() { "${BINS[0]}" stats --json "$MP" | jq '.blocks_verified + .groups_verified'; }
 for ((r = 1; r <= 3; r++)); do
-    # Direct 1 MiB reads 4 MiB apart continue no reader, so the daemon keeps what it
-    # verifies (a reader that reads on leaves nothing behind); offset 0 is read last.
-    mib=$SIZE_MIB
-    dd if="$MP/stream" of=/dev/null bs=4K skip=1 count=255 iflag=direct status=none
-    for ((j = 0; j < 4; j++)); do
-        for ((i = j; i < mib; i += 4)); do
-            ((i == 0)) && continue
-            dd if="$MP/stream" of=/dev/null bs=1M skip="$i" count=1 iflag=direct status=none
-        done
-    done
-    dd if="$MP/stream" of=/dev/null bs=4K count=1 iflag=direct status=none
+    fill_daemon_cache "$MP/stream"
     echo 1 >/proc/sys/vm/drop_caches
     v0=$(verified)
     t0=$(date +%s.%N); cat "$MP/stream" >/dev/null; t1=$(date +%s.%N)
