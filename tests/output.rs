@@ -8,7 +8,7 @@ mod common;
 
 use common::{BIN, arg, h4fs, h4fs_ok, h4fs_run, noise, ok, run};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -444,13 +444,22 @@ fn unnamed_outputs(pid: u32, dir: &Path) -> Vec<u64> {
 /// Start `args`, wait until it has written part of its output, stop it, send `sig`,
 /// let it go, and check it died of the signal with `out_dir` left empty.
 fn interrupt(args: &[&str], out_dir: &Path, out: &Path, sig: i32) {
-    let mut child = h4fs()
-        .args(args)
+    let mut cmd = h4fs();
+    cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::null());
+    // The signal's default action, whatever this runner inherited: h4fs leaves a signal
+    // that was ignored when it started ignored (as under `nohup`, or SIGINT for a
+    // command started in the background by a shell without job control).
+    // SAFETY: signal(2) is async-signal-safe, and nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::signal(sig, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
     let pid = child.id();
     loop {
         if let Some(st) = child.try_wait().unwrap() {
