@@ -20,6 +20,13 @@ pub struct Flight {
 }
 
 impl Flight {
+    /// Record the load's result and wake its waiters.
+    fn finish(&self, block: Option<Arc<VerifiedBlock>>) {
+        let mut g = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        *g = Some(block);
+        self.cv.notify_all();
+    }
+
     /// Wait for the load to land: the block, or `None` when it failed.
     pub fn wait(&self) -> Option<Arc<VerifiedBlock>> {
         self.waiters.fetch_add(1, Ordering::Relaxed);
@@ -41,28 +48,12 @@ impl Flights {
     /// Take the load of `key`: `Ok` with a new flight for this caller to
     /// [`land`](Self::land), or `Err` with the flight of the reader already loading it.
     pub fn lead(&self, key: BlockKey) -> Result<Arc<Flight>, Arc<Flight>> {
-        let mut m = self.loading.lock().unwrap_or_else(|p| p.into_inner());
-        match m.get(&key) {
-            Some(f) => Err(f.clone()),
-            None => {
-                let f = Arc::new(Flight {
-                    done: Mutex::new(None),
-                    cv: Condvar::new(),
-                    waiters: AtomicUsize::new(0),
-                });
-                m.insert(key, f.clone());
-                Ok(f)
-            }
-        }
+        self.lead_while([key]).map(|mut led| led.remove(0))
     }
 
     /// Finish a flight taken with [`lead`](Self::lead), waking its waiters.
     pub fn land(&self, key: BlockKey, flight: &Flight, block: Option<Arc<VerifiedBlock>>) {
-        {
-            let mut g = flight.done.lock().unwrap_or_else(|p| p.into_inner());
-            *g = Some(block);
-            flight.cv.notify_all();
-        }
+        flight.finish(block);
         self.loading
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -96,17 +87,15 @@ impl Flights {
         Ok(led)
     }
 
-    /// Land the loads of consecutive keys from `first` (as [`Flights::land`] each),
-    /// removing them from the map under one lock.
+    /// Finish the flights of `keys` taken with [`lead_while`](Self::lead_while) (as
+    /// [`land`](Self::land) each), removing them from the map under one lock.
     pub fn land_many(
         &self,
         keys: impl Iterator<Item = BlockKey>,
         landed: impl Iterator<Item = (Arc<Flight>, Option<Arc<VerifiedBlock>>)>,
     ) {
         for (flight, block) in landed {
-            let mut g = flight.done.lock().unwrap_or_else(|p| p.into_inner());
-            *g = Some(block);
-            flight.cv.notify_all();
+            flight.finish(block);
         }
         let mut m = self.loading.lock().unwrap_or_else(|p| p.into_inner());
         for k in keys {

@@ -62,7 +62,7 @@ pub struct ReadHandle {
 /// the stream once its file is closed), shared with the runs queued for prefetch on
 /// its behalf: a run it has already read past is not loaded again.
 #[derive(Debug, Default, Clone)]
-pub(crate) struct Progress(Arc<AtomicU64>);
+pub(super) struct Progress(Arc<AtomicU64>);
 
 impl Progress {
     /// Whether the reader has read up to `to` (or is gone).
@@ -124,7 +124,7 @@ impl ReadHandle {
     }
 
     /// This reader's progress, for the prefetch queue.
-    pub(crate) fn progress(&self) -> Progress {
+    pub(super) fn progress(&self) -> Progress {
         self.progress.clone()
     }
 

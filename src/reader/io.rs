@@ -34,31 +34,19 @@ pub(crate) fn read_vec_reusing<'b>(
 /// [`read_vec`] into a buffer from a small pool of recycled read buffers: a
 /// sequential reader's next run is read into memory that is neither zeroed again nor
 /// faulted in again (both showed in profiles of the mount's first read, about a tenth
-/// of the daemon's time). The buffer goes back to the pool when dropped.
+/// of the daemon's time). The buffer goes back to the pool when dropped. With a
+/// `phase` (`< PAGE`), the first byte sits at that offset within a memory page: the
+/// CPU copies fastest between addresses aligned alike, so the caller picks which later
+/// copy of these bytes gets matching alignment.
 pub(crate) fn read_pooled(
     src: &dyn ReadAt,
     offset: u64,
     len: u64,
     what: &str,
+    phase: Option<usize>,
 ) -> Result<PooledBuf> {
     within(src, offset, len, what)?;
-    let mut buf = PooledBuf::take(len as usize, None);
-    read_into(src, &mut buf, offset, what)?;
-    Ok(buf)
-}
-
-/// [`read_pooled`] into a buffer whose first byte sits at `phase` within a memory page
-/// (`phase < PAGE`). The CPU copies fastest between addresses aligned alike, so the
-/// caller picks which copy of these bytes gets matching alignment.
-pub(crate) fn read_pooled_phased(
-    src: &dyn ReadAt,
-    offset: u64,
-    len: u64,
-    what: &str,
-    phase: usize,
-) -> Result<PooledBuf> {
-    within(src, offset, len, what)?;
-    let mut buf = PooledBuf::take(len as usize, Some(phase));
+    let mut buf = PooledBuf::take(len as usize, phase);
     read_into(src, &mut buf, offset, what)?;
     Ok(buf)
 }
@@ -388,12 +376,12 @@ mod pool_tests {
         const LEN: usize = MIN + 12_345;
         let src: Vec<u8> = (0..LEN * 2).map(|i| (i % 251) as u8).collect();
         for at in [0, 7, LEN as u64 - 1] {
-            let b = read_pooled(&src, at, LEN as u64, "test").unwrap();
+            let b = read_pooled(&src, at, LEN as u64, "test", None).unwrap();
             assert_eq!(&b[..], &src[at as usize..at as usize + LEN]);
         }
-        assert!(read_pooled(&src, LEN as u64 * 2 - 1, 2, "test").is_err());
+        assert!(read_pooled(&src, LEN as u64 * 2 - 1, 2, "test", None).is_err());
         assert_eq!(
-            read_pooled(&src, 3, 100, "test").unwrap().into_vec(),
+            read_pooled(&src, 3, 100, "test", None).unwrap().into_vec(),
             &src[3..103]
         );
     }
@@ -406,12 +394,12 @@ mod pool_tests {
         let src: Vec<u8> = (0..LEN * 2).map(|i| (i % 253) as u8).collect();
         for phase in [0, 1, 16, PAGE - 1] {
             for at in [0u64, 5, 4095] {
-                let b = read_pooled_phased(&src, at, LEN as u64, "test", phase).unwrap();
+                let b = read_pooled(&src, at, LEN as u64, "test", Some(phase)).unwrap();
                 assert_eq!(b.as_ptr() as usize % PAGE, phase, "phase {phase} at {at}");
                 assert_eq!(&b[..], &src[at as usize..at as usize + LEN]);
                 assert_eq!(b.into_vec(), &src[at as usize..at as usize + LEN]);
             }
         }
-        assert!(read_pooled_phased(&src, LEN as u64 * 2 - 1, 2, "test", 0).is_err());
+        assert!(read_pooled(&src, LEN as u64 * 2 - 1, 2, "test", Some(0)).is_err());
     }
 }

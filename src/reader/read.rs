@@ -10,7 +10,7 @@
 //! stored bytes, checked but not decoded (`cat --raw`).
 
 use super::Archive;
-use super::io::{PooledBuf, read_pooled, read_pooled_phased, read_vec};
+use super::io::{PooledBuf, read_pooled, read_vec};
 use super::table::{BlockCheck, BlockEntry};
 use crate::crypto::{BlockContext, Decryptor};
 use crate::error::{Error, Result, Tag};
@@ -257,12 +257,12 @@ impl Archive {
         // The stream bytes start on a page boundary of the buffer: a reply to a
         // page-aligned read (the kernel's page cache asks for those) is then copied
         // page to page into the kernel's pages, the copy that measured fastest.
-        let raw = read_pooled_phased(
+        let raw = read_pooled(
             &*self.src,
             file_start,
             file_end - file_start,
             &format!("hash groups {}..{}", groups.start, groups.end),
-            0,
+            Some(0),
         )
         .map_err(|e| (e, file_start..file_end))?;
         let mut pieces = Vec::with_capacity((m - k + 1) as usize);
@@ -565,7 +565,7 @@ impl Archive {
         let head = read_vec(&*self.src, e.chunk_offset, head_len, &what)?;
         // From the pool that the buffers of dropped blocks go back to (a v1 block's
         // stored bytes are its verified bytes for the identity engine).
-        let stored = read_pooled(&*self.src, e.data_offset, e.stored_len, &what)?.into_vec();
+        let stored = read_pooled(&*self.src, e.data_offset, e.stored_len, &what, None)?.into_vec();
         Ok(StoredParts { head, stored })
     }
 
